@@ -1,0 +1,127 @@
+"""Wiring for ``modelguard serve``: the guard, the gRPC server, the admin site, the signals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from ext_proc.admin import Readiness, build_app, start_admin
+from ext_proc.clock import Clock, monotonic
+from ext_proc.guard import Guard
+from ext_proc.logs import log_transition
+from ext_proc.metrics import registry_for
+from ext_proc.policy import Policy
+from ext_proc.server import SERVICE_NAME, ExtProcServicer
+
+log = logging.getLogger("modelguard")
+
+DEFAULT_GRPC_ADDRESS = "0.0.0.0:50051"
+DEFAULT_ADMIN_ADDRESS = "127.0.0.1:9464"
+DEFAULT_GRACE = 5.0
+
+_GRPC_OPTIONS = [
+    # Off, so that a port already taken is an error rather than two servers sharing it.
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` to (host, port); ValueError with a readable message."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"{address!r} is not host:port")
+    return host.strip("[]"), int(port_text)
+
+
+@dataclass
+class Ports:
+    grpc: int
+    admin: int
+
+
+class Service:
+    """One running modelguard: start() binds both ports, stop() drains within a grace period."""
+
+    def __init__(self, policy: Policy, clock: Clock = monotonic, rng: random.Random | None = None) -> None:
+        self.guard = Guard(policy, clock=clock, rng=rng, on_transition=log_transition)
+        self.servicer = ExtProcServicer(self.guard)
+        self.readiness = Readiness()
+        self.health = health.aio.HealthServicer()
+        self.registry = registry_for(lambda: self.servicer.guard, self.servicer.errors)
+        self._server: grpc.aio.Server | None = None
+        self._admin: web.AppRunner | None = None
+
+    async def start(self, grpc_address: str, admin_address: str) -> Ports:
+        admin_host, admin_port = split_address(admin_address)
+        split_address(grpc_address)
+        server = grpc.aio.server(options=_GRPC_OPTIONS)
+        server.add_generic_rpc_handlers((self.servicer.handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        try:
+            grpc_port = server.add_insecure_port(grpc_address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {grpc_address} for gRPC: {exc}") from exc
+        if grpc_port == 0:
+            raise OSError(f"cannot listen on {grpc_address} for gRPC (port taken?)")
+        await server.start()
+        self._server = server
+        try:
+            self._admin, bound_admin = await start_admin(
+                build_app(lambda: self.servicer.guard, self.registry, self.readiness), admin_host, admin_port
+            )
+        except OSError:
+            await server.stop(None)
+            raise
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self.readiness.set(True, "serving")
+        return Ports(grpc=grpc_port, admin=bound_admin)
+
+    async def stop(self, grace: float = DEFAULT_GRACE) -> None:
+        """Refuse new streams, give in-flight ones ``grace`` seconds, then close everything."""
+        self.readiness.set(False, "draining")
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        if self._admin is not None:
+            await self._admin.cleanup()
+            self._admin = None
+
+
+async def serve(policy: Policy, grpc_address: str, admin_address: str, grace: float = DEFAULT_GRACE) -> int:
+    service = Service(policy)
+    try:
+        ports = await service.start(grpc_address, admin_address)
+    except (OSError, ValueError) as exc:
+        log.error("cannot start: %s", exc, extra={"event": "start_failed"})
+        await service.stop(0)
+        return 1
+    log.info(
+        "serving",
+        extra={
+            "event": "serving",
+            "grpc_address": grpc_address,
+            "grpc_port": ports.grpc,
+            "admin_address": admin_address,
+            "admin_port": ports.admin,
+            "models": [m.name for m in policy.models],
+        },
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping", extra={"event": "stopping", "grace_s": grace})
+    await service.stop(grace)
+    log.info("stopped", extra={"event": "stopped"})
+    return 0

@@ -1,0 +1,171 @@
+"""The ext_proc gRPC servicer: protobuf in, one call into the guard, prebuilt protobuf out.
+
+One bidirectional stream per HTTP request. Envoy waits for an answer to every message it
+sends, so every phase gets one, including phases modelguard did not ask for. Whatever happens
+on a stream, its ticket is settled when the stream ends: recorded if a response was seen,
+released otherwise, so a dropped stream never leaves a probe slot or an in-flight count taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
+
+from ext_proc import wire
+from ext_proc.guard import Decision, Guard, Ticket
+from ext_proc.headers import CONTENT_TYPE, GRPC_CONTENT_TYPE, GRPC_STATUS, PREFIX, STATUS
+
+SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
+
+log = logging.getLogger("modelguard.server")
+
+_RESPONSE_HEADER_NAMES = frozenset({STATUS, GRPC_STATUS, CONTENT_TYPE})
+_CONTINUE = {
+    "request_body": wire.EMPTY_REQUEST_BODY,
+    "response_body": wire.EMPTY_RESPONSE_BODY,
+    "request_trailers": wire.EMPTY_REQUEST_TRAILERS,
+}
+
+
+class ProtocolErrors:
+    """Counts of streams that broke the ext_proc protocol, by kind, for /metrics."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def count(self, kind: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+
+class ExtProcServicer:
+    def __init__(self, guard: Guard) -> None:
+        self.errors = ProtocolErrors()
+        self.use(guard)
+
+    def use(self, guard: Guard) -> None:
+        """Serve with this guard (and its prebuilt answers) from the next stream on."""
+        self.guard = guard
+        self._answers: dict[Decision, wire.WireAnswers] = {
+            d: wire.build_answers(d) for d in guard.decisions()
+        }
+        self._wanted = guard.header_names | {CONTENT_TYPE}
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        # response_serializer None: the servicer yields bytes it serialized (or prebuilt) itself.
+        method = grpc.stream_stream_rpc_method_handler(
+            self.process, request_deserializer=ProcessingRequest.FromString, response_serializer=None
+        )
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, {"Process": method})
+
+    async def process(
+        self, requests: AsyncIterator[ProcessingRequest], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        guard = self.guard
+        ticket: Ticket | None = None
+        pending: tuple[int, float] | None = None  # gRPC answer whose grpc-status is still to come
+        try:
+            async for request in requests:
+                phase = request.WhichOneof("request")
+                if phase == "request_headers":
+                    if ticket is not None:
+                        self.errors.count("request_headers_twice")
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request_headers twice")
+                    started = time.perf_counter()
+                    ticket, answer = self._decide(guard, request)
+                    guard.decision_duration.observe(time.perf_counter() - started)
+                    yield answer
+                elif phase == "response_headers":
+                    if ticket is None:
+                        self.errors.count("response_before_request")
+                        yield wire.EMPTY_RESPONSE_HEADERS
+                        continue
+                    pending = self._on_response(guard, ticket, request)
+                    yield self._answers[ticket.decision].response
+                elif phase == "response_trailers":
+                    if ticket is not None and pending is not None:
+                        grpc_status = _grpc_status(_read(request.response_trailers.headers, {GRPC_STATUS}))
+                        guard.record(ticket, pending[0], grpc_status, pending[1])
+                        pending = None
+                    yield wire.EMPTY_RESPONSE_TRAILERS
+                elif phase in _CONTINUE:
+                    self.errors.count(f"unrequested_{phase}")
+                    yield _CONTINUE[phase]
+                else:
+                    self.errors.count("empty_message")
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT, "a ProcessingRequest with no phase set"
+                    )
+        finally:
+            if ticket is not None:
+                if pending is not None:
+                    guard.record(ticket, pending[0], None, pending[1])
+                else:
+                    guard.release(ticket)
+
+    def _decide(self, guard: Guard, request: ProcessingRequest) -> tuple[Ticket, bytes]:
+        wanted = self._wanted
+        values: dict[str, str] = {}
+        spoofed: list[str] | None = None
+        for header in request.request_headers.headers.headers:
+            key = header.key
+            if key in wanted:
+                values[key] = _text(header)
+            elif key.startswith(PREFIX) or key[:13].lower() == PREFIX:
+                if spoofed is None:
+                    spoofed = []
+                spoofed.append(key)
+        ticket = guard.decide(values)
+        answers = self._answers[ticket.decision]
+        if answers.request_message is None:
+            is_grpc = values.get(CONTENT_TYPE, "").startswith(GRPC_CONTENT_TYPE)
+            return ticket, answers.request_grpc if is_grpc else answers.request_http
+        if spoofed is not None:
+            return ticket, wire.with_removals(answers.request_message, spoofed)
+        return ticket, answers.request_http
+
+    def _on_response(
+        self, guard: Guard, ticket: Ticket, request: ProcessingRequest
+    ) -> tuple[int, float] | None:
+        """Record the outcome now, or return (status, time) when grpc-status comes in trailers."""
+        values = _read(request.response_headers.headers, _RESPONSE_HEADER_NAMES)
+        try:
+            status = int(values.get(STATUS, ""))
+        except ValueError:
+            self.errors.count("bad_status")
+            guard.release(ticket)
+            return None
+        grpc_status = _grpc_status(values)
+        if (
+            grpc_status is None
+            and status == 200
+            and values.get(CONTENT_TYPE, "").startswith(GRPC_CONTENT_TYPE)
+            and not request.response_headers.end_of_stream
+        ):
+            return status, guard.clock()
+        guard.record(ticket, status, grpc_status)
+        return None
+
+
+def _text(header: Any) -> str:
+    """A header's value: Envoy sends raw_value (bytes, possibly not UTF-8); kept lossless."""
+    raw: bytes = header.raw_value
+    return raw.decode("utf-8", "surrogateescape") if raw else str(header.value)
+
+
+def _read(header_map: Any, names: frozenset[str] | set[str]) -> dict[str, str]:
+    return {header.key: _text(header) for header in header_map.headers if header.key in names}
+
+
+def _grpc_status(values: dict[str, str]) -> int | None:
+    text = values.get(GRPC_STATUS)
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None

@@ -1,0 +1,205 @@
+"""The whole loop with real Envoy and real modelguard: degrade to light, recover to primary.
+
+Phase 1: all traffic on primary; a forged x-modelguard-route header changes nothing.
+Phase 2: primary answers 503 -> within one breaker window traffic moves to light, tagged
+         x-modelguard-degraded: true, and /v1/state shows primary open.
+Phase 3: primary healthy again -> after the open period and successful half-open probes,
+         primary serves again and its breaker is closed.
+
+The measured times are printed (and recorded as junit properties) so they can be quoted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from e2e_harness import (
+    MODEL_PATH,
+    EnvoyFactory,
+    EnvoyProcess,
+    ModelguardProcess,
+    Sample,
+    Traffic,
+    Upstream,
+    running_traffic,
+    send_sample,
+    summarize,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "recommender"
+
+POLICY = """\
+models:
+  - name: recommender
+    match: {path_prefix: /v2/models/recommender}
+    tiers:
+      - {name: primary, route: recommender-resnet50}
+      - {name: light,   route: recommender-mobilenet}
+    breaker:
+      window: 2s
+      min_calls: 10
+      failure_rate: 0.5
+      consecutive_failures: 5
+      open_duration: 1s
+      max_open_duration: 4s
+      half_open_probes: 2
+    failure: {statuses: ["5xx"]}
+"""
+
+REQUEST_INTERVAL_S = 0.02  # one request every 20 ms
+FAULT_TO_LIGHT_MAX_S = 3.0  # "within one window" (2 s) plus slack
+FAULTED_HOLD_S = 4.0  # keep primary failing long enough for failed half-open probes
+CLEAR_TO_PRIMARY_MAX_S = 10.0  # open period (<= max_open_duration 4 s) + probes + slack
+STEADY_RUN = 10  # consecutive samples that count as "serving again"
+
+FORGED_HEADERS = {
+    "x-modelguard-route": "recommender-mobilenet",
+    "x-modelguard-tier": "light",
+    "x-modelguard-reason": "forged-by-client",
+}
+
+
+@dataclass
+class Stack:
+    envoy: EnvoyProcess
+    modelguard: ModelguardProcess
+    primary: Upstream
+    light: Upstream
+
+    @property
+    def url(self) -> str:
+        return self.envoy.url + MODEL_PATH
+
+
+@pytest.fixture
+def stack(
+    tmp_path: Path,
+    upstream_factory: Callable[[str], Upstream],
+    modelguard_factory: Callable[[Path], ModelguardProcess],
+    envoy_factory: EnvoyFactory,
+) -> Stack:
+    primary = upstream_factory("primary")
+    light = upstream_factory("light")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    modelguard = modelguard_factory(policy)
+    envoy = envoy_factory(
+        {
+            "modelguard": modelguard.grpc_port,
+            "recommender-resnet50": primary.port,
+            "recommender-mobilenet": light.port,
+        }
+    )
+    return Stack(envoy=envoy, modelguard=modelguard, primary=primary, light=light)
+
+
+def on_primary(s: Sample) -> bool:
+    return s.served_by_primary and s.degraded != "true"
+
+
+def on_light_degraded(s: Sample) -> bool:
+    return s.served_degraded_by_light
+
+
+def received_at(s: Sample) -> float:
+    return s.t + s.latency
+
+
+def test_degrade_to_light_and_recover(
+    stack: Stack,
+    capsys: pytest.CaptureFixture[str],
+    record_property: Callable[[str, object], None],
+) -> None:
+    timings: dict[str, float] = {
+        "envoy_ready_s": stack.envoy.ready_after or -1.0,
+        "modelguard_ready_s": stack.modelguard.ready_after or -1.0,
+    }
+
+    # Warm-up: the first request opens Envoy's HTTP/2 connection to modelguard.
+    warm = wait_for(lambda: on_primary(s := send_sample(stack.url)) and s, 10.0, 0.1)
+    assert warm, f"no request came back tagged by modelguard: {send_sample(stack.url)}"
+    assert stack.modelguard.tier_state(MODEL, "primary") == "closed"
+
+    traffic = Traffic(stack.url, interval=REQUEST_INTERVAL_S, max_duration=60.0)
+    with running_traffic(traffic):
+        # ---------------------------------------------------------------- phase 1: normal
+        t_start = time.monotonic()
+        assert wait_for(lambda: len(traffic.since(t_start)) >= 25 or None, 5.0)
+        for _ in range(5):
+            forged = send_sample(stack.url, headers=FORGED_HEADERS)
+            assert on_primary(forged), f"forged x-modelguard-route changed routing: {forged}"
+        t_fault = time.monotonic()
+        normal = traffic.since(t_start, until=t_fault)
+        assert all(on_primary(s) for s in normal), summarize(normal)
+        assert stack.light.request_count == 0
+        assert stack.primary.last_headers.get("x-modelguard-route") == "recommender-resnet50"
+
+        # ---------------------------------------------------------------- phase 2: fault
+        stack.primary.set_fault(True)
+        first_light = traffic.wait_first(t_fault, on_light_degraded, FAULT_TO_LIGHT_MAX_S + 2)
+        assert first_light is not None, summarize(traffic.since(t_fault))
+        timings["fault_to_first_light_s"] = received_at(first_light) - t_fault
+
+        seen_open = wait_for(
+            lambda: stack.modelguard.tier_state(MODEL, "primary") == "open", 3.0, 0.02
+        )
+        timings["fault_to_state_open_s"] = time.monotonic() - t_fault
+        assert seen_open, f"/v1/state never showed primary open: {stack.modelguard.state()}"
+
+        time.sleep(max(0.0, t_fault + FAULTED_HOLD_S - time.monotonic()))
+        assert stack.modelguard.tier_state(MODEL, "primary") in ("open", "half_open")
+        t_clear = time.monotonic()
+        degraded = traffic.since(first_light.t, until=t_clear)
+        light_share = sum(on_light_degraded(s) for s in degraded) / len(degraded)
+        probes = sum(s.server == "primary" and s.status == 503 for s in degraded)
+        assert light_share >= 0.8, summarize(degraded)
+        assert stack.light.last_headers.get("x-modelguard-route") == "recommender-mobilenet"
+
+        # ---------------------------------------------------------------- phase 3: recover
+        stack.primary.set_fault(False)
+        back = traffic.wait_run(t_clear, on_primary, STEADY_RUN, CLEAR_TO_PRIMARY_MAX_S)
+        assert back is not None, summarize(traffic.since(t_clear))
+        first_primary = traffic.first_since(t_clear, on_primary)
+        assert first_primary is not None
+        timings["clear_to_first_primary_s"] = received_at(first_primary) - t_clear
+        timings["clear_to_primary_back_s"] = received_at(back) - t_clear
+
+        closed = wait_for(
+            lambda: stack.modelguard.tier_state(MODEL, "primary") == "closed", 5.0, 0.02
+        )
+        timings["clear_to_state_closed_s"] = time.monotonic() - t_clear
+        assert closed, f"primary breaker not closed: {stack.modelguard.state()}"
+        recovered = traffic.since(back.t)
+
+    assert all(on_primary(s) for s in recovered), summarize(recovered)
+
+    prefix = "http.ingress_http.ext_proc.modelguard."
+    stats = stack.envoy.stats(prefix.replace(".", r"\."))
+    assert stats.get(prefix + "rejected_header_mutations", 0) == 0, stats
+
+    report = [
+        f"requests sent: {len(traffic.samples)} (every {REQUEST_INTERVAL_S * 1000:.0f} ms)",
+        f"phase 1: {summarize(normal)}",
+        f"phase 2: {summarize(degraded)}; light share {light_share:.1%}, primary probes {probes}",
+        f"phase 3: {summarize(traffic.since(t_clear))}",
+        *(f"{k}: {v:.3f}" for k, v in timings.items()),
+        "envoy ext_proc: "
+        + ", ".join(
+            f"{k.removeprefix(prefix)}={stats.get(prefix + k, 0)}"
+            for k in ("streams_started", "failure_mode_allowed", "message_timeouts")
+        ),
+    ]
+    for key, value in timings.items():
+        record_property(key, round(value, 3))
+    with capsys.disabled():
+        print("\n[e2e degrade] " + "\n[e2e degrade] ".join(report))
+
+    assert timings["fault_to_first_light_s"] <= FAULT_TO_LIGHT_MAX_S, timings
+    assert timings["clear_to_primary_back_s"] <= CLEAR_TO_PRIMARY_MAX_S, timings

@@ -1,0 +1,85 @@
+"""modelguard down: Envoy still serves model traffic through the default (primary) route."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from e2e_harness import MODEL_PATH, EnvoyFactory, EnvoyProcess, Upstream, free_port, http_request
+
+pytestmark = pytest.mark.e2e
+
+EXT_PROC_STATS = "http.ingress_http.ext_proc.modelguard."
+
+
+@pytest.fixture
+def envoy_without_modelguard(
+    envoy_factory: EnvoyFactory, upstream_factory: Callable[[str], Upstream]
+) -> tuple[EnvoyProcess, Upstream, Upstream]:
+    primary = upstream_factory("primary")
+    light = upstream_factory("light")
+    envoy = envoy_factory(
+        {
+            # Nothing listens here: every ext_proc stream fails to connect.
+            "modelguard": free_port(),
+            "recommender-resnet50": primary.port,
+            "recommender-mobilenet": light.port,
+        }
+    )
+    return envoy, primary, light
+
+
+def test_requests_succeed_when_modelguard_is_down(
+    envoy_without_modelguard: tuple[EnvoyProcess, Upstream, Upstream],
+) -> None:
+    envoy, primary, light = envoy_without_modelguard
+    count = 20
+    for i in range(count):
+        if i % 2:
+            res = http_request(
+                envoy.url + MODEL_PATH,
+                method="POST",
+                headers={"Content-Type": "application/json"},
+                body=b'{"inputs": []}',
+            )
+        else:
+            res = http_request(envoy.url + MODEL_PATH)
+        assert res.status == 200, res
+        assert res.json()["server"] == "primary"
+        # Nothing tagged the response: modelguard never saw it.
+        assert "x-modelguard-tier" not in res.headers
+        assert "x-modelguard-degraded" not in res.headers
+
+    assert primary.count(200) == count
+    assert light.request_count == 0
+    stats = envoy.stats(EXT_PROC_STATS.replace(".", r"\."))
+    assert stats[EXT_PROC_STATS + "failure_mode_allowed"] >= count, stats
+    assert stats[EXT_PROC_STATS + "stream_msgs_received"] == 0, stats
+
+
+def test_unmatched_paths_also_fail_open(
+    envoy_without_modelguard: tuple[EnvoyProcess, Upstream, Upstream],
+) -> None:
+    envoy, primary, _ = envoy_without_modelguard
+    res = http_request(envoy.url + "/some/other/path")
+    assert res.status == 200
+    assert res.json() == {"server": "primary", "path": "/some/other/path"}
+    assert primary.request_count == 1
+
+
+def test_client_cannot_pick_a_tier_while_modelguard_is_down(
+    envoy_without_modelguard: tuple[EnvoyProcess, Upstream, Upstream],
+) -> None:
+    envoy, primary, light = envoy_without_modelguard
+    forged = {
+        "x-modelguard-route": "recommender-mobilenet",
+        "x-modelguard-tier": "light",
+        "x-modelguard-reason": "forged",
+    }
+    for _ in range(5):
+        res = http_request(envoy.url + MODEL_PATH, headers=forged)
+        assert res.status == 200
+        assert res.json()["server"] == "primary"
+    assert light.request_count == 0
+    # The early header mutation removed every x-modelguard-* header before routing.
+    assert not [h for h in primary.last_headers if h.startswith("x-modelguard-")]
