@@ -88,7 +88,7 @@ class ExtProcServicer:
                     yield self._answers[ticket.decision].response
                 elif phase == "response_trailers":
                     if ticket is not None and pending is not None:
-                        grpc_status = _grpc_status(_read(request.response_trailers.headers, {GRPC_STATUS}))
+                        grpc_status = _grpc_status(_read(request.response_trailers.trailers, {GRPC_STATUS}))
                         guard.record(ticket, pending[0], grpc_status, pending[1])
                         pending = None
                     yield wire.EMPTY_RESPONSE_TRAILERS

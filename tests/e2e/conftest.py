@@ -66,9 +66,7 @@ def upstream_factory() -> Iterator[Callable[[str], Upstream]]:
 
 
 @pytest.fixture
-def envoy_factory(
-    envoy_bin: Path, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[EnvoyFactory]:
+def envoy_factory(envoy_bin: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EnvoyFactory]:
     """Render envoy/envoy.yaml for the given cluster ports, start Envoy, wait for LIVE.
 
     envoy_factory(cluster_ports={"modelguard": 1234, ...}) -> EnvoyProcess

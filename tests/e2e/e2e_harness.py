@@ -511,10 +511,7 @@ class Sample:
     @property
     def served_degraded_by_light(self) -> bool:
         return (
-            self.status == 200
-            and self.server == "light"
-            and self.tier == "light"
-            and self.degraded == "true"
+            self.status == 200 and self.server == "light" and self.tier == "light" and self.degraded == "true"
         )
 
 

@@ -147,9 +147,7 @@ def test_degrade_to_light_and_recover(
         assert first_light is not None, summarize(traffic.since(t_fault))
         timings["fault_to_first_light_s"] = received_at(first_light) - t_fault
 
-        seen_open = wait_for(
-            lambda: stack.modelguard.tier_state(MODEL, "primary") == "open", 3.0, 0.02
-        )
+        seen_open = wait_for(lambda: stack.modelguard.tier_state(MODEL, "primary") == "open", 3.0, 0.02)
         timings["fault_to_state_open_s"] = time.monotonic() - t_fault
         assert seen_open, f"/v1/state never showed primary open: {stack.modelguard.state()}"
 
@@ -171,9 +169,7 @@ def test_degrade_to_light_and_recover(
         timings["clear_to_first_primary_s"] = received_at(first_primary) - t_clear
         timings["clear_to_primary_back_s"] = received_at(back) - t_clear
 
-        closed = wait_for(
-            lambda: stack.modelguard.tier_state(MODEL, "primary") == "closed", 5.0, 0.02
-        )
+        closed = wait_for(lambda: stack.modelguard.tier_state(MODEL, "primary") == "closed", 5.0, 0.02)
         timings["clear_to_state_closed_s"] = time.monotonic() - t_clear
         assert closed, f"primary breaker not closed: {stack.modelguard.state()}"
         recovered = traffic.since(back.t)

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from e2e_harness import MODEL_PATH, EnvoyFactory, EnvoyProcess, Upstream, free_port, http_request
+from e2e_harness import (
+    EXAMPLE_POLICY,
+    MODEL_PATH,
+    EnvoyFactory,
+    EnvoyProcess,
+    ModelguardProcess,
+    Traffic,
+    Upstream,
+    free_port,
+    http_request,
+    running_traffic,
+    send_sample,
+    summarize,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -83,3 +99,43 @@ def test_client_cannot_pick_a_tier_while_modelguard_is_down(
     assert light.request_count == 0
     # The early header mutation removed every x-modelguard-* header before routing.
     assert not [h for h in primary.last_headers if h.startswith("x-modelguard-")]
+
+
+def test_traffic_keeps_flowing_when_modelguard_stops(
+    envoy_factory: EnvoyFactory,
+    upstream_factory: Callable[[str], Upstream],
+    modelguard_factory: Callable[[Path], ModelguardProcess],
+) -> None:
+    """modelguard (running examples/policy.yaml) gets SIGTERM mid-traffic: no request fails."""
+    primary = upstream_factory("primary")
+    light = upstream_factory("light")
+    modelguard = modelguard_factory(EXAMPLE_POLICY)
+    envoy = envoy_factory(
+        {
+            "modelguard": modelguard.grpc_port,
+            "recommender-resnet50": primary.port,
+            "recommender-mobilenet": light.port,
+        }
+    )
+    url = envoy.url + MODEL_PATH
+    warm = wait_for(lambda: (s := send_sample(url)).tier == "primary" and s, 10.0, 0.1)
+    assert warm, f"no request came back tagged by modelguard: {send_sample(url)}"
+
+    traffic = Traffic(url, interval=0.02, max_duration=30.0)
+    with running_traffic(traffic):
+        t_start = time.monotonic()
+        assert wait_for(lambda: len(traffic.since(t_start)) >= 20 or None, 5.0)
+        t_stop = time.monotonic()
+        rc = modelguard.stop()
+        t_gone = time.monotonic()
+        assert wait_for(lambda: len(traffic.since(t_gone)) >= 30 or None, 5.0)
+
+    guarded = traffic.since(t_start, until=t_stop)
+    assert all(s.served_by_primary for s in guarded), summarize(guarded)
+    after = traffic.since(t_stop)
+    assert all(s.status == 200 and s.server == "primary" for s in after), summarize(after)
+    assert all(s.tier is None for s in traffic.since(t_gone)[-10:]), summarize(after)
+    assert light.request_count == 0
+    assert rc == 0, f"modelguard exit status after SIGTERM: {rc}\n{modelguard.log_text()}"
+    stats = envoy.stats(EXT_PROC_STATS.replace(".", r"\."))
+    assert stats[EXT_PROC_STATS + "failure_mode_allowed"] > 0, stats

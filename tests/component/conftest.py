@@ -1,0 +1,127 @@
+"""An in-process modelguard (real grpc.aio server on 127.0.0.1, free ports) and a real gRPC client."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_grpc
+from envoy.service.ext_proc.v3.external_processor_pb2 import (
+    HttpHeaders,
+    ProcessingRequest,
+    ProcessingResponse,
+)
+
+from ext_proc.app import Ports, Service
+from ext_proc.clock import ManualClock
+from ext_proc.policy import parse_policy
+
+POLICY = """
+models:
+  - name: recommender
+    match: {path_prefix: /v2/models/recommender}
+    tiers:
+      - {name: primary, route: recommender-resnet50}
+      - {name: light, route: recommender-mobilenet}
+      - name: default
+        respond: {status: 200, content_type: application/json, body: '{"items": [], "degraded": true}'}
+    breaker: {window: 10s, min_calls: 4, failure_rate: 0.5, consecutive_failures: 0, open_duration: 2s,
+              max_open_duration: 8s, half_open_probes: 2, jitter: 0}
+  - name: ranker
+    match: {authority: ranker.models}
+    tiers:
+      - {name: primary, route: ranker-v1}
+    breaker: {consecutive_failures: 2}
+"""
+
+REC_PATH = "/v2/models/recommender/infer"
+
+
+def header_map(headers: dict[str, str | bytes]) -> HeaderMap:
+    return HeaderMap(
+        headers=[
+            HeaderValue(key=key, raw_value=value if isinstance(value, bytes) else value.encode())
+            for key, value in headers.items()
+        ]
+    )
+
+
+def request_headers(headers: dict[str, str | bytes], end_of_stream: bool = True) -> ProcessingRequest:
+    return ProcessingRequest(
+        request_headers=HttpHeaders(headers=header_map(headers), end_of_stream=end_of_stream)
+    )
+
+
+def response_headers(headers: dict[str, str | bytes], end_of_stream: bool = False) -> ProcessingRequest:
+    return ProcessingRequest(
+        response_headers=HttpHeaders(headers=header_map(headers), end_of_stream=end_of_stream)
+    )
+
+
+def set_headers(response: ProcessingResponse, phase: str = "request_headers") -> dict[str, str]:
+    mutation = getattr(response, phase).response.header_mutation
+    return {option.header.key: option.header.raw_value.decode() for option in mutation.set_headers}
+
+
+@dataclass
+class Harness:
+    service: Service
+    ports: Ports
+    clock: ManualClock
+    channel: grpc.aio.Channel
+    stub: ext_proc_grpc.ExternalProcessorStub
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.admin}"
+
+    async def exchange(
+        self,
+        headers: dict[str, str | bytes],
+        status: int | None = 200,
+        extra: dict[str, str | bytes] | None = None,
+    ) -> tuple[ProcessingResponse, ProcessingResponse | None]:
+        """One HTTP request's stream: request headers, then (unless status is None or the answer
+        was immediate) response headers."""
+        call = self.stub.Process()
+        await call.write(request_headers(headers))
+        first = await call.read()
+        assert isinstance(first, ProcessingResponse)
+        second: ProcessingResponse | None = None
+        if status is not None and not first.HasField("immediate_response"):
+            await call.write(response_headers({":status": str(status), **(extra or {})}))
+            answer = await call.read()
+            assert isinstance(answer, ProcessingResponse)
+            second = answer
+        await call.done_writing()
+        assert await call.read() is grpc.aio.EOF
+        return first, second
+
+    async def request(self, status: int = 200, path: str = REC_PATH) -> tuple[str, str]:
+        """Send one request for the recommender; returns (tier, reason) as set on the request."""
+        first, _ = await self.exchange({":path": path, ":authority": "gw"}, status)
+        if first.HasField("immediate_response"):
+            tier = {
+                h.header.key: h.header.raw_value.decode()
+                for h in first.immediate_response.headers.set_headers
+            }
+            return tier["x-modelguard-tier"], tier["x-modelguard-reason"]
+        found = set_headers(first)
+        return found["x-modelguard-tier"], found["x-modelguard-reason"]
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    clock = ManualClock()
+    service = Service(parse_policy(POLICY), clock=clock, rng=random.Random(7))
+    ports = await service.start("127.0.0.1:0", "127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc}")
+    try:
+        yield Harness(service, ports, clock, channel, ext_proc_grpc.ExternalProcessorStub(channel))
+    finally:
+        await channel.close()
+        await service.stop(0.5)

@@ -1,0 +1,345 @@
+"""The real gRPC server in-process, driven by a real gRPC client speaking ProcessingRequest streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import grpc
+from envoy.service.ext_proc.v3.external_processor_pb2 import (
+    HttpBody,
+    HttpTrailers,
+    ProcessingRequest,
+    ProcessingResponse,
+)
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.component.conftest import (
+    REC_PATH,
+    Harness,
+    header_map,
+    request_headers,
+    response_headers,
+    set_headers,
+)
+
+
+async def trip_primary(harness: Harness) -> None:
+    for _ in range(4):
+        assert (await harness.request(503))[0] == "primary"
+
+
+async def test_healthy_request_is_routed_to_primary(harness: Harness) -> None:
+    first, second = await harness.exchange({":path": REC_PATH, ":authority": "gw"}, 200)
+    common = first.request_headers.response
+    assert common.clear_route_cache is True
+    assert set_headers(first) == {
+        "x-modelguard-route": "recommender-resnet50",
+        "x-modelguard-tier": "primary",
+        "x-modelguard-reason": "ok",
+    }
+    # Envoy 1.40 reads raw_value; value must stay empty so nothing depends on it.
+    assert all(o.header.value == "" for o in common.header_mutation.set_headers)
+    assert second is not None
+    assert set_headers(second, "response_headers") == {"x-modelguard-tier": "primary"}
+
+
+async def test_failures_trip_the_primary_and_the_light_tier_serves(harness: Harness) -> None:
+    await trip_primary(harness)
+    first, second = await harness.exchange({":path": REC_PATH}, 200)
+    assert set_headers(first)["x-modelguard-route"] == "recommender-mobilenet"
+    assert set_headers(first)["x-modelguard-reason"] == "breaker_open"
+    assert second is not None
+    assert set_headers(second, "response_headers") == {
+        "x-modelguard-tier": "light",
+        "x-modelguard-degraded": "true",
+    }
+
+
+async def test_probes_and_recovery(harness: Harness) -> None:
+    await trip_primary(harness)
+    assert await harness.request(200) == ("light", "breaker_open")
+    harness.clock.advance(2.0)
+    assert await harness.request(200) == ("primary", "half_open_probe")
+    assert await harness.request(200) == ("primary", "half_open_probe")
+    assert await harness.request(200) == ("primary", "ok")
+
+
+async def test_failed_probe_keeps_traffic_on_the_light_tier(harness: Harness) -> None:
+    await trip_primary(harness)
+    harness.clock.advance(2.0)
+    assert await harness.request(503) == ("primary", "half_open_probe")
+    assert await harness.request(200) == ("light", "breaker_open")
+    harness.clock.advance(2.0)
+    assert await harness.request(200) == ("light", "breaker_open")  # the open period doubled to 4 s
+    harness.clock.advance(2.0)
+    assert await harness.request(200) == ("primary", "half_open_probe")
+
+
+async def test_respond_tier_answers_http_clients_directly(harness: Harness) -> None:
+    await trip_primary(harness)
+    for _ in range(4):
+        assert (await harness.request(500))[0] == "light"
+    first, second = await harness.exchange({":path": REC_PATH, "content-type": "application/json"}, 200)
+    assert second is None
+    immediate = first.immediate_response
+    assert immediate.status.code == 200
+    assert json.loads(immediate.body) == {"items": [], "degraded": True}
+    headers = {h.header.key: h.header.raw_value.decode() for h in immediate.headers.set_headers}
+    assert headers["content-type"] == "application/json"
+    assert headers["x-modelguard-tier"] == "default" and headers["x-modelguard-degraded"] == "true"
+    assert not immediate.HasField("grpc_status")
+
+
+async def test_respond_tier_gives_grpc_clients_a_grpc_status(harness: Harness) -> None:
+    await trip_primary(harness)
+    for _ in range(4):
+        await harness.request(500)
+    first, _ = await harness.exchange({":path": REC_PATH, "content-type": "application/grpc+proto"}, 200)
+    immediate = first.immediate_response
+    assert immediate.grpc_status.status == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert b"recommender" in immediate.body
+
+
+async def test_all_tiers_refusing_gives_the_builtin_503(harness: Harness) -> None:
+    for _ in range(2):
+        await harness.exchange({":path": "/predict", ":authority": "ranker.models:8080"}, 503)
+    first, _ = await harness.exchange({":path": "/predict", ":authority": "ranker.models"}, 200)
+    immediate = first.immediate_response
+    assert immediate.status.code == 503
+    assert json.loads(immediate.body)["model"] == "ranker"
+    grpc_first, _ = await harness.exchange(
+        {":path": "/predict", ":authority": "ranker.models", "content-type": "application/grpc"}, 200
+    )
+    assert grpc_first.immediate_response.grpc_status.status == grpc.StatusCode.UNAVAILABLE.value[0]
+
+
+async def test_spoofed_modelguard_headers_are_removed(harness: Harness) -> None:
+    first, _ = await harness.exchange(
+        {
+            ":path": REC_PATH,
+            "x-modelguard-route": "recommender-mobilenet",
+            "X-ModelGuard-Tier": "light",
+            "x-modelguard-anything": "x",
+        },
+        200,
+    )
+    common = first.request_headers.response
+    assert sorted(common.header_mutation.remove_headers) == [
+        "X-ModelGuard-Tier",
+        "x-modelguard-anything",
+        "x-modelguard-route",
+    ]
+    assert set_headers(first)["x-modelguard-route"] == "recommender-resnet50"
+    assert common.clear_route_cache is True
+
+
+async def test_unmatched_request_passes_untouched_but_loses_spoofed_headers(harness: Harness) -> None:
+    plain, second = await harness.exchange({":path": "/v1/other"}, 200)
+    assert plain.HasField("request_headers")
+    assert not plain.request_headers.response.header_mutation.set_headers
+    assert second is not None and not second.response_headers.response.header_mutation.set_headers
+    spoofed, _ = await harness.exchange(
+        {":path": "/v1/other", "x-modelguard-route": "recommender-mobilenet"}, 200
+    )
+    mutation = spoofed.request_headers.response.header_mutation
+    assert list(mutation.remove_headers) == ["x-modelguard-route"] and not mutation.set_headers
+    assert harness.service.guard.unmatched.count == 2
+
+
+async def test_grpc_status_in_trailers_is_judged(harness: Harness) -> None:
+    call = harness.stub.Process()
+    await call.write(request_headers({":path": REC_PATH, "content-type": "application/grpc"}))
+    await call.read()
+    await call.write(response_headers({":status": "200", "content-type": "application/grpc"}))
+    await call.read()
+    await call.write(
+        ProcessingRequest(response_trailers=HttpTrailers(trailers=header_map({"grpc-status": "14"})))
+    )
+    answer = await call.read()
+    assert isinstance(answer, ProcessingResponse) and answer.HasField("response_trailers")
+    await call.done_writing()
+    await call.read()
+    assert harness.service.guard.models[0].tiers[0].outcomes["failure"] == 1
+
+
+async def test_trailers_only_grpc_status_in_headers_is_judged(harness: Harness) -> None:
+    await harness.exchange(
+        {":path": REC_PATH, "content-type": "application/grpc"},
+        200,
+        extra={"content-type": "application/grpc", "grpc-status": "4"},
+    )
+    assert harness.service.guard.models[0].tiers[0].outcomes["failure"] == 1
+
+
+async def test_429_is_overload_not_failure(harness: Harness) -> None:
+    for _ in range(6):
+        await harness.request(429)
+    tier = harness.service.guard.models[0].tiers[0]
+    assert tier.outcomes["overload"] == 6 and tier.outcomes["failure"] == 0
+    assert await harness.request(200) == ("primary", "ok")
+
+
+async def wait_for(predicate: object, timeout: float = 5.0) -> None:
+    assert callable(predicate)
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_dropped_stream_releases_the_probe_slot(harness: Harness) -> None:
+    await trip_primary(harness)
+    harness.clock.advance(2.0)
+    primary = harness.service.guard.models[0].tiers[0]
+    calls = []
+    for _ in range(2):
+        call = harness.stub.Process()
+        await call.write(request_headers({":path": REC_PATH}))
+        assert set_headers(await call.read())["x-modelguard-reason"] == "half_open_probe"
+        calls.append(call)
+    assert await harness.request(200) == ("light", "breaker_open")
+    calls[0].cancel()  # the client went away before response headers
+    await wait_for(lambda: primary.inflight == 1)
+    assert primary.outcomes["dropped"] == 1
+    calls[1].cancel()
+    await wait_for(lambda: primary.inflight == 0)
+    assert await harness.request(200) == ("primary", "half_open_probe")
+
+
+async def test_stream_closed_after_request_headers_releases(harness: Harness) -> None:
+    primary = harness.service.guard.models[0].tiers[0]
+    first, _ = await harness.exchange({":path": REC_PATH}, status=None)  # Envoy local reply
+    assert set_headers(first)["x-modelguard-tier"] == "primary"
+    await wait_for(lambda: primary.inflight == 0)
+    assert primary.outcomes["dropped"] == 1
+
+
+async def test_garbage_bytes_fail_one_stream_not_the_server(harness: Harness) -> None:
+    raw = harness.channel.stream_stream(
+        "/envoy.service.ext_proc.v3.ExternalProcessor/Process",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    call = raw()
+    await call.write(b"\xff\xff\xff\x00garbage")
+    await call.done_writing()
+    try:
+        async for _ in call:
+            pass
+    except grpc.aio.AioRpcError as error:
+        assert error.code() != grpc.StatusCode.OK
+    else:
+        assert await call.code() != grpc.StatusCode.OK
+    assert await harness.request(200) == ("primary", "ok")
+
+
+async def test_out_of_order_and_unrequested_phases_get_sane_answers(harness: Harness) -> None:
+    call = harness.stub.Process()
+    await call.write(response_headers({":status": "200"}))  # before any request headers
+    answer = await call.read()
+    assert isinstance(answer, ProcessingResponse) and answer.HasField("response_headers")
+    await call.write(ProcessingRequest(request_body=HttpBody(body=b"{}", end_of_stream=True)))
+    answer = await call.read()
+    assert isinstance(answer, ProcessingResponse) and answer.HasField("request_body")
+    await call.write(ProcessingRequest(response_body=HttpBody(body=b"{}")))
+    answer = await call.read()
+    assert isinstance(answer, ProcessingResponse) and answer.HasField("response_body")
+    await call.done_writing()
+    assert await call.read() is grpc.aio.EOF
+    errors = harness.service.servicer.errors.counts
+    assert errors == {
+        "response_before_request": 1,
+        "unrequested_request_body": 1,
+        "unrequested_response_body": 1,
+    }
+
+
+async def test_empty_message_and_repeated_headers_are_rejected(harness: Harness) -> None:
+    call = harness.stub.Process()
+    await call.write(ProcessingRequest())
+    assert (await call.code()) == grpc.StatusCode.INVALID_ARGUMENT
+    call = harness.stub.Process()
+    await call.write(request_headers({":path": REC_PATH}))
+    await call.read()
+    await call.write(request_headers({":path": REC_PATH}))
+    assert (await call.code()) == grpc.StatusCode.INVALID_ARGUMENT
+    primary = harness.service.guard.models[0].tiers[0]
+    await wait_for(lambda: primary.inflight == 0)
+    assert await harness.request(200) == ("primary", "ok")
+
+
+async def test_odd_header_values_do_not_break_the_stream(harness: Harness) -> None:
+    huge = "/v2/models/recommender/" + "a" * 1_000_000
+    assert await harness.request(200, path=huge) == ("primary", "ok")
+    first, _ = await harness.exchange(
+        {":path": b"/v2/models/recommender/\xff\xfe", ":authority": b"\xc3\x28"}, 200
+    )
+    assert set_headers(first)["x-modelguard-tier"] == "primary"
+    first, second = await harness.exchange({":path": b"\xff" * 64}, 200)
+    assert first.HasField("request_headers") and second is not None
+    _, second = await harness.exchange({":path": REC_PATH}, None)
+    first, second = await harness.exchange({":path": REC_PATH}, 200, extra={":status": "abc"})
+    assert second is not None and second.HasField("response_headers")
+    assert harness.service.servicer.errors.counts.get("bad_status") == 1
+
+
+async def test_admin_endpoints(harness: Harness) -> None:
+    await trip_primary(harness)
+    await harness.request(200)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(harness.admin_url + "/healthz") as response:
+            assert response.status == 200
+        async with session.get(harness.admin_url + "/readyz") as response:
+            assert response.status == 200 and (await response.json())["ready"] is True
+        async with session.get(harness.admin_url + "/v1/state") as response:
+            state = await response.json()
+        async with session.get(harness.admin_url + "/metrics") as response:
+            metrics = await response.text()
+    tiers = state["models"]["recommender"]["tiers"]
+    assert tiers["primary"]["state"] == "open" and tiers["light"]["state"] == "closed"
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    rec = {"model": "recommender"}
+    assert value("modelguard_requests_total", **rec, tier="primary", reason="ok") == 4
+    assert value("modelguard_requests_total", **rec, tier="light", reason="breaker_open") == 1
+    assert value("modelguard_breaker_state", **rec, tier="primary", state="open") == 1
+    assert value("modelguard_breaker_state", **rec, tier="primary", state="closed") == 0
+    transition = {"from_state": "closed", "to_state": "open"}
+    assert value("modelguard_breaker_transitions_total", **rec, tier="primary", **transition) == 1
+    assert value("modelguard_outcomes_total", **rec, tier="primary", outcome="failure") == 4
+    assert value("modelguard_inflight", **rec, tier="primary") == 0
+    assert value("modelguard_upstream_latency_seconds_count", **rec, tier="light") == 1
+    assert value("modelguard_decision_duration_seconds_count") == 5
+
+
+async def test_grpc_health_service_reports_serving(harness: Harness) -> None:
+    stub = health_pb2_grpc.HealthStub(harness.channel)
+    answer = await stub.Check(health_pb2.HealthCheckRequest(service=""))
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_graceful_stop_lets_inflight_streams_finish(harness: Harness) -> None:
+    call = harness.stub.Process()
+    await call.write(request_headers({":path": REC_PATH}))
+    await call.read()
+    stopping = asyncio.create_task(harness.service.stop(3.0))
+    await asyncio.sleep(0.2)
+    assert harness.service.readiness.ready is False
+    await call.write(response_headers({":status": "200"}))
+    answer = await call.read()
+    assert isinstance(answer, ProcessingResponse) and answer.HasField("response_headers")
+    await call.done_writing()
+    await call.read()
+    await asyncio.wait_for(stopping, 5.0)
+    assert harness.service.guard.models[0].tiers[0].outcomes["success"] == 1
