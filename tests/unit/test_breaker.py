@@ -139,7 +139,7 @@ def test_consecutive_failures_open_before_min_calls() -> None:
 
 
 def test_overload_is_neither_failure_nor_call() -> None:
-    breaker, clock, _ = make(replace(BASE, consecutive_failures=2))
+    breaker, _clock, _ = make(replace(BASE, consecutive_failures=2))
     for _ in range(30):
         call(breaker, overloaded=True)
     assert breaker.state is BreakerState.CLOSED

@@ -147,7 +147,7 @@ def test_answered_at_sets_latency_for_late_judged_grpc() -> None:
 
 
 def test_counts_and_transitions_feed_metrics() -> None:
-    guard, clock = make()
+    guard, _clock = make()
     for _ in range(4):
         serve(guard, REC, 503)
     guard.decide(REC)
