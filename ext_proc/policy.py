@@ -65,7 +65,7 @@ class Tier:
 
 @dataclass(frozen=True, slots=True)
 class BreakerSettings:
-    """Thresholds of one breaker; the defaults are documented in docs/policy.md."""
+    """Thresholds of one breaker; the README documents each default."""
 
     window: float | None = 10.0
     window_calls: int | None = None

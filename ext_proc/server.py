@@ -115,7 +115,7 @@ class ExtProcServicer:
             key = header.key
             if key in wanted:
                 values[key] = _text(header)
-            elif key.startswith(PREFIX) or key[:13].lower() == PREFIX:
+            elif key.startswith(PREFIX):  # Envoy hands header names over lower-cased
                 if spoofed is None:
                     spoofed = []
                 spoofed.append(key)

@@ -6,7 +6,8 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from e2e_harness import (
+
+from tests.e2e.e2e_harness import (
     ENVOY_BIN,
     REFERENCE_ENVOY_CONFIG,
     EnvoyFactory,

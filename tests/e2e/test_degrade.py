@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e_harness import (
+
+from tests.e2e.e2e_harness import (
     MODEL_PATH,
     EnvoyFactory,
     EnvoyProcess,
@@ -180,8 +181,13 @@ def test_degrade_to_light_and_recover(
     stats = stack.envoy.stats(prefix.replace(".", r"\."))
     assert stats.get(prefix + "rejected_header_mutations", 0) == 0, stats
 
+    latencies = sorted(s.latency for s in traffic.samples)
+    p50 = latencies[len(latencies) // 2]
+    span = received_at(traffic.samples[-1]) - traffic.samples[0].t
     report = [
-        f"requests sent: {len(traffic.samples)} (every {REQUEST_INTERVAL_S * 1000:.0f} ms)",
+        f"requests sent: {len(traffic.samples)} in {span:.1f}s ({len(traffic.samples) / span:.0f}/s, "
+        f"one every {REQUEST_INTERVAL_S * 1000:.0f} ms at most); latency p50 {p50 * 1000:.1f} ms, "
+        f"max {max(latencies) * 1000:.1f} ms",
         f"phase 1: {summarize(normal)}",
         f"phase 2: {summarize(degraded)}; light share {light_share:.1%}, primary probes {probes}",
         f"phase 3: {summarize(traffic.since(t_clear))}",

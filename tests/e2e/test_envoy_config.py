@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_harness import (
+
+from tests.e2e.e2e_harness import (
     ENVOY_DIR,
     EXAMPLE_POLICY,
     REFERENCE_ENVOY_CONFIG,

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e_harness import (
+
+from tests.e2e.e2e_harness import (
     EXAMPLE_POLICY,
     MODEL_PATH,
     EnvoyFactory,

@@ -1,0 +1,149 @@
+"""Micro-benchmark of modelguard's own per-request work, without gRPC or Envoy.
+
+Measures CPU time (process_time) per request for:
+  core      Guard.decide + Guard.record on a header dict (the pure decision core)
+  adapter   what the servicer does per request: parse the request-headers ProcessingRequest,
+            extract headers, decide, pick the prebuilt answer; then parse the response-headers
+            message, judge it, pick the prebuilt answer (everything but the gRPC machinery)
+
+Usage: python -m bench.micro [--requests N] [--models M] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
+from envoy.service.ext_proc.v3.external_processor_pb2 import HttpHeaders, ProcessingRequest
+
+from ext_proc.guard import Guard
+from ext_proc.policy import Policy, build_policy
+from ext_proc.server import ExtProcServicer
+
+
+def policy_with(models: int) -> Policy:
+    return build_policy(
+        {
+            "models": [
+                {
+                    "name": f"model-{i}",
+                    "match": {"path_prefix": f"/v2/models/model-{i}"},
+                    "tiers": [
+                        {"name": "primary", "route": f"model-{i}-primary"},
+                        {"name": "light", "route": f"model-{i}-light"},
+                        {"name": "default", "respond": {"status": 200, "body": "{}"}},
+                    ],
+                }
+                for i in range(models)
+            ]
+        }
+    )
+
+
+def request_headers_message(path: str) -> bytes:
+    headers = {
+        ":method": "POST",
+        ":path": path,
+        ":authority": "models.internal:8080",
+        ":scheme": "http",
+        "content-type": "application/json",
+        "user-agent": "bench/1.0",
+        "x-request-id": "5f0c6e1e-8d4f-4d0b-9f65-0c1a2b3c4d5e",
+        "x-user-id": "user-12345",
+        "accept": "application/json",
+        "content-length": "128",
+    }
+    return _message("request_headers", headers)
+
+
+def response_headers_message() -> bytes:
+    headers = {":status": "200", "content-type": "application/json", "content-length": "64", "server": "envoy"}
+    return _message("response_headers", headers)
+
+
+def _message(phase: str, headers: dict[str, str]) -> bytes:
+    header_map = HeaderMap(headers=[HeaderValue(key=k, raw_value=v.encode()) for k, v in headers.items()])
+    return ProcessingRequest(**{phase: HttpHeaders(headers=header_map)}).SerializeToString()
+
+
+def measure(run: Callable[[int], None], requests: int) -> float:
+    """Best of three CPU-time runs, in microseconds per request."""
+    run(min(requests, 1000))  # warm up
+    best = float("inf")
+    for _ in range(3):
+        gc.collect()
+        start = time.process_time()
+        run(requests)
+        best = min(best, time.process_time() - start)
+    return best / requests * 1e6
+
+
+def bench(requests: int, models: int) -> dict[str, Any]:
+    guard = Guard(policy_with(models), rng=random.Random(1))
+    paths = [f"/v2/models/model-{i % models}/infer" for i in range(64)]
+    header_dicts = [{":path": p, ":authority": "models.internal:8080"} for p in paths]
+
+    def core(n: int) -> None:
+        decide, record = guard.decide, guard.record
+        for i in range(n):
+            record(decide(header_dicts[i & 63]), 200, None)
+
+    servicer = ExtProcServicer(Guard(policy_with(models), rng=random.Random(1)))
+    adapter_guard = servicer.guard
+    request_wires = [request_headers_message(p) for p in paths]
+    response_wire = response_headers_message()
+
+    def adapter(n: int) -> None:
+        parse = ProcessingRequest.FromString
+        for i in range(n):
+            request = parse(request_wires[i & 63])
+            request.WhichOneof("request")
+            ticket, _answer = servicer._decide(adapter_guard, request)
+            response = parse(response_wire)
+            response.WhichOneof("request")
+            servicer._on_response(adapter_guard, ticket, response)
+            _ = servicer._answers[ticket.decision].response
+
+    def parse_only(n: int) -> None:
+        parse = ProcessingRequest.FromString
+        for i in range(n):
+            parse(request_wires[i & 63]).WhichOneof("request")
+            parse(response_wire).WhichOneof("request")
+
+    results = {
+        "requests": requests,
+        "models": models,
+        "core_us": round(measure(core, requests), 3),
+        "adapter_us": round(measure(adapter, requests), 3),
+        "protobuf_parse_us": round(measure(parse_only, requests), 3),
+    }
+    results["adapter_minus_parse_us"] = round(results["adapter_us"] - results["protobuf_parse_us"], 3)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--models", type=int, nargs="+", default=[1, 20, 1000])
+    parser.add_argument("--json", metavar="FILE")
+    args = parser.parse_args(argv)
+    rows = [bench(args.requests, m) for m in args.models]
+    print("| models | core decide+record (µs) | adapter per request (µs) | of which protobuf parse (µs) |")
+    print("|---:|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row['models']} | {row['core_us']} | {row['adapter_us']} | {row['protobuf_parse_us']} |")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"python": sys.version.split()[0], "rows": rows}, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""`modelguard serve` as a real process: it binds, reports its ports, answers, and stops on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
+
+
+def read_serving_line(process: subprocess.Popen[str], timeout: float = 20.0) -> dict[str, object]:
+    assert process.stderr is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        entry = json.loads(line)
+        if entry.get("event") == "serving":
+            return dict(entry)
+    raise AssertionError("modelguard did not report that it is serving")
+
+
+def test_serve_binds_free_ports_answers_and_stops_on_sigterm() -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ext_proc.cli",
+            "serve",
+            "--policy",
+            str(EXAMPLE),
+            "--grpc-address",
+            "127.0.0.1:0",
+            "--admin-address",
+            "127.0.0.1:0",
+            "--grace",
+            "1",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        serving = read_serving_line(process)
+        admin = f"http://127.0.0.1:{serving['admin_port']}"
+        with urllib.request.urlopen(admin + "/readyz", timeout=5) as response:
+            assert response.status == 200
+        with urllib.request.urlopen(admin + "/v1/state", timeout=5) as response:
+            state = json.load(response)
+        assert list(state["models"]["recommender"]["tiers"]) == ["primary", "light", "default"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert process.stderr is not None
+        assert '"event": "stopped"' in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def test_serve_refuses_a_bad_policy_with_exit_1(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [{name: x}]\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ext_proc.cli",
+            "serve",
+            "--policy",
+            str(bad),
+            "--admin-address",
+            "127.0.0.1:0",
+            "--grpc-address",
+            "127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "models[0].match: required" in result.stderr
+
+
+def test_serve_reports_a_taken_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ext_proc.cli",
+                "serve",
+                "--policy",
+                str(EXAMPLE),
+                "--grpc-address",
+                "127.0.0.1:0",
+                "--admin-address",
+                f"127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert "start_failed" in result.stderr
+
+
+@pytest.mark.parametrize("address", ["nonsense", "127.0.0.1:99999"])
+def test_serve_rejects_a_malformed_address(address: str) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ext_proc.cli",
+            "serve",
+            "--policy",
+            str(EXAMPLE),
+            "--grpc-address",
+            address,
+            "--admin-address",
+            "127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "not host:port" in result.stderr
