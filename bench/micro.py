@@ -64,7 +64,12 @@ def request_headers_message(path: str) -> bytes:
 
 
 def response_headers_message() -> bytes:
-    headers = {":status": "200", "content-type": "application/json", "content-length": "64", "server": "envoy"}
+    headers = {
+        ":status": "200",
+        "content-type": "application/json",
+        "content-length": "64",
+        "server": "envoy",
+    }
     return _message("response_headers", headers)
 
 
@@ -129,7 +134,9 @@ def bench(requests: int, models: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--models", type=int, nargs="+", default=[1, 20, 1000])
     parser.add_argument("--json", metavar="FILE")

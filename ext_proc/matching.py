@@ -67,10 +67,12 @@ class Matcher(Generic[T]):
             if authority:
                 authority = authority.lower()
                 hit = self._authorities.get(authority)
-                if hit is None and ":" in authority:
-                    hit = self._authorities.get(authority.rsplit(":", 1)[0])
                 if hit is not None and (best is None or hit[0] < best[0]):
                     best = hit
+                if ":" in authority:  # a policy authority without a port matches any port
+                    hit = self._authorities.get(authority.rsplit(":", 1)[0])
+                    if hit is not None and (best is None or hit[0] < best[0]):
+                        best = hit
         for name, by_value in self._headers.items():
             value = headers.get(name)
             if value is not None:

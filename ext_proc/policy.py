@@ -159,7 +159,7 @@ class _Reader:
 
     def mapping(self, value: object, path: str, allowed: set[str]) -> _Node | None:
         if not isinstance(value, Mapping):
-            self.error(path, f"must be a mapping, got {_kind(value)}")
+            self.error(path or "(root)", f"must be a mapping, got {_kind(value)}")
             return None
         for key in value:
             if key not in allowed:
@@ -177,7 +177,14 @@ class _Reader:
         defaults: _Node = {}
         if "defaults" in root:
             found = self.mapping(root["defaults"], "defaults", {"breaker", "failure"})
-            defaults = found or {}
+            before = len(self.errors)
+            if found is not None:
+                # Checked once here, so a mistake in defaults is reported once, at its own path.
+                self.breaker(found.get("breaker"), "defaults.breaker")
+                self.failure(found.get("failure"), "defaults.failure")
+            if found is None or len(self.errors) != before:
+                return None
+            defaults = found
         if "models" not in root:
             self.error("models", "required: a list of models")
             return None
@@ -207,7 +214,9 @@ class _Reader:
         name = self.name(node.get("name"), f"{path}.name")
         match = self.match(node.get("match"), f"{path}.match")
         tiers = self.tiers(node.get("tiers"), f"{path}.tiers")
-        breaker = self.breaker(_merged(defaults.get("breaker"), node.get("breaker")), f"{path}.breaker")
+        breaker = self.breaker(
+            _merged_breaker(defaults.get("breaker"), node.get("breaker")), f"{path}.breaker"
+        )
         failure = self.failure(_merged(defaults.get("failure"), node.get("failure")), f"{path}.failure")
         if name is None or match is None or tiers is None or breaker is None or failure is None:
             return None
@@ -250,6 +259,8 @@ class _Reader:
                 self.error(f"{path}.authority", "must be a host name, optionally with :port")
                 return None
             return Match(authority=authority.lower())
+        if "header" not in node:
+            return None  # the one key is unknown: mapping() has reported it
         header = self.mapping(node["header"], f"{path}.header", {"name", "value"})
         if header is None:
             return None
@@ -377,7 +388,8 @@ class _Reader:
             window_calls = self.integer(node["window_calls"], f"{path}.window_calls", 1, 100_000)
         elif "window" in node:
             window = self.duration(node["window"], f"{path}.window", 0.1, 3600.0)
-        min_calls = self.integer(node.get("min_calls", defaults.min_calls), f"{path}.min_calls", 1, 100_000)
+        default_min_calls = min(defaults.min_calls, window_calls) if window_calls else defaults.min_calls
+        min_calls = self.integer(node.get("min_calls", default_min_calls), f"{path}.min_calls", 1, 100_000)
         failure_rate = self.ratio(node.get("failure_rate", defaults.failure_rate), f"{path}.failure_rate")
         slow_call_duration = self.duration(
             node.get("slow_call_duration", "10s"), f"{path}.slow_call_duration", 0.001, 3600.0
@@ -461,7 +473,7 @@ class _Reader:
             if klass:
                 base = int(klass.group(1)) * 100
                 codes.update(range(base, base + 100))
-            elif text.isdigit() and 100 <= int(text) <= 599:
+            elif text.isascii() and text.isdigit() and 100 <= int(text) <= 599:
                 codes.add(int(text))
             else:
                 self.error(
@@ -494,6 +506,15 @@ class _Reader:
             self.error(path, f"must be from {format_duration(low)} to {format_duration(high)}, got {value!r}")
             return None
         return seconds
+
+
+def _merged_breaker(default: object, override: object) -> object:
+    """As _merged, and a model choosing one kind of window drops the other kind from defaults."""
+    if isinstance(default, Mapping) and isinstance(override, Mapping):
+        for kind, other in (("window", "window_calls"), ("window_calls", "window")):
+            if kind in override:
+                default = {k: v for k, v in default.items() if k != other}
+    return _merged(default, override)
 
 
 def _merged(default: object, override: object) -> object:

@@ -49,7 +49,24 @@ def test_booleans_are_refused(value: bool) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["10", "10 sec", "", "   ", "-1s", "-500ms", "s", "ms", "1.s", ".5s", "1e3s", "10S", "10sec", "1d", "1m30s", "ten s"],
+    [
+        "10",
+        "10 sec",
+        "",
+        "   ",
+        "-1s",
+        "-500ms",
+        "s",
+        "ms",
+        "1.s",
+        ".5s",
+        "1e3s",
+        "10S",
+        "10sec",
+        "1d",
+        "1m30s",
+        "ten s",
+    ],
 )
 def test_malformed_strings_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match=r"must be a duration such as 500ms, 10s or 1m") as info:
@@ -66,7 +83,15 @@ def test_bare_number_string_message_names_the_value() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.5, "500ms"), (0.001, "1ms"), (0.1, "100ms"), (1.0, "1s"), (10.0, "10s"), (60.0, "60s"), (1.5, "1.5s")],
+    [
+        (0.5, "500ms"),
+        (0.001, "1ms"),
+        (0.1, "100ms"),
+        (1.0, "1s"),
+        (10.0, "10s"),
+        (60.0, "60s"),
+        (1.5, "1.5s"),
+    ],
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text

@@ -126,13 +126,17 @@ def test_empty_breaker_and_failure_mappings_are_defaults() -> None:
 
 
 def test_explicit_breaker_values_equal_to_defaults_give_default_settings() -> None:
-    breaker = parse_policy(
-        _with_breaker(
-            "{window: 10s, min_calls: 20, failure_rate: 0.5, slow_call_duration: 10s, slow_call_rate: 1,"
-            " consecutive_failures: 5, open_duration: 5s, max_open_duration: 60s, half_open_probes: 3,"
-            " jitter: 0.1}"
+    breaker = (
+        parse_policy(
+            _with_breaker(
+                "{window: 10s, min_calls: 20, failure_rate: 0.5, slow_call_duration: 10s, slow_call_rate: 1,"
+                " consecutive_failures: 5, open_duration: 5s, max_open_duration: 60s, half_open_probes: 3,"
+                " jitter: 0.1}"
+            )
         )
-    ).models[0].breaker
+        .models[0]
+        .breaker
+    )
     assert breaker == BreakerSettings()
     assert isinstance(breaker.slow_call_rate, float)
 
@@ -439,7 +443,11 @@ models:
     [
         ("[]", "models[0].tiers", "non-empty list of tiers"),
         ("[{name: p}]", "models[0].tiers[0]", "must have exactly one of route, respond"),
-        ("[{name: p, route: r, respond: {}}]", "models[0].tiers[0]", "must have exactly one of route, respond"),
+        (
+            "[{name: p, route: r, respond: {}}]",
+            "models[0].tiers[0]",
+            "must have exactly one of route, respond",
+        ),
         ("[{route: r}]", "models[0].tiers[0].name", "required"),
         ("[{name: p, route: ''}]", "models[0].tiers[0].route", "must be 1-128 characters"),
         ("[{name: p, route: " + "r" * 129 + "}]", "models[0].tiers[0].route", "must be 1-128 characters"),
@@ -447,10 +455,22 @@ models:
         ("[{name: p, respond: {status: 600}}]", "models[0].tiers[0].respond.status", "from 200 to 599"),
         ("[{name: p, respond: {status: '200'}}]", "models[0].tiers[0].respond.status", "from 200 to 599"),
         ("[{name: p, respond: {body: 5}}]", "models[0].tiers[0].respond.body", "must be a string"),
-        ("[{name: p, respond: {content_type: ''}}]", "models[0].tiers[0].respond.content_type", "content type"),
-        ("[{name: p, respond: {grpc_status: NOPE}}]", "models[0].tiers[0].respond.grpc_status", "unknown gRPC"),
+        (
+            "[{name: p, respond: {content_type: ''}}]",
+            "models[0].tiers[0].respond.content_type",
+            "content type",
+        ),
+        (
+            "[{name: p, respond: {grpc_status: NOPE}}]",
+            "models[0].tiers[0].respond.grpc_status",
+            "unknown gRPC",
+        ),
         ("[{name: p, respond: {grpc_status: 17}}]", "models[0].tiers[0].respond.grpc_status", "unknown gRPC"),
-        ("[{name: p, respond: {grpc_status: 0}}]", "models[0].tiers[0].respond.grpc_status", "must not be OK"),
+        (
+            "[{name: p, respond: {grpc_status: 0}}]",
+            "models[0].tiers[0].respond.grpc_status",
+            "must not be OK",
+        ),
         ("[{name: p, respond: {stauts: 200}}]", "models[0].tiers[0].respond.stauts", "unknown key"),
     ],
 )
@@ -493,7 +513,11 @@ def test_route_allows_its_documented_characters() -> None:
         ("{jitter: 1.5}", "jitter", "from 0 to 1"),
         ("{jitter: -0.1}", "jitter", "from 0 to 1"),
         ("{open_duration: 5ms}", "open_duration", "must be from 10ms to 86400s"),
-        ("{open_duration: 10s, max_open_duration: 9s}", "max_open_duration", "must be at least open_duration"),
+        (
+            "{open_duration: 10s, max_open_duration: 9s}",
+            "max_open_duration",
+            "must be at least open_duration",
+        ),
         ("{open_duration: 120s}", "max_open_duration", "must be at least open_duration"),
     ],
 )
@@ -579,7 +603,15 @@ def test_statuses_replace_defaults_but_grpc_defaults_stay() -> None:
 
 @pytest.mark.parametrize(
     ("value", "index"),
-    [('["6xx"]', 0), ('["0xx"]', 0), ("[503, 600]", 1), ("[99]", 0), ('["5x"]', 0), ("[true]", 0), ("[500.0]", 0)],
+    [
+        ('["6xx"]', 0),
+        ('["0xx"]', 0),
+        ("[503, 600]", 1),
+        ("[99]", 0),
+        ('["5x"]', 0),
+        ("[true]", 0),
+        ("[500.0]", 0),
+    ],
 )
 def test_bad_status_entries(value: str, index: int) -> None:
     errors = _errors(MINIMAL + f"    failure: {{statuses: {value}}}\n")
@@ -654,7 +686,9 @@ def test_empty_file(tmp_path: Path) -> None:
     assert info.value.errors == ["(root): the policy is empty"]
 
 
-@pytest.mark.parametrize(("text", "kind"), [("- a\n- b\n", "a list"), ("hello\n", "a string"), ("42\n", "int")])
+@pytest.mark.parametrize(
+    ("text", "kind"), [("- a\n- b\n", "a list"), ("hello\n", "a string"), ("42\n", "int")]
+)
 def test_non_mapping_root(text: str, kind: str) -> None:
     errors = _errors(text)
     assert len(errors) == 1
@@ -730,3 +764,30 @@ def test_policy_error_message_format() -> None:
     assert error.errors == ["a: one", "b: two"]
     assert error.source == "file.yaml"
     assert str(error) == "file.yaml: 2 error(s)\na: one\nb: two"
+
+
+def test_defaults_errors_are_reported_once_at_their_own_path() -> None:
+    text = """
+defaults:
+  breaker: {failure_rate: 2}
+models:
+  - {name: a, match: {path_prefix: /a}, tiers: [{name: p, route: a}]}
+  - {name: b, match: {path_prefix: /b}, tiers: [{name: p, route: b}]}
+"""
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text)
+    assert [e.split(":")[0] for e in caught.value.errors] == ["defaults.breaker.failure_rate"]
+
+
+def test_model_window_kind_replaces_the_defaults_kind() -> None:
+    text = """
+defaults:
+  breaker: {window: 30s}
+models:
+  - {name: a, match: {path_prefix: /a}, tiers: [{name: p, route: a}], breaker: {window_calls: 10}}
+  - {name: b, match: {path_prefix: /b}, tiers: [{name: p, route: b}]}
+"""
+    policy = parse_policy(text)
+    assert policy.models[0].breaker.window is None and policy.models[0].breaker.window_calls == 10
+    assert policy.models[0].breaker.min_calls == 10  # the default min_calls is capped at window_calls
+    assert policy.models[1].breaker.window == 30.0

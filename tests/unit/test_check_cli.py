@@ -1,0 +1,162 @@
+"""`modelguard check`: exit 0 with an OK line, or exit 1 with every error on stderr."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ext_proc.cli import main
+from ext_proc.policy import PolicyError, load_policy
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
+
+BROKEN = """
+models:
+  - name: recommender
+    match: {path_prefix: /v2/models/recommender}
+    tiers:
+      - {name: primary, route: recommender-resnet50}
+      - {name: default, respond: {status: 200}}
+      - {name: primary, route: "bad route!"}
+    breaker:
+      window: 10
+      min_calls: 0
+      failure_rate: 1.5
+      failure_rat: 0.5
+    failure: {statuses: ["6xx"], grpc_statuses: [NOPE]}
+  - name: recommender
+    match: {path_prefix: /x, authority: x}
+    tiers: [{name: p, route: r}]
+"""
+
+
+def _copy_example(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
+    return path
+
+
+def _broken(tmp_path: Path) -> tuple[Path, list[str]]:
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN, encoding="utf-8")
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    return path, info.value.errors
+
+
+def test_check_example_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _copy_example(tmp_path)
+    assert main(["check", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{path}: OK (1 model(s), 3 tier(s))\n"
+    assert err == ""
+
+
+def test_check_counts_models_and_tiers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        """
+models:
+  - name: a
+    match: {path_prefix: /a}
+    tiers: [{name: p, route: r}, {name: d, respond: {}}]
+  - name: b
+    match: {authority: b.example.com}
+    tiers: [{name: p, route: r}]
+""",
+        encoding="utf-8",
+    )
+    assert main(["check", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: OK (2 model(s), 3 tier(s))\n"
+
+
+def test_check_broken_prints_every_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, errors = _broken(tmp_path)
+    assert len(errors) >= 9
+    assert main(["check", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert lines[0] == f"{path}: {len(errors)} error(s)"
+    assert lines[1:] == [f"  {error}" for error in errors]
+    for path_prefix in (
+        "models[0].breaker.window: ",
+        "models[0].breaker.min_calls: ",
+        "models[0].breaker.failure_rate: must be between 0 and 1",
+        "models[0].breaker.failure_rat: unknown key",
+        "models[0].tiers[1].respond: only the last tier may respond directly",
+        "models[0].tiers[2].route: ",
+        "models[0].failure.statuses[0]: ",
+        "models[0].failure.grpc_statuses[0]: unknown gRPC status",
+        "models[1].match: must have exactly one of",
+    ):
+        assert any(line.startswith(f"  {path_prefix}") for line in lines), path_prefix
+
+
+def test_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.yaml"
+    assert main(["check", str(missing)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"{missing}: 1 error(s)\n  cannot read the file: ")
+
+
+def test_check_yaml_syntax_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "syntax.yaml"
+    path.write_text("models: [\n", encoding="utf-8")
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == f"{path}: 1 error(s)"
+    assert err.splitlines()[1].startswith("  (yaml) line ")
+
+
+def test_check_empty_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("", encoding="utf-8")
+    assert main(["check", str(path)]) == 1
+    assert capsys.readouterr().err == f"{path}: 1 error(s)\n  (root): the policy is empty\n"
+
+
+def test_check_requires_a_file_argument(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["check"])
+    assert info.value.code == 2
+    assert "FILE" in capsys.readouterr().err
+
+
+def _run_module(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ext_proc.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_module_entry_point_end_to_end(tmp_path: Path) -> None:
+    good = _copy_example(tmp_path)
+    ok = _run_module("check", str(good))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == f"{good}: OK (1 model(s), 3 tier(s))\n"
+
+    bad, errors = _broken(tmp_path)
+    failed = _run_module("check", str(bad))
+    assert failed.returncode == 1
+    assert failed.stdout == ""
+    assert failed.stderr.splitlines() == [f"{bad}: {len(errors)} error(s)", *(f"  {e}" for e in errors)]
+
+
+def test_installed_console_script(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "modelguard"
+    if not script.exists():
+        pytest.skip("the modelguard console script is not installed next to this interpreter")
+    good = _copy_example(tmp_path)
+    result = subprocess.run(
+        [str(script), "check", str(good)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{good}: OK (1 model(s), 3 tier(s))\n"
