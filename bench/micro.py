@@ -75,7 +75,8 @@ def response_headers_message() -> bytes:
 
 def _message(phase: str, headers: dict[str, str]) -> bytes:
     header_map = HeaderMap(headers=[HeaderValue(key=k, raw_value=v.encode()) for k, v in headers.items()])
-    return ProcessingRequest(**{phase: HttpHeaders(headers=header_map)}).SerializeToString()
+    wire: bytes = ProcessingRequest(**{phase: HttpHeaders(headers=header_map)}).SerializeToString()
+    return wire
 
 
 def measure(run: Callable[[int], None], requests: int) -> float:

@@ -52,10 +52,15 @@ def call(
     return admission
 
 
+def state_of(breaker: CircuitBreaker) -> BreakerState:
+    """Read through a function, so the type checker does not narrow a property across calls."""
+    return breaker.state
+
+
 def trip(breaker: CircuitBreaker) -> None:
     for _ in range(breaker.settings.min_calls):
         call(breaker, failed=True)
-    assert breaker.state is BreakerState.OPEN
+    assert state_of(breaker) is BreakerState.OPEN
 
 
 # -- closed -> open --------------------------------------------------------------------------
@@ -65,7 +70,7 @@ def test_no_verdict_below_min_calls() -> None:
     breaker, _, _ = make()
     for _ in range(9):
         call(breaker, failed=True)
-    assert breaker.state is BreakerState.CLOSED
+    assert state_of(breaker) is BreakerState.CLOSED
 
 
 def test_opens_at_exactly_min_calls_and_threshold() -> None:
@@ -74,9 +79,9 @@ def test_opens_at_exactly_min_calls_and_threshold() -> None:
         call(breaker, failed=False)
     for _ in range(4):
         call(breaker, failed=True)
-    assert breaker.state is BreakerState.CLOSED  # 9 calls: below min_calls
+    assert state_of(breaker) is BreakerState.CLOSED  # 9 calls: below min_calls
     call(breaker, failed=True)  # 10 calls, 5 failures: exactly 0.5
-    assert breaker.state is BreakerState.OPEN
+    assert state_of(breaker) is BreakerState.OPEN
     assert [(t.from_state, t.to_state, t.cause) for t in seen] == [
         (BreakerState.CLOSED, BreakerState.OPEN, "failure_rate")
     ]
@@ -89,7 +94,7 @@ def test_stays_closed_just_below_threshold() -> None:
         call(breaker, failed=False)
     for _ in range(4):
         call(breaker, failed=True)  # 4/10 < 0.5
-    assert breaker.state is BreakerState.CLOSED
+    assert state_of(breaker) is BreakerState.CLOSED
 
 
 def test_threshold_compared_exactly_for_awkward_ratios() -> None:
@@ -99,7 +104,7 @@ def test_threshold_compared_exactly_for_awkward_ratios() -> None:
         call(breaker)
     for _ in range(3):
         call(breaker, failed=True)
-    assert breaker.state is BreakerState.OPEN
+    assert state_of(breaker) is BreakerState.OPEN
 
 
 def test_slow_call_rate_opens() -> None:
@@ -108,7 +113,7 @@ def test_slow_call_rate_opens() -> None:
         call(breaker, latency=0.1)
     for _ in range(8):
         call(breaker, latency=1.0)  # exactly slow_call_duration counts as slow
-    assert breaker.state is BreakerState.OPEN
+    assert state_of(breaker) is BreakerState.OPEN
     assert seen[-1].cause == "slow_call_rate"
 
 
@@ -121,7 +126,7 @@ def test_slow_rate_just_below_threshold_stays_closed() -> None:
     for _ in range(7):
         call(breaker, latency=2.0)
     # 7 slow of 17 calls
-    assert breaker.state is BreakerState.CLOSED
+    assert state_of(breaker) is BreakerState.CLOSED
 
 
 def test_consecutive_failures_open_before_min_calls() -> None:
@@ -131,9 +136,9 @@ def test_consecutive_failures_open_before_min_calls() -> None:
     call(breaker, failed=False)  # resets the run
     call(breaker, failed=True)
     call(breaker, failed=True)
-    assert breaker.state is BreakerState.CLOSED
+    assert state_of(breaker) is BreakerState.CLOSED
     call(breaker, failed=True)
-    assert breaker.state is BreakerState.OPEN
+    assert state_of(breaker) is BreakerState.OPEN
     assert seen[-1].cause == "consecutive_failures"
     assert seen[-1].consecutive_failures == 3
 
@@ -142,7 +147,7 @@ def test_overload_is_neither_failure_nor_call() -> None:
     breaker, _clock, _ = make(replace(BASE, consecutive_failures=2))
     for _ in range(30):
         call(breaker, overloaded=True)
-    assert breaker.state is BreakerState.CLOSED
+    assert state_of(breaker) is BreakerState.CLOSED
     snapshot = breaker.snapshot()
     assert snapshot["calls"] == 0 and snapshot["overloaded"] == 30
 
@@ -153,7 +158,7 @@ def test_time_window_forgets_old_failures() -> None:
         call(breaker, failed=True)
     clock.advance(10.5)  # every bucket of those failures has slid out
     call(breaker, failed=True)
-    assert breaker.state is BreakerState.CLOSED
+    assert state_of(breaker) is BreakerState.CLOSED
     assert breaker.snapshot()["calls"] == 1
 
 
@@ -167,9 +172,9 @@ def test_count_window_judges_last_n_calls() -> None:
     assert breaker.snapshot()["failures"] == 0
     for _ in range(4):
         call(breaker, failed=True)
-    assert breaker.state is BreakerState.CLOSED  # 4 of last 10
+    assert state_of(breaker) is BreakerState.CLOSED  # 4 of last 10
     call(breaker, failed=True)
-    assert breaker.state is BreakerState.OPEN  # 5 of last 10
+    assert state_of(breaker) is BreakerState.OPEN  # 5 of last 10
 
 
 # -- open -----------------------------------------------------------------------------------
@@ -182,7 +187,7 @@ def test_open_refuses_until_the_period_elapses() -> None:
     assert breaker.acquire() == REFUSED
     clock.advance(0.001)
     assert breaker.acquire() == PROBE
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state_of(breaker) is BreakerState.HALF_OPEN
 
 
 def test_jitter_shortens_open_period_within_bound() -> None:
@@ -224,10 +229,10 @@ def test_probes_all_succeeding_close_and_reset() -> None:
     admissions = [(breaker.acquire(), breaker.generation) for _ in range(3)]
     for admission, generation in admissions[:2]:
         breaker.record(admission, generation, False, False, 0.1)
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state_of(breaker) is BreakerState.HALF_OPEN
     assert breaker.acquire() == REFUSED  # two done + one in flight = three probes
     breaker.record(*admissions[2], False, False, 0.1)
-    assert breaker.state is BreakerState.CLOSED
+    assert state_of(breaker) is BreakerState.CLOSED
     assert seen[-1].cause == "probes succeeded"
     assert breaker.snapshot()["calls"] == 0  # a fresh window after closing
     assert breaker.acquire() == ADMITTED
@@ -237,7 +242,7 @@ def test_failed_probe_reopens_with_doubled_period() -> None:
     breaker, clock, seen = half_open()
     admission, generation = breaker.acquire(), breaker.generation
     breaker.record(admission, generation, True, False, 0.1)
-    assert breaker.state is BreakerState.OPEN
+    assert state_of(breaker) is BreakerState.OPEN
     assert seen[-1].cause == "probe failed" and seen[-1].open_duration == 10.0
     clock.advance(9.9)
     assert breaker.acquire() == REFUSED
@@ -249,7 +254,7 @@ def test_slow_probe_reopens() -> None:
     breaker, _, seen = half_open()
     admission, generation = breaker.acquire(), breaker.generation
     breaker.record(admission, generation, False, False, 1.5)
-    assert breaker.state is BreakerState.OPEN and seen[-1].cause == "probe slow"
+    assert state_of(breaker) is BreakerState.OPEN and seen[-1].cause == "probe slow"
 
 
 def test_open_period_doubles_up_to_the_max_then_resets_on_close() -> None:
@@ -264,7 +269,7 @@ def test_open_period_doubles_up_to_the_max_then_resets_on_close() -> None:
     clock.advance(40.0)
     for _ in range(3):
         breaker.record(breaker.acquire(), breaker.generation, False, False, 0.1)
-    assert breaker.state is BreakerState.CLOSED
+    assert state_of(breaker) is BreakerState.CLOSED
     trip(breaker)
     assert seen[-1].open_duration == 5.0
 
@@ -304,7 +309,7 @@ def test_non_probe_result_in_half_open_is_ignored() -> None:
     breaker, _, _ = half_open()
     breaker.acquire()
     breaker.record(ADMITTED, breaker.generation, True, False, 0.1)
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state_of(breaker) is BreakerState.HALF_OPEN
 
 
 def test_every_transition_is_reported_in_order() -> None:
