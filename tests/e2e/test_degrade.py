@@ -19,13 +19,17 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.e2e_harness import (
+    EXAMPLE_POLICY,
     MODEL_PATH,
     EnvoyFactory,
     EnvoyProcess,
+    HttpResult,
     ModelguardProcess,
     Sample,
     Traffic,
     Upstream,
+    free_port,
+    http_request,
     running_traffic,
     send_sample,
     summarize,
@@ -205,3 +209,72 @@ def test_degrade_to_light_and_recover(
 
     assert timings["fault_to_first_light_s"] <= FAULT_TO_LIGHT_MAX_S, timings
     assert timings["clear_to_primary_back_s"] <= CLEAR_TO_PRIMARY_MAX_S, timings
+
+
+def test_unreachable_primary_degrades_to_light(
+    tmp_path: Path,
+    upstream_factory: Callable[[str], Upstream],
+    modelguard_factory: Callable[[Path], ModelguardProcess],
+    envoy_factory: EnvoyFactory,
+) -> None:
+    """Nothing listens on primary: Envoy's local 503 reply passes through ext_proc's response
+    phase, so the breaker still counts it, and traffic moves to light."""
+    light = upstream_factory("light")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    modelguard = modelguard_factory(policy)
+    envoy = envoy_factory(
+        {
+            "modelguard": modelguard.grpc_port,
+            "recommender-resnet50": free_port(),
+            "recommender-mobilenet": light.port,
+        }
+    )
+    samples = [send_sample(envoy.url + MODEL_PATH) for _ in range(30)]
+    first_light = next((i for i, s in enumerate(samples) if on_light_degraded(s)), None)
+    assert first_light is not None, summarize(samples)
+    # consecutive_failures: 5 -> the breaker opens after five local 503s (a little slack).
+    assert first_light <= 8, summarize(samples)
+    assert all(s.status == 503 and s.tier == "primary" for s in samples[:first_light])
+    assert all(on_light_degraded(s) for s in samples[first_light:]), summarize(samples)
+    assert modelguard.tier_state(MODEL, "primary") == "open"
+
+
+def test_ladder_ends_in_immediate_response(
+    upstream_factory: Callable[[str], Upstream],
+    modelguard_factory: Callable[[Path], ModelguardProcess],
+    envoy_factory: EnvoyFactory,
+) -> None:
+    """examples/policy.yaml with both models failing: the `default` tier's canned answer
+    comes from Envoy (ImmediateResponse), and neither model server sees the request."""
+    primary = upstream_factory("primary")
+    light = upstream_factory("light")
+    primary.set_fault(True)
+    light.set_fault(True)
+    modelguard = modelguard_factory(EXAMPLE_POLICY)
+    envoy = envoy_factory(
+        {
+            "modelguard": modelguard.grpc_port,
+            "recommender-resnet50": primary.port,
+            "recommender-mobilenet": light.port,
+        }
+    )
+    answers: list[HttpResult] = []
+    for _ in range(40):
+        res = http_request(envoy.url + MODEL_PATH)
+        answers.append(res)
+        if res.headers.get("x-modelguard-tier") == "default":
+            break
+    last = answers[-1]
+    tiers = [a.headers.get("x-modelguard-tier") for a in answers]
+    assert last.headers.get("x-modelguard-tier") == "default", tiers
+    assert last.status == 200
+    assert last.json() == {"items": [], "degraded": True}
+    assert last.headers["content-type"] == "application/json"
+    assert last.headers.get("x-modelguard-degraded") == "true"
+
+    served = primary.request_count + light.request_count
+    for _ in range(5):
+        res = http_request(envoy.url + MODEL_PATH)
+        assert res.status == 200 and res.headers.get("x-modelguard-tier") == "default"
+    assert primary.request_count + light.request_count == served
