@@ -16,6 +16,10 @@ import pytest
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
 
 
+def serve_command(*args: str, policy: Path = EXAMPLE) -> list[str]:
+    return [sys.executable, "-m", "ext_proc.cli", "serve", "--policy", str(policy), *args]
+
+
 def read_serving_line(process: subprocess.Popen[str], timeout: float = 20.0) -> dict[str, object]:
     assert process.stderr is not None
     deadline = time.monotonic() + timeout
@@ -31,20 +35,7 @@ def read_serving_line(process: subprocess.Popen[str], timeout: float = 20.0) -> 
 
 def test_serve_binds_free_ports_answers_and_stops_on_sigterm() -> None:
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ext_proc.cli",
-            "serve",
-            "--policy",
-            str(EXAMPLE),
-            "--grpc-address",
-            "127.0.0.1:0",
-            "--admin-address",
-            "127.0.0.1:0",
-            "--grace",
-            "1",
-        ],
+        serve_command("--grpc-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0", "--grace", "1"),
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -70,18 +61,7 @@ def test_serve_refuses_a_bad_policy_with_exit_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("models: [{name: x}]\n")
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ext_proc.cli",
-            "serve",
-            "--policy",
-            str(bad),
-            "--admin-address",
-            "127.0.0.1:0",
-            "--grpc-address",
-            "127.0.0.1:0",
-        ],
+        serve_command("--admin-address", "127.0.0.1:0", "--grpc-address", "127.0.0.1:0", policy=bad),
         capture_output=True,
         text=True,
         timeout=30,
@@ -98,18 +78,7 @@ def test_serve_reports_a_taken_port(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ext_proc.cli",
-                "serve",
-                "--policy",
-                str(EXAMPLE),
-                "--grpc-address",
-                "127.0.0.1:0",
-                "--admin-address",
-                f"127.0.0.1:{port}",
-            ],
+            serve_command("--grpc-address", "127.0.0.1:0", "--admin-address", f"127.0.0.1:{port}"),
             capture_output=True,
             text=True,
             timeout=30,
@@ -121,18 +90,7 @@ def test_serve_reports_a_taken_port(tmp_path: Path) -> None:
 @pytest.mark.parametrize("address", ["nonsense", "127.0.0.1:99999"])
 def test_serve_rejects_a_malformed_address(address: str) -> None:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ext_proc.cli",
-            "serve",
-            "--policy",
-            str(EXAMPLE),
-            "--grpc-address",
-            address,
-            "--admin-address",
-            "127.0.0.1:0",
-        ],
+        serve_command("--grpc-address", address, "--admin-address", "127.0.0.1:0"),
         capture_output=True,
         text=True,
         timeout=30,
