@@ -102,7 +102,7 @@ def bench(requests: int, models: int) -> dict[str, Any]:
             record(decide(header_dicts[i & 63]), 200, None)
 
     servicer = ExtProcServicer(Guard(policy_with(models), rng=random.Random(1)))
-    adapter_guard = servicer.guard
+    plan = servicer.plan
     request_wires = [request_headers_message(p) for p in paths]
     response_wire = response_headers_message()
 
@@ -111,11 +111,11 @@ def bench(requests: int, models: int) -> dict[str, Any]:
         for i in range(n):
             request = parse(request_wires[i & 63])
             request.WhichOneof("request")
-            ticket, _answer = servicer._decide(adapter_guard, request)
+            ticket, _answer = servicer._decide(plan, request)
             response = parse(response_wire)
             response.WhichOneof("request")
-            servicer._on_response(adapter_guard, ticket, response)
-            _ = servicer._answers[ticket.decision].response
+            servicer._on_response(plan.guard, ticket, response)
+            _ = plan.answers[ticket.decision].response
 
     def parse_only(n: int) -> None:
         parse = ProcessingRequest.FromString

@@ -25,6 +25,7 @@ SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 log = logging.getLogger("modelguard.server")
 
 _RESPONSE_HEADER_NAMES = frozenset({STATUS, GRPC_STATUS, CONTENT_TYPE})
+_TRAILER_NAMES = frozenset({GRPC_STATUS})
 _CONTINUE = {
     "request_body": wire.EMPTY_REQUEST_BODY,
     "response_body": wire.EMPTY_RESPONSE_BODY,
@@ -42,18 +43,30 @@ class ProtocolErrors:
         self.counts[kind] = self.counts.get(kind, 0) + 1
 
 
+class Plan:
+    """A guard with its prebuilt answers. A stream keeps the plan it started with, so swapping
+    in a new policy (see ExtProcServicer.use) never mixes one policy's tickets with another's."""
+
+    __slots__ = ("answers", "guard", "wanted")
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        self.answers: dict[Decision, wire.WireAnswers] = {d: wire.build_answers(d) for d in guard.decisions()}
+        self.wanted = guard.header_names | {CONTENT_TYPE}
+
+
 class ExtProcServicer:
     def __init__(self, guard: Guard) -> None:
         self.errors = ProtocolErrors()
         self.use(guard)
 
     def use(self, guard: Guard) -> None:
-        """Serve with this guard (and its prebuilt answers) from the next stream on."""
-        self.guard = guard
-        self._answers: dict[Decision, wire.WireAnswers] = {
-            d: wire.build_answers(d) for d in guard.decisions()
-        }
-        self._wanted = guard.header_names | {CONTENT_TYPE}
+        """Serve with this guard from the next stream on; streams under way finish on the old one."""
+        self.plan = Plan(guard)
+
+    @property
+    def guard(self) -> Guard:
+        return self.plan.guard
 
     def handler(self) -> grpc.GenericRpcHandler:
         # response_serializer None: the servicer yields bytes it serialized (or prebuilt) itself.
@@ -65,7 +78,8 @@ class ExtProcServicer:
     async def process(
         self, requests: AsyncIterator[ProcessingRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
-        guard = self.guard
+        plan = self.plan
+        guard = plan.guard
         ticket: Ticket | None = None
         pending: tuple[int, float] | None = None  # gRPC answer whose grpc-status is still to come
         try:
@@ -76,7 +90,7 @@ class ExtProcServicer:
                         self.errors.count("request_headers_twice")
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request_headers twice")
                     started = time.perf_counter()
-                    ticket, answer = self._decide(guard, request)
+                    ticket, answer = self._decide(plan, request)
                     guard.decision_duration.observe(time.perf_counter() - started)
                     yield answer
                 elif phase == "response_headers":
@@ -85,10 +99,10 @@ class ExtProcServicer:
                         yield wire.EMPTY_RESPONSE_HEADERS
                         continue
                     pending = self._on_response(guard, ticket, request)
-                    yield self._answers[ticket.decision].response
+                    yield plan.answers[ticket.decision].response
                 elif phase == "response_trailers":
                     if ticket is not None and pending is not None:
-                        grpc_status = _grpc_status(_read(request.response_trailers.trailers, {GRPC_STATUS}))
+                        grpc_status = _grpc_status(_read(request.response_trailers.trailers, _TRAILER_NAMES))
                         guard.record(ticket, pending[0], grpc_status, pending[1])
                         pending = None
                     yield wire.EMPTY_RESPONSE_TRAILERS
@@ -107,8 +121,8 @@ class ExtProcServicer:
                 else:
                     guard.release(ticket)
 
-    def _decide(self, guard: Guard, request: ProcessingRequest) -> tuple[Ticket, bytes]:
-        wanted = self._wanted
+    def _decide(self, plan: Plan, request: ProcessingRequest) -> tuple[Ticket, bytes]:
+        wanted = plan.wanted
         values: dict[str, str] = {}
         spoofed: list[str] | None = None
         for header in request.request_headers.headers.headers:
@@ -119,8 +133,8 @@ class ExtProcServicer:
                 if spoofed is None:
                     spoofed = []
                 spoofed.append(key)
-        ticket = guard.decide(values)
-        answers = self._answers[ticket.decision]
+        ticket = plan.guard.decide(values)
+        answers = plan.answers[ticket.decision]
         if answers.request_message is None:
             is_grpc = values.get(CONTENT_TYPE, "").startswith(GRPC_CONTENT_TYPE)
             return ticket, answers.request_grpc if is_grpc else answers.request_http
@@ -157,7 +171,7 @@ def _text(header: Any) -> str:
     return raw.decode("utf-8", "surrogateescape") if raw else str(header.value)
 
 
-def _read(header_map: Any, names: frozenset[str] | set[str]) -> dict[str, str]:
+def _read(header_map: Any, names: frozenset[str]) -> dict[str, str]:
     return {header.key: _text(header) for header in header_map.headers if header.key in names}
 
 

@@ -343,3 +343,30 @@ async def test_graceful_stop_lets_inflight_streams_finish(harness: Harness) -> N
     await call.read()
     await asyncio.wait_for(stopping, 5.0)
     assert harness.service.guard.models[0].tiers[0].outcomes["success"] == 1
+
+
+async def test_swapping_the_guard_leaves_streams_under_way_on_the_old_one(harness: Harness) -> None:
+    from ext_proc.guard import Guard
+    from ext_proc.policy import parse_policy
+
+    old_guard = harness.service.guard
+    call = harness.stub.Process()
+    await call.write(request_headers({":path": REC_PATH}))
+    await call.read()
+    harness.service.servicer.use(
+        Guard(
+            parse_policy(
+                "models: [{name: other, match: {path_prefix: /v2/models/recommender}, "
+                "tiers: [{name: only, route: other-route}]}]"
+            )
+        )
+    )
+    await call.write(response_headers({":status": "200"}))
+    answer = await call.read()
+    assert isinstance(answer, ProcessingResponse)
+    assert set_headers(answer, "response_headers") == {"x-modelguard-tier": "primary"}
+    await call.done_writing()
+    await call.read()
+    assert old_guard.models[0].tiers[0].outcomes["success"] == 1
+    first, _ = await harness.exchange({":path": REC_PATH}, 200)
+    assert set_headers(first)["x-modelguard-route"] == "other-route"
