@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ext_proc import __version__
 from ext_proc.app import DEFAULT_ADMIN_ADDRESS, DEFAULT_GRACE, DEFAULT_GRPC_ADDRESS, serve
@@ -40,6 +41,23 @@ def _parser() -> argparse.ArgumentParser:
 
     check_cmd = commands.add_parser("check", help="validate a policy file: exit 0, or 1 naming every error")
     check_cmd.add_argument("file", metavar="FILE")
+
+    demo_cmd = commands.add_parser(
+        "demo",
+        help="the incident on this machine: real Envoy, modelguard, model servers, load, a fault, a timeline",
+        description="Starts Envoy, modelguard, 3 primary and 2 light model servers and a load generator on "
+        "127.0.0.1, plays the incident (one bad host, then the whole primary model degrades, then recovers), "
+        "and writes a timeline table, report.json and timeline.png. Exit 0 when the scenario's expectations "
+        "held, 1 when not. Runs from a checkout of the repository (it uses envoy/envoy.yaml).",
+    )
+    demo_cmd.add_argument("--duration", type=float, default=80.0, help="seconds of load (80); phases scale with it")
+    demo_cmd.add_argument("--rate", type=float, default=100.0, help="requests per second (100)")
+    demo_cmd.add_argument("--policy", type=Path, default=None, help="a policy for the recommender model (the demo's)")
+    demo_cmd.add_argument("--out", type=Path, default=None, help="where to write the report (./modelguard-demo-TIME)")
+    demo_cmd.add_argument(
+        "--without-modelguard", action="store_true", help="the same scenario with the ext_proc filter removed"
+    )
+    demo_cmd.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     return parser
 
 
@@ -47,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return _check(args.file)
+    if args.command == "demo":
+        return _demo(args)
     configure(args.log_level)
     try:
         policy = load_policy(args.policy)
@@ -57,6 +77,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(serve(policy, args.grpc_address, args.admin_address, args.grace))
     except KeyboardInterrupt:
         return 130
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ext_proc.demo.runner import DEFAULT_POLICY, DemoOptions, run_demo
+
+    if args.duration < 20 or args.rate <= 0:
+        print("modelguard demo: --duration must be at least 20 s and --rate positive", file=sys.stderr)
+        return 2
+    policy = args.policy or DEFAULT_POLICY
+    try:
+        load_policy(policy)
+    except PolicyError as exc:
+        _print_errors(exc)
+        return 1
+    options = DemoOptions(
+        duration=args.duration,
+        rate=args.rate,
+        policy=policy,
+        out=args.out,
+        with_modelguard=not args.without_modelguard,
+        chart=not args.no_chart,
+    )
+    return run_demo(options)
 
 
 def _check(path: str) -> int:

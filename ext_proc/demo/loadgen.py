@@ -1,0 +1,205 @@
+"""An open-loop load generator: requests at a fixed rate, whatever the answers take.
+
+Open loop on purpose: a closed loop (next request when the last one answers) slows down when
+the model does, which hides the pile-up that real clients cause during an incident. Each
+request is recorded with what the client saw (status, latency, which tier and host served it)
+in a JSON-lines file; a summary of each second is printed to stdout for a live view.
+
+Run as a process of its own (``python -m ext_proc.demo.loadgen``), so its work does not share
+an event loop with anything it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+
+INPUT_SIZE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One request as the client saw it. ``status`` 0 means no HTTP answer (see ``error``)."""
+
+    t: float  # wall-clock send time, seconds since the epoch
+    latency: float
+    status: int
+    tier: str  # x-modelguard-tier of the answer; "" when modelguard did not tag it
+    degraded: bool
+    host: str  # x-demo-host of the model server that answered; "" for answers from Envoy
+    variant: str
+    error: str | None
+
+    @property
+    def failed(self) -> bool:
+        """What a client counts as a failed call: no answer, or a 5xx/429."""
+        return self.status == 0 or self.status >= 500 or self.status == 429
+
+
+def read_samples(path: Path) -> list[Sample]:
+    samples = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                samples.append(Sample(**json.loads(line)))
+    return samples
+
+
+def request_body(index: int) -> bytes:
+    """A deterministic input per request index, in the Open Inference Protocol's JSON form."""
+    data = [round(math.sin(index * 0.37 + j * 0.11), 4) for j in range(INPUT_SIZE)]
+    body = {
+        "id": str(index),
+        "inputs": [{"name": "input", "shape": [1, INPUT_SIZE], "datatype": "FP32", "data": data}],
+    }
+    return json.dumps(body).encode()
+
+
+class LoadGenerator:
+    def __init__(
+        self,
+        url: str,
+        rate: float,
+        duration: float,
+        out: IO[str],
+        timeout: float = 10.0,
+        max_inflight: int = 2000,
+        progress: IO[str] | None = None,
+    ) -> None:
+        if rate <= 0 or duration <= 0:
+            raise ValueError("rate and duration must be positive")
+        self.url = url
+        self.rate = rate
+        self.duration = duration
+        self.out = out
+        self.timeout = timeout
+        self.max_inflight = max_inflight
+        self.progress = progress
+        self.sent = 0
+        self.skipped = 0
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._second: list[Sample] = []
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, force_close=False)
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        headers = {"content-type": "application/json"}
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
+            reporter = asyncio.create_task(self._report_every_second())
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            total = int(self.rate * self.duration)
+            for index in range(total):
+                due = start + index / self.rate
+                delay = due - loop.time()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    break
+                if len(self._inflight) >= self.max_inflight:
+                    self.skipped += 1
+                    continue
+                task = asyncio.create_task(self._one(session, index))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+                self.sent += 1
+            if self._inflight:
+                await asyncio.wait(set(self._inflight), timeout=self.timeout + 1)
+            for task in list(self._inflight):
+                task.cancel()
+            reporter.cancel()
+            self._flush_second()
+
+    async def _one(self, session: aiohttp.ClientSession, index: int) -> None:
+        sent_at = time.time()
+        started = time.perf_counter()
+        status, error = 0, None
+        tier = host = variant = ""
+        degraded = False
+        try:
+            async with session.post(self.url, data=request_body(index)) as response:
+                await response.read()
+                status = response.status
+                tier = response.headers.get("x-modelguard-tier", "")
+                degraded = response.headers.get("x-modelguard-degraded", "") == "true"
+                host = response.headers.get("x-demo-host", "")
+                variant = response.headers.get("x-demo-variant", "")
+        except TimeoutError:
+            error = "timeout"
+        except aiohttp.ClientError as exc:
+            error = type(exc).__name__
+        sample = Sample(sent_at, time.perf_counter() - started, status, tier, degraded, host, variant, error)
+        self.out.write(json.dumps(asdict(sample)) + "\n")
+        self._second.append(sample)
+
+    async def _report_every_second(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._flush_second()
+
+    def _flush_second(self) -> None:
+        done, self._second = self._second, []
+        if self.progress is None:
+            return
+        latencies = sorted(s.latency for s in done)
+        tiers = Counter(s.tier or (s.variant and f"unprotected:{s.variant}") or "none" for s in done)
+        line = {
+            "event": "second",
+            "t": round(time.time(), 3),
+            "answered": len(done),
+            "failed": sum(s.failed for s in done),
+            "inflight": len(self._inflight),
+            "tiers": dict(tiers),
+            "p50_ms": round(_percentile(latencies, 0.5) * 1000, 1),
+            "p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
+        }
+        self.progress.write(json.dumps(line) + "\n")
+        self.progress.flush()
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ext_proc.demo.loadgen", description=__doc__)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds")
+    parser.add_argument("--timeout", type=float, default=10.0, help="client timeout per request, seconds")
+    parser.add_argument("--out", required=True, type=Path, help="JSON-lines file of samples")
+    args = parser.parse_args(argv)
+
+    async def run() -> None:
+        with args.out.open("w", encoding="utf-8") as out:
+            generator = LoadGenerator(args.url, args.rate, args.duration, out, args.timeout, progress=sys.stdout)
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, generator.stop)
+            await generator.run()
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
