@@ -27,9 +27,7 @@ class Readiness:
         self.reason = reason
 
 
-def build_app(
-    guard: Callable[[], Guard], registry: CollectorRegistry, readiness: Readiness
-) -> web.Application:
+def build_app(guard: Callable[[], Guard], registry: CollectorRegistry, readiness: Readiness) -> web.Application:
     async def metrics(_request: web.Request) -> web.Response:
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

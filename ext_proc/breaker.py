@@ -120,9 +120,7 @@ class CircuitBreaker:
             "slow_rate": round(figures.slow_rate, 4),
             "consecutive_failures": self._consecutive,
             "open_duration_s": round(self._open_duration, 3),
-            "open_remaining_s": round(max(0.0, self._open_until - now), 3)
-            if state is BreakerState.OPEN
-            else 0.0,
+            "open_remaining_s": round(max(0.0, self._open_until - now), 3) if state is BreakerState.OPEN else 0.0,
             "probes_in_flight": self._probes_in_flight,
             "probe_successes": self._probe_successes,
         }

@@ -180,9 +180,7 @@ class Guard:
         for index, tier in enumerate(policy.tiers):
             tier_guard = TierGuard(model, tier, index)
             if tier.route is not None:
-                tier_guard.attach(
-                    CircuitBreaker(policy.breaker, self.clock, self._rng, self._listener_for(tier_guard))
-                )
+                tier_guard.attach(CircuitBreaker(policy.breaker, self.clock, self._rng, self._listener_for(tier_guard)))
             tiers.append(tier_guard)
         model.tiers = tuple(tiers)
         return model
@@ -239,9 +237,7 @@ class Guard:
         tier.inflight -= 1
         tier.outcomes[outcome] += 1
         tier.latency.observe(latency)
-        tier.breaker.record(
-            ticket.admission, ticket.generation, outcome == FAILURE, outcome == OVERLOAD, latency
-        )
+        tier.breaker.record(ticket.admission, ticket.generation, outcome == FAILURE, outcome == OVERLOAD, latency)
         return outcome
 
     def release(self, ticket: Ticket) -> None:

@@ -94,9 +94,7 @@ class GuardCollector(Collector):
 
 
 def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
-    buckets = [
-        ("+Inf" if bound == float("inf") else repr(bound), count) for bound, count in histogram.cumulative()
-    ]
+    buckets = [("+Inf" if bound == float("inf") else repr(bound), count) for bound, count in histogram.cumulative()]
     family.add_metric(labels, buckets, histogram.total)
 
 

@@ -200,9 +200,7 @@ class _Reader:
             if model is None:
                 continue
             if model.name in seen:
-                self.error(
-                    f"{path}.name", f"duplicate model name {model.name!r} (also models[{seen[model.name]}])"
-                )
+                self.error(f"{path}.name", f"duplicate model name {model.name!r} (also models[{seen[model.name]}])")
             seen[model.name] = index
             models.append(model)
         return Policy(tuple(models)) if len(models) == len(raw_models) else None
@@ -214,9 +212,7 @@ class _Reader:
         name = self.name(node.get("name"), f"{path}.name")
         match = self.match(node.get("match"), f"{path}.match")
         tiers = self.tiers(node.get("tiers"), f"{path}.tiers")
-        breaker = self.breaker(
-            _merged_breaker(defaults.get("breaker"), node.get("breaker")), f"{path}.breaker"
-        )
+        breaker = self.breaker(_merged_breaker(defaults.get("breaker"), node.get("breaker")), f"{path}.breaker")
         failure = self.failure(_merged(defaults.get("failure"), node.get("failure")), f"{path}.failure")
         if name is None or match is None or tiers is None or breaker is None or failure is None:
             return None
@@ -318,9 +314,7 @@ class _Reader:
             return Tier(name=name, respond=respond)
         route = node["route"]
         if not isinstance(route, str) or not _ROUTE_PATTERN.match(route):
-            self.error(
-                f"{path}.route", "must be 1-128 characters of letters, digits, '_', '.', ':', '/', '-'"
-            )
+            self.error(f"{path}.route", "must be 1-128 characters of letters, digits, '_', '.', ':', '/', '-'")
             return None
         return Tier(name=name, route=route) if name is not None else None
 
@@ -394,9 +388,7 @@ class _Reader:
         slow_call_duration = self.duration(
             node.get("slow_call_duration", "10s"), f"{path}.slow_call_duration", 0.001, 3600.0
         )
-        slow_call_rate = self.ratio(
-            node.get("slow_call_rate", defaults.slow_call_rate), f"{path}.slow_call_rate"
-        )
+        slow_call_rate = self.ratio(node.get("slow_call_rate", defaults.slow_call_rate), f"{path}.slow_call_rate")
         consecutive = self.integer(
             node.get("consecutive_failures", defaults.consecutive_failures),
             f"{path}.consecutive_failures",
@@ -404,9 +396,7 @@ class _Reader:
             100_000,
         )
         open_duration = self.duration(node.get("open_duration", "5s"), f"{path}.open_duration", 0.01, 86400.0)
-        max_open = self.duration(
-            node.get("max_open_duration", "60s"), f"{path}.max_open_duration", 0.01, 86400.0
-        )
+        max_open = self.duration(node.get("max_open_duration", "60s"), f"{path}.max_open_duration", 0.01, 86400.0)
         probes = self.integer(
             node.get("half_open_probes", defaults.half_open_probes), f"{path}.half_open_probes", 1, 1000
         )

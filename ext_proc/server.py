@@ -111,9 +111,7 @@ class ExtProcServicer:
                     yield _CONTINUE[phase]
                 else:
                     self.errors.count("empty_message")
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT, "a ProcessingRequest with no phase set"
-                    )
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a ProcessingRequest with no phase set")
         finally:
             if ticket is not None:
                 if pending is not None:
@@ -142,9 +140,7 @@ class ExtProcServicer:
             return ticket, wire.with_removals(answers.request_message, spoofed)
         return ticket, answers.request_http
 
-    def _on_response(
-        self, guard: Guard, ticket: Ticket, request: ProcessingRequest
-    ) -> tuple[int, float] | None:
+    def _on_response(self, guard: Guard, ticket: Ticket, request: ProcessingRequest) -> tuple[int, float] | None:
         """Record the outcome now, or return (status, time) when grpc-status comes in trailers."""
         values = _read(request.response_headers.headers, _RESPONSE_HEADER_NAMES)
         try:

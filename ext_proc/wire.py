@@ -101,9 +101,7 @@ def _immediate(decision: Decision, client_headers: list[tuple[str, str]], grpc: 
         details = f"modelguard: {decision.model_name} answered by tier {decision.tier_name}"
     else:
         status, content_type, grpc_status = 503, "application/json", _UNAVAILABLE
-        body = json.dumps(
-            {"error": "no tier available", "model": decision.model_name, "source": "modelguard"}
-        )
+        body = json.dumps({"error": "no tier available", "model": decision.model_name, "source": "modelguard"})
         details = f"modelguard: no tier of {decision.model_name} is available"
     immediate = ImmediateResponse(status=HttpStatus(code=status), details=details)
     if grpc:

@@ -256,21 +256,18 @@ def chart(
     import matplotlib.pyplot as plt
 
     seconds = [r.second for r in rows]
-    fig, (served, latency, state) = plt.subplots(
-        3, 1, figsize=(12, 8.5), sharex=True, gridspec_kw={"height_ratios": [3, 2, 1.2]}
+    fig, (served, latency, state, ejected) = plt.subplots(
+        4, 1, figsize=(12, 9), sharex=True, gridspec_kw={"height_ratios": [3, 2, 0.5, 0.9]}
     )
     names = [*tier_order]
     for row in rows:
         for name in row.tiers:
             if name not in names:
                 names.append(name)
-    palette = {
-        tier_order[0]: "#2f6db5",
-        **({tier_order[1]: "#f0a030"} if len(tier_order) > 1 else {}),
-        "error": "#999999",
-    }
+    fixed = {"error": "#999999", "envoy": "#bbbbbb"}
+    spare = iter(["#2f6db5", "#f0a030", "#8c564b", "#17becf", "#bcbd22", "#7f7f7f", "#e377c2"])
+    colors = [fixed.get(name) or next(spare, "#cccccc") for name in names]
     stacks = [[row.tiers.get(name, 0) for row in rows] for name in names]
-    colors = [palette.get(name) for name in names]
     served.stackplot(seconds, stacks, labels=[f"served by {n}" for n in names], colors=colors, alpha=0.85, step="post")
     served.plot(
         seconds,
@@ -281,50 +278,50 @@ def chart(
         drawstyle="steps-post",
     )
     served.set_ylabel("requests / s")
-    served.legend(loc="upper left", fontsize=8, ncol=3)
-    served.set_title(title, fontsize=12)
+    served.set_ylim(0, max((r.requests for r in rows), default=1) * 1.35)
+    served.legend(loc="upper left", fontsize=8, ncol=len(names) + 1, framealpha=0.9)
+    served.set_title(title, fontsize=12, pad=22)
 
     latency.plot(seconds, [max(r.p50_ms, 0.1) for r in rows], label="p50", color="#2ca02c", drawstyle="steps-post")
     latency.plot(seconds, [max(r.p99_ms, 0.1) for r in rows], label="p99", color="#9467bd", drawstyle="steps-post")
     latency.set_yscale("log")
-    latency.set_ylabel("latency (ms)")
+    latency.set_ylabel("client latency (ms)")
     latency.legend(loc="upper left", fontsize=8)
 
     state_colors = {"closed": "#2ca02c", "half_open": "#f5c518", "open": "#d62728", "n/a": "#dddddd"}
     for row in rows:
-        state.axvspan(row.second, row.second + 1, ymin=0.55, ymax=0.95, color=state_colors.get(row.breaker, "#dddddd"))
-    state.plot(
-        seconds,
-        [r.ejected_hosts for r in rows],
-        color="black",
-        drawstyle="steps-post",
-        label="hosts ejected by Envoy",
-    )
-    state.set_ylim(0, max(3, max((r.ejected_hosts for r in rows), default=0)) * 1.9)
-    state.set_yticks(range(0, max(3, max((r.ejected_hosts for r in rows), default=0)) + 1))
-    state.set_ylabel("ejected")
+        state.axvspan(row.second, row.second + 1, color=state_colors.get(row.breaker, "#dddddd"))
+    state.set_yticks([])
+    state.set_ylabel("breaker", rotation=0, ha="right", va="center")
+    legend = "green closed · yellow half-open · red open" if any(r.breaker != "n/a" for r in rows) else "no modelguard"
     state.text(
+        0.995,
         0.5,
-        0.82,
-        f"{tier_order[0]} breaker: green closed · yellow half-open · red open",
+        f"{tier_order[0]}: {legend}",
         transform=state.transAxes,
-        ha="center",
+        ha="right",
+        va="center",
         fontsize=8,
+        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
     )
-    state.legend(loc="lower right", fontsize=8)
-    state.set_xlabel("seconds since start")
+
+    most = max(3, max((r.ejected_hosts for r in rows), default=0))
+    ejected.plot(seconds, [r.ejected_hosts for r in rows], color="black", drawstyle="steps-post")
+    ejected.set_ylim(-0.2, most + 0.5)
+    ejected.set_yticks(range(0, most + 1))
+    ejected.set_ylabel("hosts ejected\nby Envoy", fontsize=8)
+    ejected.set_xlabel("seconds since the load started")
 
     for event in events:
         x = event.t - start
-        for axis in (served, latency, state):
+        for axis in (served, latency, state, ejected):
             axis.axvline(x, color="#444444", linestyle="--", linewidth=0.8)
         served.annotate(
             event.label,
-            (x, 1.0),
+            (x, 1.01),
             xycoords=("data", "axes fraction"),
-            rotation=90,
-            va="top",
-            ha="right",
+            ha="left",
+            va="bottom",
             fontsize=8,
             color="#444444",
         )

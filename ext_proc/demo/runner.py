@@ -15,8 +15,7 @@ import json
 import sys
 import time
 from calendar import timegm
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -266,7 +265,7 @@ class Demo:
                     "policy": str(self.options.policy),
                     "with_modelguard": protected,
                 },
-                "transitions": [{**t.__dict__, "t": round(t.t - start, 3)} for t in transitions],
+                "transitions": [{**asdict(t), "t": round(t.t - start, 3)} for t in transitions],
             },
         )
         if self.options.chart:
@@ -311,7 +310,7 @@ def render_summary(summary: report.Summary) -> str:
 
 def read_transitions(log_path: Path) -> list[report.Transition]:
     """Breaker transitions from modelguard's JSON log, with their wall-clock times."""
-    found = []
+    found: list[report.Transition] = []
     if not log_path.exists():
         return found
     for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -353,9 +352,9 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def run_demo(options: DemoOptions, runner: Callable[[Awaitable[int]], int] = asyncio.run) -> int:
+def run_demo(options: DemoOptions) -> int:
     try:
-        return runner(Demo(options).run())
+        return asyncio.run(Demo(options).run())
     except KeyboardInterrupt:
         say("interrupted: every process the demo started has been stopped")
         return 130

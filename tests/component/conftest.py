@@ -51,15 +51,11 @@ def header_map(headers: dict[str, str | bytes]) -> HeaderMap:
 
 
 def request_headers(headers: dict[str, str | bytes], end_of_stream: bool = True) -> ProcessingRequest:
-    return ProcessingRequest(
-        request_headers=HttpHeaders(headers=header_map(headers), end_of_stream=end_of_stream)
-    )
+    return ProcessingRequest(request_headers=HttpHeaders(headers=header_map(headers), end_of_stream=end_of_stream))
 
 
 def response_headers(headers: dict[str, str | bytes], end_of_stream: bool = False) -> ProcessingRequest:
-    return ProcessingRequest(
-        response_headers=HttpHeaders(headers=header_map(headers), end_of_stream=end_of_stream)
-    )
+    return ProcessingRequest(response_headers=HttpHeaders(headers=header_map(headers), end_of_stream=end_of_stream))
 
 
 def set_headers(response: ProcessingResponse, phase: str = "request_headers") -> dict[str, str]:
@@ -105,10 +101,7 @@ class Harness:
         """Send one request for the recommender; returns (tier, reason) as set on the request."""
         first, _ = await self.exchange({":path": path, ":authority": "gw"}, status)
         if first.HasField("immediate_response"):
-            tier = {
-                h.header.key: h.header.raw_value.decode()
-                for h in first.immediate_response.headers.set_headers
-            }
+            tier = {h.header.key: h.header.raw_value.decode() for h in first.immediate_response.headers.set_headers}
             return tier["x-modelguard-tier"], tier["x-modelguard-reason"]
         found = set_headers(first)
         return found["x-modelguard-tier"], found["x-modelguard-reason"]

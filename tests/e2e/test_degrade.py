@@ -1,8 +1,12 @@
 """The whole loop with real Envoy and real modelguard: degrade to light, recover to primary.
 
+The primary tier runs on three hosts (as in envoy/envoy.yaml), the light tier on one.
+
 Phase 1: all traffic on primary; a forged x-modelguard-route header changes nothing.
-Phase 2: primary answers 503 -> within one breaker window traffic moves to light, tagged
-         x-modelguard-degraded: true, and /v1/state shows primary open.
+Phase 2: every primary host answers 503 (a bad model, not a bad host) -> within one breaker
+         window traffic moves to light, tagged x-modelguard-degraded: true, and /v1/state shows
+         primary open. Envoy's outlier detection ejects at most one of the three hosts
+         (max_ejection_percent), so it does not hide the fault from modelguard.
 Phase 3: primary healthy again -> after the open period and successful half-open probes,
          primary serves again and its breaker is closed.
 
@@ -18,22 +22,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.e2e_harness import (
-    EXAMPLE_POLICY,
-    MODEL_PATH,
-    EnvoyFactory,
+from ext_proc.demo.stack import (
     EnvoyProcess,
     HttpResult,
     ModelguardProcess,
+    http_request,
+    wait_for,
+)
+from tests.e2e.e2e_harness import (
+    EXAMPLE_POLICY,
+    MODEL_PATH,
+    PRIMARY_CLUSTER,
+    EnvoyFactory,
     Sample,
     Traffic,
     Upstream,
     free_port,
-    http_request,
+    model_cluster_ports,
     running_traffic,
     send_sample,
     summarize,
-    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -63,6 +71,7 @@ FAULT_TO_LIGHT_MAX_S = 3.0  # "within one window" (2 s) plus slack
 FAULTED_HOLD_S = 4.0  # keep primary failing long enough for failed half-open probes
 CLEAR_TO_PRIMARY_MAX_S = 10.0  # open period (<= max_open_duration 4 s) + probes + slack
 STEADY_RUN = 10  # consecutive samples that count as "serving again"
+PRIMARY_HOSTS = 3
 
 FORGED_HEADERS = {
     "x-modelguard-route": "recommender-mobilenet",
@@ -75,12 +84,19 @@ FORGED_HEADERS = {
 class Stack:
     envoy: EnvoyProcess
     modelguard: ModelguardProcess
-    primary: Upstream
+    primaries: list[Upstream]
     light: Upstream
 
     @property
     def url(self) -> str:
         return self.envoy.url + MODEL_PATH
+
+    def set_primary_fault(self, on: bool) -> None:
+        for host in self.primaries:
+            host.set_fault(on)
+
+    def primary_saw_route(self, value: str) -> bool:
+        return any(h.last_headers.get("x-modelguard-route") == value for h in self.primaries)
 
 
 @pytest.fixture
@@ -90,19 +106,13 @@ def stack(
     modelguard_factory: Callable[[Path], ModelguardProcess],
     envoy_factory: EnvoyFactory,
 ) -> Stack:
-    primary = upstream_factory("primary")
+    primaries = [upstream_factory("primary") for _ in range(PRIMARY_HOSTS)]
     light = upstream_factory("light")
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     modelguard = modelguard_factory(policy)
-    envoy = envoy_factory(
-        {
-            "modelguard": modelguard.grpc_port,
-            "recommender-resnet50": primary.port,
-            "recommender-mobilenet": light.port,
-        }
-    )
-    return Stack(envoy=envoy, modelguard=modelguard, primary=primary, light=light)
+    envoy = envoy_factory(model_cluster_ports(modelguard.grpc_port, [p.port for p in primaries], [light.port]))
+    return Stack(envoy=envoy, modelguard=modelguard, primaries=primaries, light=light)
 
 
 def on_primary(s: Sample) -> bool:
@@ -144,10 +154,11 @@ def test_degrade_to_light_and_recover(
         normal = traffic.since(t_start, until=t_fault)
         assert all(on_primary(s) for s in normal), summarize(normal)
         assert stack.light.request_count == 0
-        assert stack.primary.last_headers.get("x-modelguard-route") == "recommender-resnet50"
+        assert stack.primary_saw_route("recommender-resnet50")
+        assert all(h.request_count > 0 for h in stack.primaries), "round robin over 3 hosts"
 
         # ---------------------------------------------------------------- phase 2: fault
-        stack.primary.set_fault(True)
+        stack.set_primary_fault(True)
         first_light = traffic.wait_first(t_fault, on_light_degraded, FAULT_TO_LIGHT_MAX_S + 2)
         assert first_light is not None, summarize(traffic.since(t_fault))
         timings["fault_to_first_light_s"] = received_at(first_light) - t_fault
@@ -165,8 +176,14 @@ def test_degrade_to_light_and_recover(
         assert light_share >= 0.8, summarize(degraded)
         assert stack.light.last_headers.get("x-modelguard-route") == "recommender-mobilenet"
 
+        outlier = f"cluster.{PRIMARY_CLUSTER}.outlier_detection."
+        ejections = stack.envoy.stats(outlier.replace(".", r"\."))
+        # One host of three may be ejected, never two: the rest keep answering, so the bad
+        # model stays visible to modelguard (no "no healthy upstream").
+        assert ejections.get(outlier + "ejections_active", 0) <= 1, ejections
+
         # ---------------------------------------------------------------- phase 3: recover
-        stack.primary.set_fault(False)
+        stack.set_primary_fault(False)
         back = traffic.wait_run(t_clear, on_primary, STEADY_RUN, CLEAR_TO_PRIMARY_MAX_S)
         assert back is not None, summarize(traffic.since(t_clear))
         first_primary = traffic.first_since(t_clear, on_primary)
@@ -195,6 +212,11 @@ def test_degrade_to_light_and_recover(
         f"phase 1: {summarize(normal)}",
         f"phase 2: {summarize(degraded)}; light share {light_share:.1%}, primary probes {probes}",
         f"phase 3: {summarize(traffic.since(t_clear))}",
+        "envoy outlier (primary, during the fault): "
+        + ", ".join(
+            f"{k}={ejections.get(outlier + k, 0)}"
+            for k in ("ejections_active", "ejections_enforced_total", "ejections_overflow")
+        ),
         *(f"{k}: {v:.3f}" for k, v in timings.items()),
         "envoy ext_proc: "
         + ", ".join(
@@ -223,13 +245,7 @@ def test_unreachable_primary_degrades_to_light(
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     modelguard = modelguard_factory(policy)
-    envoy = envoy_factory(
-        {
-            "modelguard": modelguard.grpc_port,
-            "recommender-resnet50": free_port(),
-            "recommender-mobilenet": light.port,
-        }
-    )
+    envoy = envoy_factory(model_cluster_ports(modelguard.grpc_port, [free_port()], [light.port]))
     samples = [send_sample(envoy.url + MODEL_PATH) for _ in range(30)]
     first_light = next((i for i, s in enumerate(samples) if on_light_degraded(s)), None)
     assert first_light is not None, summarize(samples)
@@ -252,13 +268,7 @@ def test_ladder_ends_in_immediate_response(
     primary.set_fault(True)
     light.set_fault(True)
     modelguard = modelguard_factory(EXAMPLE_POLICY)
-    envoy = envoy_factory(
-        {
-            "modelguard": modelguard.grpc_port,
-            "recommender-resnet50": primary.port,
-            "recommender-mobilenet": light.port,
-        }
-    )
+    envoy = envoy_factory(model_cluster_ports(modelguard.grpc_port, [primary.port], [light.port]))
     answers: list[HttpResult] = []
     for _ in range(40):
         res = http_request(envoy.url + MODEL_PATH)

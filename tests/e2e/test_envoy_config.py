@@ -1,4 +1,4 @@
-"""The shipped Envoy configs validate with the real Envoy and match the example policy."""
+"""The shipped Envoy configs validate with the real Envoy and say what envoy/README.md says."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ from typing import Any
 import pytest
 import yaml
 
+from ext_proc.demo.stack import free_ports, render_envoy_config, validate_envoy_config
 from tests.e2e.e2e_harness import (
+    CANARY_CLUSTER,
     ENVOY_DIR,
     EXAMPLE_POLICY,
+    LIGHT_CLUSTER,
+    MODELGUARD_CLUSTER,
+    PRIMARY_CLUSTER,
     REFERENCE_ENVOY_CONFIG,
-    free_ports,
-    render_envoy_config,
-    validate_envoy_config,
 )
 
 pytestmark = pytest.mark.e2e
@@ -22,14 +24,21 @@ pytestmark = pytest.mark.e2e
 ENVOY_CONFIGS = sorted(ENVOY_DIR.glob("*.yaml"))
 
 EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+MODEL_CLUSTERS = (PRIMARY_CLUSTER, LIGHT_CLUSTER, CANARY_CLUSTER)
+CANARY_ROUTE = "recommender-resnet50-v2"
 
 
-def _assert_valid(config: Path) -> None:
-    result = validate_envoy_config(config)
+def _assert_valid(config: Path, envoy: Path) -> None:
+    result = validate_envoy_config(config, envoy=envoy)
     assert result.returncode == 0, (
         f"envoy --mode validate -c {config} failed (rc {result.returncode})\n"
         f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     )
+
+
+def _reference() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(REFERENCE_ENVOY_CONFIG.read_text())
+    return config
 
 
 def _hcm(config: dict[str, Any]) -> dict[str, Any]:
@@ -40,46 +49,88 @@ def _hcm(config: dict[str, Any]) -> dict[str, Any]:
     return typed
 
 
+def _vhost(config: dict[str, Any]) -> dict[str, Any]:
+    (vhost,) = _hcm(config)["route_config"]["virtual_hosts"]
+    found: dict[str, Any] = vhost
+    return found
+
+
+def _clusters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in config["static_resources"]["clusters"]}
+
+
+def _ports(cluster: dict[str, Any]) -> list[int]:
+    return [
+        lb["endpoint"]["address"]["socket_address"]["port_value"]
+        for group in cluster["load_assignment"]["endpoints"]
+        for lb in group["lb_endpoints"]
+    ]
+
+
+def _route_by_header(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """x-modelguard-route value -> the route entry that matches it."""
+    by_header: dict[str, dict[str, Any]] = {}
+    for route in _vhost(config)["routes"]:
+        for matcher in route["match"].get("headers", []):
+            if matcher["name"] == "x-modelguard-route":
+                by_header[matcher["string_match"]["exact"]] = route
+    return by_header
+
+
 def test_reference_config_exists() -> None:
     assert REFERENCE_ENVOY_CONFIG in ENVOY_CONFIGS
 
 
 @pytest.mark.parametrize("config", ENVOY_CONFIGS, ids=[p.name for p in ENVOY_CONFIGS])
 def test_envoy_yaml_validates(envoy_bin: Path, config: Path) -> None:
-    _assert_valid(config)
+    _assert_valid(config, envoy_bin)
 
 
 def test_rendered_test_config_validates(envoy_bin: Path, tmp_path: Path) -> None:
-    listener, admin, mg, primary, light = free_ports(5)
+    listener, admin, mg, p1, p2, p3, l1, l2, canary = free_ports(9)
     rendered = render_envoy_config(
         REFERENCE_ENVOY_CONFIG,
         tmp_path / "envoy.yaml",
         listener_port=listener,
         admin_port=admin,
         cluster_ports={
-            "modelguard": mg,
-            "recommender-resnet50": primary,
-            "recommender-mobilenet": light,
+            MODELGUARD_CLUSTER: [mg],
+            PRIMARY_CLUSTER: [p1, p2, p3],
+            LIGHT_CLUSTER: [l1, l2],
+            CANARY_CLUSTER: [canary],
         },
     )
-    _assert_valid(rendered)
+    _assert_valid(rendered, envoy_bin)
     text = rendered.read_text()
     assert "0.0.0.0" not in text
-    for port in (listener, admin, mg, primary, light):
+    for port in (listener, admin, mg, p1, p2, p3, l1, l2, canary):
         assert f"port_value: {port}" in text
 
 
+def test_reference_ports() -> None:
+    config = _reference()
+    assert config["admin"]["address"]["socket_address"]["port_value"] == 9901
+    (listener,) = config["static_resources"]["listeners"]
+    assert listener["address"]["socket_address"]["port_value"] == 10000
+    clusters = _clusters(config)
+    assert _ports(clusters[MODELGUARD_CLUSTER]) == [50051]
+    assert _ports(clusters[PRIMARY_CLUSTER]) == [8001, 8002, 8003]
+    assert _ports(clusters[LIGHT_CLUSTER]) == [8011, 8012]
+    assert _ports(clusters[CANARY_CLUSTER]) == [8021]
+
+
 def test_reference_config_wires_ext_proc_before_router() -> None:
-    hcm = _hcm(yaml.safe_load(REFERENCE_ENVOY_CONFIG.read_text()))
+    hcm = _hcm(_reference())
     names = [f["name"] for f in hcm["http_filters"]]
     assert names[-1] == "envoy.filters.http.router"
-    assert "envoy.filters.http.ext_proc" in names
+    assert names.index("envoy.filters.http.ext_proc") < names.index("envoy.filters.http.router")
 
     ext_proc = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")
     cfg = ext_proc["typed_config"]
     assert cfg["@type"] == EXT_PROC_TYPE
-    assert cfg["grpc_service"]["envoy_grpc"]["cluster_name"] == "modelguard"
+    assert cfg["grpc_service"]["envoy_grpc"]["cluster_name"] == MODELGUARD_CLUSTER
     assert cfg["failure_mode_allow"] is True
+    assert cfg["message_timeout"] == "0.2s"
     assert cfg["processing_mode"] == {
         "request_header_mode": "SEND",
         "response_header_mode": "SEND",
@@ -91,21 +142,20 @@ def test_reference_config_wires_ext_proc_before_router() -> None:
     # Re-routing on x-modelguard-route needs the route cache cleared on modelguard's word.
     assert cfg.get("route_cache_action", "DEFAULT") in ("DEFAULT", "CLEAR")
     assert not cfg.get("disable_clear_route_cache", False)
-    assert cfg["mutation_rules"]["allow_envoy"] is True
+    # x-envoy-* mutations (retry / timeout headers) are allowed, routing headers are not.
+    rules = cfg["mutation_rules"]
+    assert rules["allow_envoy"] is True
+    assert rules["disallow_system"] is True
+    assert rules.get("allow_all_routing", False) is False
+    assert not rules.get("disallow_all", False)
 
 
 def test_reference_config_routes_every_policy_tier() -> None:
-    config = yaml.safe_load(REFERENCE_ENVOY_CONFIG.read_text())
+    config = _reference()
     policy = yaml.safe_load(EXAMPLE_POLICY.read_text())
-    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
-    (vhost,) = _hcm(config)["route_config"]["virtual_hosts"]
-    routes = vhost["routes"]
-
-    by_header: dict[str, str] = {}
-    for route in routes:
-        for matcher in route["match"].get("headers", []):
-            if matcher["name"] == "x-modelguard-route":
-                by_header[matcher["string_match"]["exact"]] = route["route"]["cluster"]
+    clusters = _clusters(config)
+    routes = _vhost(config)["routes"]
+    by_header = {value: route["route"]["cluster"] for value, route in _route_by_header(config).items()}
 
     for model in policy["models"]:
         routed = [t["route"] for t in model["tiers"] if "route" in t]
@@ -116,17 +166,81 @@ def test_reference_config_routes_every_policy_tier() -> None:
         last = routes[-1]
         assert "headers" not in last["match"] and last["match"].get("prefix") == "/"
         assert last["route"]["cluster"] == by_header[routed[0]]
+    # Every header route comes before any header-less route (or it could never match).
+    header_less = [i for i, r in enumerate(routes) if "headers" not in r["match"]]
+    assert header_less == [len(routes) - 1]
 
-    modelguard = clusters["modelguard"]
-    http_opts = modelguard["typed_extension_protocol_options"][
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-    ]
+    assert by_header == {
+        "recommender-resnet50": PRIMARY_CLUSTER,
+        "recommender-mobilenet": LIGHT_CLUSTER,
+        CANARY_ROUTE: CANARY_CLUSTER,
+    }
+
+    modelguard = clusters[MODELGUARD_CLUSTER]
+    http_opts = modelguard["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     assert "http2_protocol_options" in http_opts["explicit_http_config"]
     assert any("grpc_health_check" in hc for hc in modelguard["health_checks"])
 
 
 def test_reference_config_strips_client_modelguard_headers() -> None:
-    hcm = _hcm(yaml.safe_load(REFERENCE_ENVOY_CONFIG.read_text()))
+    hcm = _hcm(_reference())
     (early,) = hcm["early_header_mutation_extensions"]
     removals = [m["remove_on_match"]["key_matcher"] for m in early["typed_config"]["mutations"]]
     assert {"prefix": "x-modelguard-"} in removals
+
+
+def test_reference_config_retries_on_another_host() -> None:
+    config = _reference()
+    assert _vhost(config)["include_attempt_count_in_response"] is True
+    routes = _route_by_header(config)
+    default = _vhost(config)["routes"][-1]
+    for route in (routes["recommender-resnet50"], routes["recommender-mobilenet"], default):
+        policy = route["route"]["retry_policy"]
+        assert set(policy["retry_on"].split(",")) == {"5xx", "reset", "connect-failure", "refused-stream"}
+        assert policy["num_retries"] >= 1
+        assert "per_try_timeout" in policy
+        predicates = [p["name"] for p in policy["retry_host_predicate"]]
+        assert predicates == ["envoy.retry_host_predicates.previous_hosts"]
+    # The canary's own errors stay visible to modelguard: 5xx answers are not retried there.
+    canary = routes[CANARY_ROUTE]["route"]["retry_policy"]
+    assert "5xx" not in canary["retry_on"].split(",")
+    assert "gateway-error" not in canary["retry_on"].split(",")
+
+
+def _ejectable(hosts: int, max_ejection_percent: int) -> int:
+    """How many hosts Envoy's outlier detection may eject at once (ejectHost in
+    source/common/upstream/outlier_detection_impl.cc: (active + 1) / hosts * 100 <= max)."""
+    ejected = 0
+    while ejected < hosts and 100.0 * (ejected + 1) / hosts <= max_ejection_percent:
+        ejected += 1
+    return ejected
+
+
+@pytest.mark.parametrize("name", MODEL_CLUSTERS)
+def test_model_cluster_outlier_detection_and_retry_budget(name: str) -> None:
+    cluster = _clusters(_reference())[name]
+    od = cluster["outlier_detection"]
+    assert od["enforcing_consecutive_5xx"] == 100
+    assert od["enforcing_consecutive_gateway_failure"] == 100  # Envoy's default is 0
+    assert 3 <= od["consecutive_5xx"] <= 10
+    assert 3 <= od["consecutive_gateway_failure"] <= 10
+    assert od["interval"] in ("1s", "2s")
+    assert not od.get("always_eject_one_host", False)
+    hosts = len(_ports(cluster))
+    # At most one host ejected, and never the last one.
+    assert _ejectable(hosts, od["max_ejection_percent"]) == (1 if hosts > 1 else 0)
+
+    (thresholds,) = cluster["circuit_breakers"]["thresholds"]
+    budget = thresholds["retry_budget"]
+    assert 0 < budget["budget_percent"]["value"] <= 25
+    assert budget["min_retry_concurrency"] >= 1
+
+
+def test_ejectable_matches_envoy_rounding() -> None:
+    assert _ejectable(3, 34) == 1
+    assert _ejectable(3, 33) == 0  # 33.3% > 33: not even one
+    assert _ejectable(3, 67) == 2
+    assert _ejectable(2, 34) == 0
+    assert _ejectable(2, 50) == 1
+    assert _ejectable(1, 99) == 0
+    assert _ejectable(1, 100) == 1

@@ -8,20 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from ext_proc.demo.stack import EnvoyProcess, ModelguardProcess, http_request, wait_for
 from tests.e2e.e2e_harness import (
     EXAMPLE_POLICY,
     MODEL_PATH,
     EnvoyFactory,
-    EnvoyProcess,
-    ModelguardProcess,
     Traffic,
     Upstream,
     free_port,
-    http_request,
+    model_cluster_ports,
     running_traffic,
     send_sample,
     summarize,
-    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -35,14 +33,8 @@ def envoy_without_modelguard(
 ) -> tuple[EnvoyProcess, Upstream, Upstream]:
     primary = upstream_factory("primary")
     light = upstream_factory("light")
-    envoy = envoy_factory(
-        {
-            # Nothing listens here: every ext_proc stream fails to connect.
-            "modelguard": free_port(),
-            "recommender-resnet50": primary.port,
-            "recommender-mobilenet": light.port,
-        }
-    )
+    # Nothing listens on the modelguard port: every ext_proc stream fails to connect.
+    envoy = envoy_factory(model_cluster_ports(free_port(), [primary.port], [light.port]))
     return envoy, primary, light
 
 
@@ -111,13 +103,7 @@ def test_traffic_keeps_flowing_when_modelguard_stops(
     primary = upstream_factory("primary")
     light = upstream_factory("light")
     modelguard = modelguard_factory(EXAMPLE_POLICY)
-    envoy = envoy_factory(
-        {
-            "modelguard": modelguard.grpc_port,
-            "recommender-resnet50": primary.port,
-            "recommender-mobilenet": light.port,
-        }
-    )
+    envoy = envoy_factory(model_cluster_ports(modelguard.grpc_port, [primary.port], [light.port]))
     url = envoy.url + MODEL_PATH
     warm = wait_for(lambda: (s := send_sample(url)).tier == "primary" and s, 10.0, 0.1)
     assert warm, f"no request came back tagged by modelguard: {send_sample(url)}"
@@ -140,3 +126,26 @@ def test_traffic_keeps_flowing_when_modelguard_stops(
     assert rc == 0, f"modelguard exit status after SIGTERM: {rc}\n{modelguard.log_text()}"
     stats = envoy.stats(EXT_PROC_STATS.replace(".", r"\."))
     assert stats[EXT_PROC_STATS + "failure_mode_allowed"] > 0, stats
+
+
+def test_config_without_ext_proc_serves_the_default_route(
+    envoy_factory: EnvoyFactory, upstream_factory: Callable[[str], Upstream]
+) -> None:
+    """render_envoy_config(without_ext_proc=True), as `modelguard demo` runs its comparison:
+    no ext_proc filter at all, the same routes, retries and clusters."""
+    primaries = [upstream_factory("primary") for _ in range(3)]
+    light = upstream_factory("light")
+    envoy = envoy_factory(
+        model_cluster_ports(free_port(), [p.port for p in primaries], [light.port]),
+        without_ext_proc=True,
+    )
+    for _ in range(9):
+        res = http_request(envoy.url + MODEL_PATH)
+        assert res.status == 200, res
+        assert res.json()["server"] == "primary"
+        assert "x-modelguard-tier" not in res.headers
+        assert res.headers.get("x-envoy-attempt-count") == "1"
+    assert [p.request_count for p in primaries] == [3, 3, 3]  # round robin over the three hosts
+    assert light.request_count == 0
+    assert not envoy.stats(r"ext_proc"), "no ext_proc filter should be configured"
+    assert not envoy.stats(r"^cluster\.modelguard\."), "the modelguard cluster should be gone"

@@ -43,9 +43,7 @@ def make(
     return breaker, clock, seen
 
 
-def call(
-    breaker: CircuitBreaker, failed: bool = False, latency: float = 0.1, overloaded: bool = False
-) -> int:
+def call(breaker: CircuitBreaker, failed: bool = False, latency: float = 0.1, overloaded: bool = False) -> int:
     admission = breaker.acquire()
     if admission != REFUSED:
         breaker.record(admission, breaker.generation, failed, overloaded, latency)

@@ -155,8 +155,6 @@ def test_installed_console_script(tmp_path: Path) -> None:
     if not script.exists():
         pytest.skip("the modelguard console script is not installed next to this interpreter")
     good = _copy_example(tmp_path)
-    result = subprocess.run(
-        [str(script), "check", str(good)], capture_output=True, text=True, timeout=120, check=False
-    )
+    result = subprocess.run([str(script), "check", str(good)], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{good}: OK (1 model(s), 3 tier(s))\n"

@@ -149,9 +149,7 @@ def test_authority_port_specific_and_generic() -> None:
     matcher = Matcher([(authority("api.example.com"), "any"), (authority("api.example.com:8080"), "ported")])
     # Policy order: the generic one is first, so it wins even for the port it does not name.
     assert matcher.match({AUTHORITY: "api.example.com:8080"}) == "any"
-    reversed_order = Matcher(
-        [(authority("api.example.com:8080"), "ported"), (authority("api.example.com"), "any")]
-    )
+    reversed_order = Matcher([(authority("api.example.com:8080"), "ported"), (authority("api.example.com"), "any")])
     assert reversed_order.match({AUTHORITY: "api.example.com:8080"}) == "ported"
     assert reversed_order.match({AUTHORITY: "api.example.com:1"}) == "any"
 

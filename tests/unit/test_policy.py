@@ -624,9 +624,7 @@ def test_statuses_must_be_a_list() -> None:
 
 
 def test_grpc_statuses_by_name_and_number() -> None:
-    assert _failure("{grpc_statuses: [unavailable, 13, RESOURCE_EXHAUSTED]}").grpc_statuses == frozenset(
-        {14, 13, 8}
-    )
+    assert _failure("{grpc_statuses: [unavailable, 13, RESOURCE_EXHAUSTED]}").grpc_statuses == frozenset({14, 13, 8})
 
 
 def test_grpc_statuses_rules() -> None:
@@ -686,9 +684,7 @@ def test_empty_file(tmp_path: Path) -> None:
     assert info.value.errors == ["(root): the policy is empty"]
 
 
-@pytest.mark.parametrize(
-    ("text", "kind"), [("- a\n- b\n", "a list"), ("hello\n", "a string"), ("42\n", "int")]
-)
+@pytest.mark.parametrize(("text", "kind"), [("- a\n- b\n", "a list"), ("hello\n", "a string"), ("42\n", "int")])
 def test_non_mapping_root(text: str, kind: str) -> None:
     errors = _errors(text)
     assert len(errors) == 1
