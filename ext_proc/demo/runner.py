@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 import time
 from calendar import timegm
@@ -353,8 +354,17 @@ def say(text: str) -> None:
 
 
 def run_demo(options: DemoOptions) -> int:
-    try:
-        return asyncio.run(Demo(options).run())
-    except KeyboardInterrupt:
-        say("interrupted: every process the demo started has been stopped")
-        return 130
+    """Run the demo; Ctrl-C or SIGTERM stop it, and every process it started, cleanly (exit 130)."""
+
+    async def main() -> int:
+        task = asyncio.ensure_future(Demo(options).run())
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            say("interrupted: every process the demo started has been stopped")
+            return 130
+
+    return asyncio.run(main())

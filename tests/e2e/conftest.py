@@ -119,8 +119,10 @@ def modelguard_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
     """Start `python -m ext_proc.cli serve` on free ports and wait for /readyz == 200."""
     started: list[ManagedProcess] = []
 
-    def start(policy: Path, ready_timeout: float = 20.0) -> ModelguardProcess:
-        grpc_port, admin_port = free_ports(2)
+    def start(policy: Path, ready_timeout: float = 20.0, grpc_port: int | None = None) -> ModelguardProcess:
+        """A given grpc_port restarts modelguard where Envoy already looks for it."""
+        picked_grpc, admin_port = free_ports(2)
+        grpc_port = grpc_port or picked_grpc
         proc = ModelguardProcess(
             policy,
             grpc_port=grpc_port,

@@ -149,3 +149,49 @@ def test_config_without_ext_proc_serves_the_default_route(
     assert light.request_count == 0
     assert not envoy.stats(r"ext_proc"), "no ext_proc filter should be configured"
     assert not envoy.stats(r"^cluster\.modelguard\."), "the modelguard cluster should be gone"
+
+
+def test_killed_modelguard_fails_open_and_protection_resumes_on_restart(
+    envoy_factory: EnvoyFactory,
+    upstream_factory: Callable[[str], Upstream],
+    modelguard_factory: Callable[..., ModelguardProcess],
+    tmp_path: Path,
+) -> None:
+    """SIGKILL (no graceful drain) under load: requests keep succeeding on the default route;
+    a restarted modelguard on the same port tags traffic again and trips on a failing primary."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "models:\n"
+        "  - name: recommender\n"
+        "    match: {path_prefix: /v2/models/recommender}\n"
+        "    tiers: [{name: primary, route: recommender-resnet50}, {name: light, route: recommender-mobilenet}]\n"
+        "    breaker: {window: 2s, min_calls: 5, consecutive_failures: 3, open_duration: 5s}\n"
+    )
+    primary = upstream_factory("primary")
+    light = upstream_factory("light")
+    first = modelguard_factory(policy)
+    envoy = envoy_factory(model_cluster_ports(first.grpc_port, [primary.port], [light.port]))
+    url = envoy.url + MODEL_PATH
+    assert wait_for(lambda: send_sample(url).tier == "primary" or None, 10.0, 0.1)
+
+    traffic = Traffic(url, interval=0.02, max_duration=40.0)
+    with running_traffic(traffic):
+        t_kill = time.monotonic()
+        first.proc.kill()
+        first.proc.wait(timeout=5)
+        assert wait_for(lambda: len(traffic.since(t_kill + 1.0)) >= 50 or None, 10.0)
+        unprotected = traffic.since(t_kill)
+        second = modelguard_factory(policy, grpc_port=first.grpc_port)
+        t_back = time.monotonic()
+        # Envoy reconnects on the next stream; traffic is tagged by modelguard again.
+        assert wait_for(
+            lambda: (s := traffic.first_since(time.monotonic() - 0.2, lambda s: s.tier == "primary")) and s, 15.0, 0.1
+        ), summarize(traffic.since(t_back))
+        primary.set_fault(True)
+        t_fault = time.monotonic()
+        degraded = wait_for(lambda: traffic.first_since(t_fault, lambda s: s.served_degraded_by_light), 10.0, 0.1)
+
+    assert all(s.status == 200 and s.server == "primary" for s in unprotected), summarize(unprotected)
+    assert any(s.tier is None for s in unprotected), "no request went through while modelguard was dead"
+    assert degraded is not None, summarize(traffic.since(t_fault))
+    assert second.tier_state("recommender", "primary") == "open"

@@ -1,0 +1,63 @@
+"""`modelguard demo` end to end, shortened: real Envoy, modelguard, five model-server processes,
+the load generator, the incident script, and the report it writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+DURATION = "40"
+RATE = "50"
+
+
+def run_demo(out: Path, *extra: str) -> tuple[int, str, dict[str, Any]]:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ext_proc.cli",
+            "demo",
+            "--duration",
+            DURATION,
+            "--rate",
+            RATE,
+            "--out",
+            str(out),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
+    return result.returncode, result.stdout + result.stderr, report
+
+
+def test_demo_incident_with_and_without_modelguard(tmp_path: Path) -> None:
+    code, output, report = run_demo(tmp_path / "with")
+    assert code == 0, output
+    summary = report["summary"]
+    assert report["passed"] is True
+    assert summary["false_trips"] == 0  # one bad host is Envoy's business
+    assert summary["fault_to_breaker_open_s"] is not None and summary["fault_to_breaker_open_s"] <= 5.0
+    assert summary["light_share_during_fault"] >= 0.8  # the tier shift
+    assert summary["whole_fault_failed"] <= 0.2 * summary["whole_fault_requests"]  # bounded client errors
+    assert summary["clear_to_breaker_closed_s"] is not None  # recovery
+    assert summary["primary_share_at_end"] >= 0.9
+    assert [e["kind"] for e in report["events"]] == ["single_host_fault", "whole_model_fault", "fault_cleared"]
+    assert (tmp_path / "with" / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    assert "breaker open" in output and "expectations:" in output
+
+    code, output, unprotected = run_demo(tmp_path / "without", "--without-modelguard")
+    assert code == 0, output
+    bare = unprotected["summary"]
+    # Same scenario without the ext_proc filter: most calls in the whole-model fault fail.
+    assert bare["whole_fault_failed"] >= 0.5 * bare["whole_fault_requests"]
+    assert bare["whole_fault_failed"] >= 5 * max(1, summary["whole_fault_failed"])
