@@ -79,13 +79,19 @@ class Summary:
         return all(self.expectations.values())
 
 
+FAILED = "failed"
+
+
 def served_by(sample: Sample) -> str:
-    """Which rung answered: the tier modelguard named, else the model variant, else Envoy."""
+    """Who answered the client well: the tier modelguard named, else the model variant (no
+    modelguard on the path), else Envoy; ``failed`` when the client got no good answer."""
+    if sample.failed:
+        return FAILED
     if sample.tier:
         return sample.tier
     if sample.variant:
         return f"{sample.variant} (unprotected)"
-    return "error" if sample.failed else "envoy"
+    return "envoy"
 
 
 def _percentile(ordered: Sequence[float], q: float) -> float:
@@ -265,21 +271,16 @@ def chart(
     names = [*tier_order]
     for row in rows:
         for name in row.tiers:
-            if name not in names:
+            if name not in names and name != FAILED:
                 names.append(name)
-    fixed = {"error": "#999999", "envoy": "#bbbbbb"}
+    names = [n for n in names if any(row.tiers.get(n) for row in rows)]  # only who served
+    names.append(FAILED)
+    fixed = {FAILED: "#d62728", "envoy": "#bbbbbb"}
     spare = iter(["#2f6db5", "#f0a030", "#8c564b", "#17becf", "#bcbd22", "#7f7f7f", "#e377c2"])
     colors = [fixed.get(name) or next(spare, "#cccccc") for name in names]
     stacks = [[row.tiers.get(name, 0) for row in rows] for name in names]
-    served.stackplot(seconds, stacks, labels=[f"served by {n}" for n in names], colors=colors, alpha=0.85, step="post")
-    served.plot(
-        seconds,
-        [r.failed for r in rows],
-        color="#d62728",
-        linewidth=2.2,
-        label="client-visible errors",
-        drawstyle="steps-post",
-    )
+    labels = ["failed for the client" if n == FAILED else f"served by {n}" for n in names]
+    served.stackplot(seconds, stacks, labels=labels, colors=colors, alpha=0.85, step="post")
     served.set_ylabel("requests / s")
     served.set_ylim(0, max((r.requests for r in rows), default=1) * 1.35)
     served.legend(loc="upper left", fontsize=8, ncol=len(names) + 1, framealpha=0.9)

@@ -85,12 +85,12 @@ def test_timeline_rows_per_second() -> None:
     rows = report.timeline(incident_samples(), START, START + 60, TRANSITIONS, [], "recommender", "primary", True)
     assert len(rows) == 60
     assert rows[0].tiers == {"primary": 10} and rows[0].breaker == "closed"
-    assert rows[30].failed == 5 and rows[30].tiers == {"primary": 5, "light": 5} and rows[30].breaker == "open"
+    assert rows[30].failed == 5 and rows[30].tiers == {"failed": 5, "light": 5} and rows[30].breaker == "open"
     assert rows[47].breaker == "half_open" and rows[48].breaker == "closed"
     assert rows[10].p50_ms == 200.0
     text = report.table(rows, ["primary", "light", "default"])
-    assert text.splitlines()[0].startswith("| t(s) | req | primary | light | default | errors")
-    assert "| 30 | 10 | 50% | 50% | 0% | 5 |" in text
+    assert text.splitlines()[0].startswith("| t(s) | req | primary | light | default | failed | errors")
+    assert "| 30 | 10 | 0% | 50% | 0% | 50% | 5 |" in text
 
 
 def test_unprotected_rows_name_the_variant_and_have_no_breaker() -> None:
