@@ -121,7 +121,6 @@ class Demo:
         async with aiohttp.ClientSession() as session:
             for host in self.hosts:
                 await wait_http(session, host.url + "/v2/health/ready", 30.0, f"model server {host.host_id}")
-            await self._apply(session, scenario.baseline())
         if self.options.with_modelguard:
             self.modelguard = ModelguardProcess(
                 self.options.policy, grpc_port=grpc_port, admin_port=mg_admin, log_path=log / "modelguard.log"
@@ -202,10 +201,12 @@ class Demo:
             self.phase = step.label
             say(f"--- t={time.time() - start:5.1f}s  {step.label}")
 
-    async def _apply(self, session: aiohttp.ClientSession, faults: dict[str, dict[str, Any]]) -> None:
+    async def _apply(self, session: aiohttp.ClientSession, faults: dict[str, dict[str, Any] | None]) -> None:
         by_id = {h.host_id: h for h in self.hosts}
         for host_id, fault in faults.items():
-            async with session.put(by_id[host_id].url + "/admin/fault", json=fault) as response:
+            url = by_id[host_id].url + "/admin/fault"
+            request = session.delete(url) if fault is None else session.put(url, json=fault)
+            async with request as response:
                 if response.status != 200:
                     raise RuntimeError(f"{host_id} refused fault {fault}: {await response.text()}")
 

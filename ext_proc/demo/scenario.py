@@ -18,11 +18,13 @@ from typing import Any
 PRIMARY_HOSTS = ("primary-1", "primary-2", "primary-3")
 LIGHT_HOSTS = ("light-1", "light-2")
 
-PRIMARY_BASELINE: dict[str, Any] = {"latency": {"distribution": "lognormal", "median_ms": 200, "sigma": 0.25}}
-LIGHT_BASELINE: dict[str, Any] = {"latency": {"distribution": "lognormal", "median_ms": 40, "sigma": 0.25}}
-BAD_HOST: dict[str, Any] = {**PRIMARY_BASELINE, "error_rate": 1.0, "error_status": 503}
+BASE_LATENCY_MS = {"primary": 200.0, "light": 40.0}
+"""A healthy GPU model server's latency (lognormal around this median), set when a host starts."""
+BASE_LATENCY_SIGMA = 0.25
+
+BAD_HOST: dict[str, Any] = {"error_rate": 1.0, "error_status": 503}
 OVERHEATED: dict[str, Any] = {
-    "latency": {"distribution": "lognormal", "median_ms": 3000, "sigma": 0.2},
+    "latency": {"distribution": "lognormal", "median_ms": 2800, "sigma": 0.2},  # on top of the base 200 ms
     "error_rate": 0.8,
     "error_status": 503,
 }
@@ -34,15 +36,8 @@ class Step:
     """Seconds after the load starts."""
     kind: str
     label: str
-    faults: dict[str, dict[str, Any]]
-    """Host id -> the fault (the whole behaviour) it has from now on."""
-
-
-def baseline() -> dict[str, dict[str, Any]]:
-    """What every host does before the incident: the latency of a healthy GPU model server."""
-    faults = {host: PRIMARY_BASELINE for host in PRIMARY_HOSTS}
-    faults.update({host: LIGHT_BASELINE for host in LIGHT_HOSTS})
-    return faults
+    faults: dict[str, dict[str, Any] | None]
+    """Host id -> the fault it has from now on (None: healthy again)."""
 
 
 def incident(duration: float) -> list[Step]:
@@ -63,6 +58,6 @@ def incident(duration: float) -> list[Step]:
             round(0.65 * duration, 1),
             "fault_cleared",
             "fault cleared",
-            {host: PRIMARY_BASELINE for host in PRIMARY_HOSTS},
+            dict.fromkeys(PRIMARY_HOSTS),
         ),
     ]
