@@ -113,6 +113,10 @@ class Demo:
                 "127.0.0.1",
                 "--port",
                 str(port),
+                "--base-latency-ms",
+                str(scenario.BASE_LATENCY_MS[variant]),
+                "--base-latency-sigma",
+                str(scenario.BASE_LATENCY_SIGMA),
             ]
             process = ManagedProcess(argv, log / f"{host_id}.log")
             self.processes.append(process)
