@@ -23,28 +23,9 @@ from typing import Any
 from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
 from envoy.service.ext_proc.v3.external_processor_pb2 import HttpHeaders, ProcessingRequest
 
+from bench.policies import policy_with
 from ext_proc.guard import Guard
-from ext_proc.policy import Policy, build_policy
 from ext_proc.server import ExtProcServicer
-
-
-def policy_with(models: int) -> Policy:
-    return build_policy(
-        {
-            "models": [
-                {
-                    "name": f"model-{i}",
-                    "match": {"path_prefix": f"/v2/models/model-{i}"},
-                    "tiers": [
-                        {"name": "primary", "route": f"model-{i}-primary"},
-                        {"name": "light", "route": f"model-{i}-light"},
-                        {"name": "default", "respond": {"status": 200, "body": "{}"}},
-                    ],
-                }
-                for i in range(models)
-            ]
-        }
-    )
 
 
 def request_headers_message(path: str) -> bytes:
