@@ -50,6 +50,8 @@ class DemoOptions:
     policy: Path = DEFAULT_POLICY
     out: Path | None = None
     with_modelguard: bool = True
+    extra_http_filters: tuple[dict[str, Any], ...] = ()
+    """Envoy HTTP filters to add before the router, e.g. admission_control for a comparison."""
     chart: bool = True
 
 
@@ -144,6 +146,7 @@ class Demo:
             admin_port=admin,
             cluster_ports=cluster_ports,
             without_ext_proc=not self.options.with_modelguard,
+            extra_http_filters=self.options.extra_http_filters,
         )
         self.envoy = EnvoyProcess(config, listener_port=listener, admin_port=admin, log_path=log / "envoy.log")
         self.processes.append(self.envoy)

@@ -270,6 +270,7 @@ def render_envoy_config(
     admin_port: int,
     cluster_ports: Mapping[str, Sequence[int]],
     without_ext_proc: bool = False,
+    extra_http_filters: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Write a copy of the Envoy bootstrap `source` to `dest` that runs on this machine.
 
@@ -283,6 +284,7 @@ def render_envoy_config(
       the cluster it calls (whose entry in `cluster_ports` is then optional and unused): the same
       routes, retries and outlier detection, without modelguard. Requests carry no
       x-modelguard-route header then, so they take the header-less default route.
+    - `extra_http_filters` are inserted just before the router (the last HTTP filter).
 
     Raises ValueError for a config it cannot render or for `cluster_ports` that do not match.
     """
@@ -305,6 +307,10 @@ def render_envoy_config(
     if without_ext_proc:
         for hcm in _http_connection_managers(config):
             removed |= _strip_ext_proc(hcm)
+    for hcm in _http_connection_managers(config):
+        # Extra filters (e.g. admission_control for a comparison) go right before the router.
+        filters = hcm["http_filters"]
+        filters[len(filters) - 1 : len(filters) - 1] = [copy.deepcopy(dict(f)) for f in extra_http_filters]
 
     clusters: list[dict[str, Any]] = static.get("clusters") or []
     static["clusters"] = clusters = [c for c in clusters if c["name"] not in removed]

@@ -376,3 +376,20 @@ def test_envoy_process_argv(tmp_path: Path) -> None:
     with pytest.raises(StackError, match="exited before LIVE"):
         procs[0].wait_ready(1.0)
     assert procs[0].url == "http://127.0.0.1:1" and procs[0].admin_url == "http://127.0.0.1:2"
+
+
+def test_extra_http_filters_go_before_the_router_and_validate(tmp_path: Path, envoy: Path) -> None:
+    from bench.protection import ADMISSION_CONTROL
+
+    config = _render(tmp_path, without_ext_proc=True, extra_http_filters=[ADMISSION_CONTROL])
+    assert [f["name"] for f in _hcm(config)["http_filters"]] == [
+        "envoy.filters.http.admission_control",
+        "envoy.filters.http.router",
+    ]
+    _assert_valid(tmp_path / "rendered.yaml", envoy)
+    with_ext_proc = _render(tmp_path, extra_http_filters=[ADMISSION_CONTROL])
+    assert [f["name"] for f in _hcm(with_ext_proc)["http_filters"]] == [
+        "envoy.filters.http.ext_proc",
+        "envoy.filters.http.admission_control",
+        "envoy.filters.http.router",
+    ]
