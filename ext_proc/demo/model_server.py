@@ -113,6 +113,9 @@ class Fault:
     latency: LatencyDistribution | None = None
     error_rate: float = 0.0
     error_status: int = 503
+    fail_fast: bool = False
+    """Failed calls answer at once instead of after the added latency (a GPU error surfaces
+    immediately; the calls that succeed are the slow ones)."""
     hang: bool = False
     reset_rate: float = 0.0
     overload_rate: float = 0.0
@@ -137,6 +140,7 @@ class Fault:
             "latency": self.latency.to_json() if self.latency else None,
             "error_rate": self.error_rate,
             "error_status": self.error_status,
+            "fail_fast": self.fail_fast,
             "hang": self.hang,
             "reset_rate": self.reset_rate,
             "overload_rate": self.overload_rate,
@@ -175,11 +179,15 @@ class Fault:
         hang = data.get("hang", False)
         if not isinstance(hang, bool):
             errors.append(f"hang: must be true or false, got {hang!r}")
+        fail_fast = data.get("fail_fast", False)
+        if not isinstance(fail_fast, bool):
+            errors.append(f"fail_fast: must be true or false, got {fail_fast!r}")
         fault = cls(
             latency_ms=latency_ms,
             latency=latency,
             error_rate=rate("error_rate"),
             error_status=error_status,
+            fail_fast=fail_fast is True,
             hang=hang is True,
             reset_rate=rate("reset_rate"),
             overload_rate=rate("overload_rate"),
@@ -526,6 +534,8 @@ class ModelServer:
                 status=fault.overload_status,
                 headers={"Retry-After": str(fault.retry_after_s)},
             )
+        if fault.fail_fast and error_draw < fault.error_rate:
+            return "error", json_error(fault.error_status, "injected fault: model failed", host=self.host_id)
         delay_ms = fault.latency_ms
         if fault.latency is not None:
             delay_ms += fault.latency.sample_ms(self.rng)

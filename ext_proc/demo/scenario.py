@@ -5,8 +5,9 @@ Times are fractions of the run, so a shorter ``--duration`` keeps every phase:
     0%    normal traffic: primary ~200 ms, light ~40 ms
     15%   one primary host goes bad (all 503): Envoy retries on other hosts and ejects it;
           modelguard must not react, the model as a whole is fine
-    35%   the whole primary model degrades (GPU node overheats): latency 200 ms -> 3 s,
-          80% errors on every primary host; modelguard's breaker opens, traffic steps down
+    35%   the whole primary model degrades (GPU node overheats): 80% of calls fail at once,
+          the rest take 3 s instead of 200 ms, on every primary host; modelguard's breaker
+          opens, traffic steps down
     65%   the fault clears; half-open probes succeed; traffic returns to primary
 """
 
@@ -27,6 +28,7 @@ OVERHEATED: dict[str, Any] = {
     "latency": {"distribution": "lognormal", "median_ms": 2800, "sigma": 0.2},  # on top of the base 200 ms
     "error_rate": 0.8,
     "error_status": 503,
+    "fail_fast": True,  # the GPU errors surface at once; the calls that still succeed take ~3 s
 }
 
 

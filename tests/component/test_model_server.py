@@ -291,6 +291,19 @@ async def test_error_rate_one_fails_every_request(client: Client) -> None:
     assert (await client.infer())[0] == 500
 
 
+async def test_fail_fast_answers_failures_before_the_latency(client: Client) -> None:
+    await client.put_fault({"error_rate": 1.0, "latency_ms": 2000, "fail_fast": True})
+    started = time.monotonic()
+    assert (await client.infer())[0] == 503
+    assert time.monotonic() - started < 1.0
+    await client.put_fault({"error_rate": 0.0, "latency_ms": 300, "fail_fast": True})
+    started = time.monotonic()
+    assert (await client.infer())[0] == 200
+    assert time.monotonic() - started >= 0.3
+    status, answer = await client.put_fault({"fail_fast": "yes"})
+    assert status == 400 and "fail_fast" in answer["error"]
+
+
 async def statuses(client: Client, count: int) -> list[int]:
     return [(await client.infer())[0] for _ in range(count)]
 
