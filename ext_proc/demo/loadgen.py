@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
@@ -167,14 +168,15 @@ class LoadGenerator:
             "failed": sum(s.failed for s in done),
             "inflight": len(self._inflight),
             "tiers": dict(tiers),
-            "p50_ms": round(_percentile(latencies, 0.5) * 1000, 1),
-            "p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
+            "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
         }
         self.progress.write(json.dumps(line) + "\n")
         self.progress.flush()
 
 
-def _percentile(ordered: list[float], q: float) -> float:
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The q-quantile of already sorted values (nearest rank); 0 for none."""
     if not ordered:
         return 0.0
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
