@@ -8,9 +8,9 @@ released otherwise, so a dropped stream never leaves a probe slot or an in-fligh
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -26,6 +26,9 @@ log = logging.getLogger("modelguard.server")
 
 _RESPONSE_HEADER_NAMES = frozenset({STATUS, GRPC_STATUS, CONTENT_TYPE})
 _TRAILER_NAMES = frozenset({GRPC_STATUS})
+DECISION_SAMPLE_MASK = 7
+"""decision_duration_seconds observes one request-headers message in 8: timing every one cost
+more than the decision itself."""
 _CONTINUE = {
     "request_body": wire.EMPTY_REQUEST_BODY,
     "response_body": wire.EMPTY_RESPONSE_BODY,
@@ -58,6 +61,7 @@ class Plan:
 class ExtProcServicer:
     def __init__(self, guard: Guard) -> None:
         self.errors = ProtocolErrors()
+        self._sampled = 0
         self.use(guard)
 
     def use(self, guard: Guard) -> None:
@@ -75,43 +79,57 @@ class ExtProcServicer:
         )
         return grpc.method_handlers_generic_handler(SERVICE_NAME, {"Process": method})
 
-    async def process(
-        self, requests: AsyncIterator[ProcessingRequest], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[bytes]:
+    async def process(self, _requests: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        # context.read()/write() rather than an async generator: measured ~5% more streams per
+        # second, the generator plumbing being a good part of a no-op processor's cost.
         plan = self.plan
         guard = plan.guard
         ticket: Ticket | None = None
         pending: tuple[int, float] | None = None  # gRPC answer whose grpc-status is still to come
         try:
-            async for request in requests:
+            while True:
+                request = await context.read()
+                if request is grpc.aio.EOF:
+                    break
                 phase = request.WhichOneof("request")
                 if phase == "request_headers":
                     if ticket is not None:
                         self.errors.count("request_headers_twice")
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request_headers twice")
-                    started = time.perf_counter()
-                    ticket, answer = self._decide(plan, request)
-                    guard.decision_duration.observe(time.perf_counter() - started)
-                    yield answer
+                    self._sampled = sampled = (self._sampled + 1) & DECISION_SAMPLE_MASK
+                    if sampled:
+                        ticket, answer = self._decide(plan, request)
+                    else:
+                        started = time.perf_counter()
+                        ticket, answer = self._decide(plan, request)
+                        guard.decision_duration.observe(time.perf_counter() - started)
+                    await context.write(answer)
                 elif phase == "response_headers":
                     if ticket is None:
                         self.errors.count("response_before_request")
-                        yield wire.EMPTY_RESPONSE_HEADERS
+                        await context.write(wire.EMPTY_RESPONSE_HEADERS)
                         continue
                     pending = self._on_response(guard, ticket, request)
-                    yield plan.answers[ticket.decision].response
+                    await context.write(plan.answers[ticket.decision].response)
                 elif phase == "response_trailers":
                     if ticket is not None and pending is not None:
                         grpc_status = _grpc_status(_read(request.response_trailers.trailers, _TRAILER_NAMES))
                         guard.record(ticket, pending[0], grpc_status, pending[1])
                         pending = None
-                    yield wire.EMPTY_RESPONSE_TRAILERS
+                    await context.write(wire.EMPTY_RESPONSE_TRAILERS)
                 elif phase in _CONTINUE:
                     self.errors.count(f"unrequested_{phase}")
-                    yield _CONTINUE[phase]
+                    await context.write(_CONTINUE[phase])
                 else:
                     self.errors.count("empty_message")
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a ProcessingRequest with no phase set")
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception:
+            # A bug must cost one stream (Envoy fails open on it), never the server.
+            self.errors.count("internal")
+            log.exception("stream failed", extra={"event": "stream_failed"})
+            await context.abort(grpc.StatusCode.INTERNAL, "modelguard failed on this stream")
         finally:
             if ticket is not None:
                 if pending is not None:
@@ -142,7 +160,12 @@ class ExtProcServicer:
 
     def _on_response(self, guard: Guard, ticket: Ticket, request: ProcessingRequest) -> tuple[int, float] | None:
         """Record the outcome now, or return (status, time) when grpc-status comes in trailers."""
-        values = _read(request.response_headers.headers, _RESPONSE_HEADER_NAMES)
+        values: dict[str, str] = {}
+        for header in request.response_headers.headers.headers:
+            key = header.key
+            if key in _RESPONSE_HEADER_NAMES:
+                raw = header.raw_value
+                values[key] = raw.decode("utf-8", "surrogateescape") if raw else header.value
         try:
             status = int(values.get(STATUS, ""))
         except ValueError:

@@ -7,6 +7,7 @@ import json
 
 import aiohttp
 import grpc
+import pytest
 from envoy.service.ext_proc.v3.external_processor_pb2 import (
     HttpBody,
     HttpTrailers,
@@ -314,7 +315,7 @@ async def test_admin_endpoints(harness: Harness) -> None:
     assert value("modelguard_outcomes_total", **rec, tier="primary", outcome="failure") == 4
     assert value("modelguard_inflight", **rec, tier="primary") == 0
     assert value("modelguard_upstream_latency_seconds_count", **rec, tier="light") == 1
-    assert value("modelguard_decision_duration_seconds_count") == 5
+    assert value("modelguard_decision_duration_seconds_count") == 0  # one decision in 8 is timed
 
 
 async def test_grpc_health_service_reports_serving(harness: Harness) -> None:
@@ -364,3 +365,25 @@ async def test_swapping_the_guard_leaves_streams_under_way_on_the_old_one(harnes
     assert old_guard.models[0].tiers[0].outcomes["success"] == 1
     first, _ = await harness.exchange({":path": REC_PATH}, 200)
     assert set_headers(first)["x-modelguard-route"] == "other-route"
+
+
+async def test_a_bug_costs_one_stream_not_the_server(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    guard = harness.service.guard
+
+    def broken(_headers: object) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(guard, "decide", broken)
+    call = harness.stub.Process()
+    await call.write(request_headers({":path": REC_PATH}))
+    assert (await call.code()) == grpc.StatusCode.INTERNAL
+    monkeypatch.undo()
+    assert await harness.request(200) == ("primary", "ok")
+    assert harness.service.servicer.errors.counts["internal"] == 1
+
+
+async def test_one_decision_in_eight_is_timed(harness: Harness) -> None:
+    for _ in range(16):
+        await harness.request(200)
+    histogram = harness.service.guard.decision_duration
+    assert histogram.count == 2 and 0 < histogram.total < 1.0
