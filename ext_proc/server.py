@@ -160,12 +160,7 @@ class ExtProcServicer:
 
     def _on_response(self, guard: Guard, ticket: Ticket, request: ProcessingRequest) -> tuple[int, float] | None:
         """Record the outcome now, or return (status, time) when grpc-status comes in trailers."""
-        values: dict[str, str] = {}
-        for header in request.response_headers.headers.headers:
-            key = header.key
-            if key in _RESPONSE_HEADER_NAMES:
-                raw = header.raw_value
-                values[key] = raw.decode("utf-8", "surrogateescape") if raw else header.value
+        values = _read(request.response_headers.headers, _RESPONSE_HEADER_NAMES)
         try:
             status = int(values.get(STATUS, ""))
         except ValueError:
@@ -191,7 +186,12 @@ def _text(header: Any) -> str:
 
 
 def _read(header_map: Any, names: frozenset[str]) -> dict[str, str]:
-    return {header.key: _text(header) for header in header_map.headers if header.key in names}
+    values: dict[str, str] = {}
+    for header in header_map.headers:
+        key = header.key  # read once: each attribute access on a upb message builds a new str
+        if key in names:
+            values[key] = _text(header)
+    return values
 
 
 def _grpc_status(values: dict[str, str]) -> int | None:
