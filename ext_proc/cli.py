@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
         "--grace", type=float, default=DEFAULT_GRACE, help="seconds in-flight streams get on SIGTERM (5)"
     )
     serve_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve_cmd.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes to run (1); worker i listens on the gRPC and admin ports + i, each with its own breakers",
+    )
 
     check_cmd = commands.add_parser("check", help="validate a policy file: exit 0, or 1 naming every error")
     check_cmd.add_argument("file", metavar="FILE")
@@ -73,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PolicyError as exc:
         _print_errors(exc)
         return 1
+    if args.workers != 1:
+        return _workers(args)
     try:
         return asyncio.run(serve(policy, args.grpc_address, args.admin_address, args.grace))
     except KeyboardInterrupt:
@@ -100,6 +108,20 @@ def _demo(args: argparse.Namespace) -> int:
         chart=not args.no_chart,
     )
     return run_demo(options)
+
+
+def _workers(args: argparse.Namespace) -> int:
+    from ext_proc.workers import supervise, worker_addresses
+
+    if not 1 <= args.workers <= 64:
+        print("modelguard serve: --workers must be from 1 to 64", file=sys.stderr)
+        return 2
+    try:
+        addresses = worker_addresses(args.grpc_address, args.admin_address, args.workers)
+    except ValueError as exc:
+        print(f"modelguard serve: {exc}", file=sys.stderr)
+        return 2
+    return supervise(args.policy, addresses, args.grace, args.log_level)
 
 
 def _check(path: str) -> int:
