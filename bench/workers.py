@@ -31,6 +31,7 @@ from bench.overhead import (
 from ext_proc.demo.stack import (
     EnvoyProcess,
     ManagedProcess,
+    consecutive_free_ports,
     free_ports,
     http_request,
     modelguard_command,
@@ -38,29 +39,6 @@ from ext_proc.demo.stack import (
     render_envoy_config,
     wait_for,
 )
-
-
-def consecutive_ports(count: int) -> int:
-    """A base port with ``count`` free ports from it on 127.0.0.1 (bounded search)."""
-    import socket
-
-    for _ in range(200):
-        base = free_ports(1)[0]
-        if base + count > 65535:
-            continue
-        held: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                held.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise RuntimeError("no run of free ports found")
 
 
 def _ready(port: int) -> bool | None:
@@ -79,7 +57,7 @@ def _successes(admin_port: int) -> int:
 
 
 def measure(workers: int, out: Path, upstream_port: int, duration: int, concurrency: int) -> dict[str, Any]:
-    grpc_base, admin_base = consecutive_ports(workers), consecutive_ports(workers)
+    grpc_base, admin_base = consecutive_free_ports(workers), consecutive_free_ports(workers)
     policy = write_policy(out / "policy.yaml")
     supervisor = ManagedProcess(
         [*modelguard_command(), "serve", "--policy", str(policy), "--workers", str(workers),

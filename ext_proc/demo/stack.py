@@ -135,6 +135,27 @@ def free_ports(count: int) -> list[int]:
         return ports
 
 
+def consecutive_free_ports(count: int) -> int:
+    """A port p with p .. p+count-1 all free on 127.0.0.1 now (for `serve --workers`); bounded search."""
+    for _ in range(200):
+        base = free_ports(1)[0]
+        if base + count > 65535:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                held.append(sock)
+                sock.bind((LOCALHOST, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise StackError(f"no run of {count} free ports found on {LOCALHOST}")
+
+
 def wait_for(probe: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T | None:
     """Call `probe` until it returns something other than None or False, for at most `timeout` s.
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ext_proc.demo.stack import consecutive_free_ports
 from ext_proc.workers import worker_addresses
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
@@ -36,29 +36,6 @@ def test_worker_addresses_count_up_from_the_given_ports() -> None:
 def test_worker_addresses_refuse_what_cannot_work(grpc: str, admin: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         worker_addresses(grpc, admin, 2)
-
-
-def consecutive_free_ports(count: int) -> int:
-    """A port p such that p .. p+count-1 are all free on 127.0.0.1 right now (bounded search)."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + count > 65535:
-            continue
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise AssertionError("no run of free ports found")
 
 
 def ready(port: int) -> bool:
