@@ -98,7 +98,7 @@ def push_requests(models: int, requests: int) -> dict[str, float]:
             HeaderValue(key="x-user-id", raw_value=f"user-{index:012d}".encode()),
         ]
         request = ProcessingRequest(request_headers=HttpHeaders(headers=HeaderMap(headers=headers)))
-        ticket, _answer = servicer._decide(plan, request)
+        ticket, _answer, _last = servicer._decide(plan, request)
         servicer._on_response(plan.guard, ticket, RESPONSE)
     cpu = time.process_time() - started
     gc.collect()

@@ -92,7 +92,7 @@ def bench(requests: int, models: int) -> dict[str, Any]:
         for i in range(n):
             request = parse(request_wires[i & 63])
             request.WhichOneof("request")
-            ticket, _answer = servicer._decide(plan, request)
+            ticket, _answer, _last = servicer._decide(plan, request)
             response = parse(response_wire)
             response.WhichOneof("request")
             servicer._on_response(plan.guard, ticket, response)

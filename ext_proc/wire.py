@@ -58,13 +58,16 @@ class WireAnswers:
     request_message: ProcessingResponse | None
     """The request-phase message to copy when spoofed headers must also be removed; None for an
     immediate response, which never reaches an upstream."""
+    request_is_last: bool
+    """Nothing of the response is judged or rewritten (unmatched, answered directly), so the
+    stream can end with the request-phase answer."""
 
 
 def build_answers(decision: Decision) -> WireAnswers:
     if decision.passes_through:
         message = ProcessingResponse(request_headers=HeadersResponse())
         wire = message.SerializeToString()
-        return WireAnswers(wire, wire, EMPTY_RESPONSE_HEADERS, message)
+        return WireAnswers(wire, wire, EMPTY_RESPONSE_HEADERS, message, request_is_last=True)
     client_headers = [(TIER, decision.tier_name)]
     if decision.degraded:
         client_headers.append((DEGRADED, "true"))
@@ -86,10 +89,12 @@ def build_answers(decision: Decision) -> WireAnswers:
             )
         ).SerializeToString()
         wire = message.SerializeToString()
-        return WireAnswers(wire, wire, response, message)
+        return WireAnswers(wire, wire, response, message, request_is_last=False)
     http = _immediate(decision, client_headers, grpc=False)
     grpc = _immediate(decision, client_headers, grpc=True)
-    return WireAnswers(http.SerializeToString(), grpc.SerializeToString(), EMPTY_RESPONSE_HEADERS, None)
+    return WireAnswers(
+        http.SerializeToString(), grpc.SerializeToString(), EMPTY_RESPONSE_HEADERS, None, request_is_last=True
+    )
 
 
 def _immediate(decision: Decision, client_headers: list[tuple[str, str]], grpc: bool) -> ProcessingResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ models:
 """
 
 REC_PATH = "/v2/models/recommender/infer"
+ROUTE = "x-modelguard-route"
 
 
 def header_map(headers: dict[str, str | bytes]) -> HeaderMap:
@@ -81,18 +83,32 @@ class Harness:
         status: int | None = 200,
         extra: dict[str, str | bytes] | None = None,
     ) -> tuple[ProcessingResponse, ProcessingResponse | None]:
-        """One HTTP request's stream: request headers, then (unless status is None or the answer
-        was immediate) response headers."""
+        """One HTTP request's stream, as Envoy drives it: request headers, then (unless status is
+        None, or modelguard ended the stream with its first answer) response headers.
+
+        Asserts who ends the stream: modelguard itself once it has nothing left to do (after an
+        unrouted or immediate answer, or after judging the response), Envoy's half-close otherwise
+        (no response, or a gRPC answer whose grpc-status is still to come in trailers)."""
         call = self.stub.Process()
         await call.write(request_headers(headers))
         first = await call.read()
         assert isinstance(first, ProcessingResponse)
+        if first.HasField("immediate_response") or ROUTE not in set_headers(first):
+            assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF, "modelguard keeps a stream it has no use for"
+            return first, None
         second: ProcessingResponse | None = None
-        if status is not None and not first.HasField("immediate_response"):
-            await call.write(response_headers({":status": str(status), **(extra or {})}))
+        if status is not None:
+            sent = {":status": str(status), **(extra or {})}
+            await call.write(response_headers(sent))
             answer = await call.read()
             assert isinstance(answer, ProcessingResponse)
             second = answer
+            awaits_trailers = "grpc-status" not in sent and str(sent.get("content-type", "")).startswith(
+                "application/grpc"
+            )
+            if not awaits_trailers:
+                assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF, "modelguard keeps a judged stream open"
+                return first, second
         await call.done_writing()
         assert await call.read() is grpc.aio.EOF
         return first, second
