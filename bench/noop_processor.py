@@ -14,7 +14,11 @@ Two ways to write a bidirectional-streaming handler in grpc.aio, both kept for c
 It also serves the standard grpc.health.v1.Health (SERVING), because the reference Envoy config
 health-checks its ext_proc cluster. Binds 127.0.0.1 only.
 
-Usage: python -m bench.noop_processor --port P [--api readwrite|generator] [--grace S]
+It runs on the standard asyncio loop unless asked for uvloop (``--event-loop uvloop``): the
+issue's floor is plain grpc.aio; the uvloop variant is the like-for-like floor for modelguard,
+which runs on uvloop.
+
+Usage: python -m bench.noop_processor --port P [--api readwrite|generator] [--grace S] [--event-loop L]
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
     TrailersResponse,
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from ext_proc.loops import ASYNCIO, EVENT_LOOPS, run
 
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 ADDRESS = "127.0.0.1"
@@ -121,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True, help="gRPC port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--api", choices=list(HANDLERS), default="readwrite", help="handler style (readwrite)")
     parser.add_argument("--grace", type=float, default=1.0, help="seconds in-flight streams get on SIGTERM (1)")
+    parser.add_argument(
+        "--event-loop", choices=EVENT_LOOPS, default=ASYNCIO, help="asyncio (the default: plain grpc.aio) or uvloop"
+    )
     args = parser.parse_args(argv)
-    return asyncio.run(serve(args.port, args.grace, args.api))
+    return run(serve(args.port, args.grace, args.api), args.event_loop)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ one upstream, a second Envoy answering every request with a small JSON `direct_r
   (a)  Envoy, no ext_proc filter                                        the ceiling
   (b)  Envoy + a no-op grpc.aio processor (bench/noop_processor.py)     the floor for any Python processor
   (c)  Envoy + envoy-extproc-sdk's do-nothing processor, in its own venv  the existing Python peer
-  (d)  Envoy + modelguard (20 models, 3 tiers each, path_prefix matches)
+  (d)  Envoy + modelguard (20 models, 3 tiers each, path_prefix matches), as it runs: on uvloop
+  (bu) (b) on uvloop, (da) (d) on the standard asyncio loop: each pair like for like
 
 Every figure is taken in one invocation: the configs run back to back, in alternating order over
 --rounds rounds, so that every ratio compares runs made minutes apart on the same machine.
@@ -23,7 +24,7 @@ wrk and nghttp2-client; when missing they are installed with apt-get (root only)
 
 Usage:
   python -m bench.overhead [--duration S] [--concurrency C] [--rounds N] [--out DIR]
-                           [--configs a,b,c,d] [--loads 25,50,75] [--smoke] [--profile] [--sdk-venv DIR]
+                           [--configs a,b,bu,c,d,da] [--loads 25,50,75] [--smoke] [--profile] [--sdk-venv DIR]
 """
 
 from __future__ import annotations
@@ -76,9 +77,14 @@ from ext_proc.policy import load_policy
 CONFIGS: dict[str, str] = {
     "a": "Envoy, no ext_proc (ceiling)",
     "b": "Envoy + no-op grpc.aio processor (floor)",
+    "bu": "Envoy + the same no-op on uvloop",
     "c": "Envoy + envoy-extproc-sdk no-op (peer)",
     "d": "Envoy + modelguard",
+    "da": "Envoy + modelguard on the standard asyncio loop",
 }
+"""(b), (c) and (d) are the issue's configs; (bu) and (da) pair each processor with the other's
+event loop (modelguard runs on uvloop by default), so that the loop's share and modelguard's own
+share of the difference can each be read off like for like."""
 SMOKE_CONFIGS = ("a", "b", "d")
 MODELS = 20
 PRIMARY_ROUTE = "recommender-resnet50"
@@ -423,25 +429,33 @@ def profiled_command(out: Path, module: str) -> list[str]:
 def start_processor(
     key: str, out: Path, sdk_python: Path | None, profile: bool, noop_api: str = "readwrite"
 ) -> tuple[ManagedProcess, int, Callable[[], bool]]:
-    """Launch the processor of (b), (c) or (d) on a free port: (process, port, readiness probe)."""
+    """Launch the processor of a config on a free port: (process, port, readiness probe)."""
     port, admin_port = free_ports(2)
-    if key == "d":
+    if key in ("d", "da"):
         command = modelguard_command()
         if profile:
-            command = profiled_command(out / "profile-d.prof", "ext_proc.cli")
+            command = profiled_command(out / f"profile-{key}.prof", "ext_proc.cli")
         policy = write_policy(out / "policy.yaml")
         modelguard = ModelguardProcess(
-            policy, grpc_port=port, admin_port=admin_port, log_path=out / "d-modelguard.log", command=command
+            policy,
+            grpc_port=port,
+            admin_port=admin_port,
+            log_path=out / f"{key}-modelguard.log",
+            command=command,
+            extra_args=("--event-loop", "asyncio") if key == "da" else (),
         )
-        modelguard.name = "(d) modelguard"
+        modelguard.name = f"({key}) modelguard"
         return modelguard, port, lambda: _modelguard_ready(modelguard)
-    if key == "b":
+    if key in ("b", "bu"):
         module = "bench.noop_processor"
-        command = profiled_command(out / "profile-b.prof", module) if profile else [sys.executable, "-m", module]
+        command = profiled_command(out / f"profile-{key}.prof", module) if profile else [sys.executable, "-m", module]
+        loop = "uvloop" if key == "bu" else "asyncio"
         process = ManagedProcess(
-            [*command, "--port", str(port), "--api", noop_api], out / "b-noop.log", cwd=repo_root()
+            [*command, "--port", str(port), "--api", noop_api, "--event-loop", loop],
+            out / f"{key}-noop.log",
+            cwd=repo_root(),
         )
-        process.name = "(b) no-op processor"
+        process.name = f"({key}) no-op processor"
     elif key == "c":
         if sdk_python is None:
             raise Unavailable("no SDK venv")
@@ -505,8 +519,8 @@ def check_stack(stack: Stack, path: str) -> None:
         raise Unavailable(f"a request through ({stack.key}) failed: {exc}") from exc
     if answer.status != 200:
         raise Unavailable(f"a request through ({stack.key}) answered {answer.status}: {answer.body[:200]!r}")
-    if stack.key == "d" and answer.headers.get("x-modelguard-tier") != "primary":
-        raise Unavailable(f"(d): modelguard did not tag the answer (headers {answer.headers})")
+    if stack.key in ("d", "da") and answer.headers.get("x-modelguard-tier") != "primary":
+        raise Unavailable(f"({stack.key}): modelguard did not tag the answer (headers {answer.headers})")
 
 
 # --------------------------------------------------------------------------- measuring
@@ -699,7 +713,7 @@ class Options:
     concurrency: int = 16
     rounds: int = 2
     warmup: int = 2
-    configs: tuple[str, ...] = ("a", "b", "c", "d")
+    configs: tuple[str, ...] = tuple(CONFIGS)
     fractions: tuple[float, ...] = LOAD_FRACTIONS
     models_hit: int = MODELS
     out: Path = field(default_factory=lambda: Path("out") / f"overhead-{datetime.now():%Y%m%d-%H%M%S}")
@@ -1002,7 +1016,7 @@ def _ratios(configs: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[di
     rps = {key: _figure(configs, key, "throughput", "rps") for key in CONFIGS}
     ref = _pct(REFERENCE_FRACTION)
     p99 = {key: _figure(configs, key, "latency", ref, "p99_us") for key in CONFIGS}
-    added: dict[str, float | None] = {key: None for key in ("b", "c", "d")}
+    added: dict[str, float | None] = {key: None for key in CONFIGS if key != "a"}
     base = p99["a"]
     for key in added:
         value = p99[key]
@@ -1013,10 +1027,15 @@ def _ratios(configs: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[di
         "throughput_d_over_b": _ratio(rps["d"], rps["b"]),
         "throughput_d_over_a": _ratio(rps["d"], rps["a"]),
         "throughput_d_over_c": _ratio(rps["d"], rps["c"]),
+        "throughput_d_over_bu": _ratio(rps["d"], rps["bu"]),
+        "throughput_da_over_b": _ratio(rps["da"], rps["b"]),
+        "throughput_bu_over_b": _ratio(rps["bu"], rps["b"]),
         "throughput_b_over_a": _ratio(rps["b"], rps["a"]),
         "throughput_c_over_a": _ratio(rps["c"], rps["a"]),
         f"added_p99_us_at_{ref}pct": added,
         f"added_p99_d_over_b_at_{ref}pct": _ratio(added_d, added_b),
+        f"added_p99_d_over_bu_at_{ref}pct": _ratio(added_d, added["bu"]),
+        f"added_p99_da_over_b_at_{ref}pct": _ratio(added["da"], added_b),
     }
     d_over_b, d_over_c = ratios["throughput_d_over_b"], ratios["throughput_d_over_c"]
     added_ratio = ratios[f"added_p99_d_over_b_at_{ref}pct"]
@@ -1157,6 +1176,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"| {_verdict(results['targets'][2]['pass'])} |",
         f"| (d)/(b) added p99 over (a) at {ref}% load | {_num(ratios[f'added_p99_d_over_b_at_{ref}pct'], '{:.2f}')} "
         f"| ≤ {TARGET_ADDED_P99:g} | {_verdict(results['targets'][1]['pass'])} |",
+        f"| like for like, uvloop: (d)/(bu) throughput; added p99 "
+        f"| {_num(ratios['throughput_d_over_bu'], '{:.2f}')}; "
+        f"{_num(ratios[f'added_p99_d_over_bu_at_{ref}pct'], '{:.2f}')} | | |",
+        f"| like for like, asyncio: (da)/(b) throughput; added p99 "
+        f"| {_num(ratios['throughput_da_over_b'], '{:.2f}')}; "
+        f"{_num(ratios[f'added_p99_da_over_b_at_{ref}pct'], '{:.2f}')} | | |",
+        f"| the loop alone: (bu)/(b) throughput | {_num(ratios['throughput_bu_over_b'], '{:.2f}')} | | |",
         "",
     ]
     rates = load.get("rates", {})
@@ -1190,7 +1216,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--concurrency", type=int, default=None, help="connections of wrk and h2load (16; smoke 8)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of every measurement, alternating order (2)")
     parser.add_argument("--warmup", type=int, default=None, help="seconds of unmeasured load per config first (2)")
-    parser.add_argument("--configs", default=None, help="which of a,b,c,d (all; smoke a,b,d)")
+    parser.add_argument("--configs", default=None, help=f"which of {','.join(CONFIGS)} (all; smoke a,b,d)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (./out/overhead-TIME)")
     parser.add_argument("--sdk-venv", type=Path, default=None, help="venv for envoy-extproc-sdk (./out/sdk-venv)")
     parser.add_argument("--models-hit", type=int, default=MODELS, help=f"models the load spreads over ({MODELS})")

@@ -16,6 +16,7 @@ from ext_proc.admin import Readiness, build_app, start_admin
 from ext_proc.clock import Clock, monotonic
 from ext_proc.guard import Guard
 from ext_proc.logs import log_transition
+from ext_proc.loops import running_loop_name
 from ext_proc.metrics import registry_for
 from ext_proc.policy import Policy
 from ext_proc.server import SERVICE_NAME, ExtProcServicer
@@ -114,6 +115,7 @@ async def serve(policy: Policy, grpc_address: str, admin_address: str, grace: fl
             "admin_address": admin_address,
             "admin_port": ports.admin,
             "models": [m.name for m in policy.models],
+            "event_loop": running_loop_name(),
         },
     )
     stop = asyncio.Event()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from ext_proc import __version__
 from ext_proc.app import DEFAULT_ADMIN_ADDRESS, DEFAULT_GRACE, DEFAULT_GRPC_ADDRESS, serve
 from ext_proc.logs import configure
+from ext_proc.loops import AUTO, EVENT_LOOPS, EventLoopUnavailable, loop_factory, run
 from ext_proc.policy import PolicyError, load_policy
 
 
@@ -43,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="processes to run (1); worker i listens on the gRPC and admin ports + i, each with its own breakers",
+    )
+
+    serve_cmd.add_argument(
+        "--event-loop",
+        default=AUTO,
+        choices=EVENT_LOOPS,
+        help="asyncio event loop: uvloop when installed (auto, the default), or the standard one (asyncio)",
     )
 
     check_cmd = commands.add_parser("check", help="validate a policy file: exit 0, or 1 naming every error")
@@ -79,10 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PolicyError as exc:
         _print_errors(exc)
         return 1
+    try:
+        loop_factory(args.event_loop)
+    except EventLoopUnavailable as exc:
+        print(f"modelguard serve: {exc}", file=sys.stderr)
+        return 2
     if args.workers != 1:
         return _workers(args)
     try:
-        return asyncio.run(serve(policy, args.grpc_address, args.admin_address, args.grace))
+        return run(serve(policy, args.grpc_address, args.admin_address, args.grace), args.event_loop)
     except KeyboardInterrupt:
         return 130
 
@@ -121,7 +133,7 @@ def _workers(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"modelguard serve: {exc}", file=sys.stderr)
         return 2
-    return supervise(args.policy, addresses, args.grace, args.log_level)
+    return supervise(args.policy, addresses, args.grace, args.log_level, args.event_loop)
 
 
 def _check(path: str) -> int:

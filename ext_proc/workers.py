@@ -49,12 +49,14 @@ def _join(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def supervise(policy: str, addresses: Sequence[tuple[str, str]], grace: float, log_level: str) -> int:
+def supervise(
+    policy: str, addresses: Sequence[tuple[str, str]], grace: float, log_level: str, event_loop: str = "auto"
+) -> int:
     def command(grpc_address: str, admin_address: str) -> list[str]:
         return [
             sys.executable, "-m", "ext_proc.cli", "serve", "--policy", policy,
             "--grpc-address", grpc_address, "--admin-address", admin_address,
-            "--grace", str(grace), "--log-level", log_level,
+            "--grace", str(grace), "--log-level", log_level, "--event-loop", event_loop,
         ]  # fmt: skip
 
     stopping = False

@@ -11,7 +11,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
+from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_grpc
+from envoy.service.ext_proc.v3.external_processor_pb2 import HttpHeaders, ProcessingRequest, ProcessingResponse
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
 
@@ -33,20 +37,43 @@ def read_serving_line(process: subprocess.Popen[str], timeout: float = 20.0) -> 
     raise AssertionError("modelguard did not report that it is serving")
 
 
-def test_serve_binds_free_ports_answers_and_stops_on_sigterm() -> None:
+def exchange_over_grpc(port: int) -> tuple[ProcessingResponse, ...]:
+    """One routed request's stream, as Envoy drives it: request headers, then response headers."""
+    messages = [
+        ProcessingRequest(
+            request_headers=HttpHeaders(
+                headers=HeaderMap(headers=[HeaderValue(key=":path", raw_value=b"/v2/models/recommender/infer")])
+            )
+        ),
+        ProcessingRequest(
+            response_headers=HttpHeaders(headers=HeaderMap(headers=[HeaderValue(key=":status", raw_value=b"200")]))
+        ),
+    ]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = ext_proc_grpc.ExternalProcessorStub(channel)
+        return tuple(stub.Process(iter(messages), timeout=10))
+
+
+@pytest.mark.parametrize(("flag", "loop"), [((), "uvloop"), (("--event-loop", "asyncio"), "asyncio")])
+def test_serve_binds_free_ports_answers_and_stops_on_sigterm(flag: tuple[str, ...], loop: str) -> None:
     process = subprocess.Popen(
-        serve_command("--grpc-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0", "--grace", "1"),
+        serve_command("--grpc-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0", "--grace", "1", *flag),
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         serving = read_serving_line(process)
+        assert serving["event_loop"] == loop
+        first, second = exchange_over_grpc(int(str(serving["grpc_port"])))
+        assert first.request_headers.response.clear_route_cache
+        assert second.HasField("response_headers")
         admin = f"http://127.0.0.1:{serving['admin_port']}"
         with urllib.request.urlopen(admin + "/readyz", timeout=5) as response:
             assert response.status == 200
         with urllib.request.urlopen(admin + "/v1/state", timeout=5) as response:
             state = json.load(response)
         assert list(state["models"]["recommender"]["tiers"]) == ["primary", "light", "default"]
+        assert state["models"]["recommender"]["tiers"]["primary"]["outcomes"]["success"] == 1
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
         assert process.stderr is not None
