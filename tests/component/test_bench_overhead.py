@@ -83,7 +83,8 @@ def test_smoke_run_measures_every_config(tmp_path: Path) -> None:
     assert ratios["throughput_d_over_b"] > 0
     assert ratios["throughput_d_over_a"] > 0
     assert ratios["throughput_d_over_c"] is None  # (c) not run in smoke mode
-    assert set(ratios["added_p99_us_at_50pct"]) == {"b", "c", "d"}
+    assert set(ratios["added_p99_us_at_50pct"]) == {"b", "bu", "c", "d", "da"}
+    assert ratios["throughput_d_over_bu"] is None and ratios["throughput_da_over_b"] is None  # not run
     assert [t["pass"] is None for t in results["targets"]] == [False, False, True]
 
 
@@ -117,8 +118,18 @@ def test_ratios_and_targets() -> None:
     assert ratios["throughput_d_over_b"] == pytest.approx(2800 / 3000, abs=1e-3)
     assert ratios["throughput_d_over_a"] == pytest.approx(2800 / 30000, abs=1e-3)
     assert ratios["throughput_d_over_c"] == pytest.approx(2.8)
-    assert ratios["added_p99_us_at_50pct"] == {"b": 2000, "c": 9000, "d": 2200}
+    assert ratios["added_p99_us_at_50pct"] == {"b": 2000, "bu": None, "c": 9000, "d": 2200, "da": None}
     assert ratios["added_p99_d_over_b_at_50pct"] == pytest.approx(1.1)
+    assert ratios["throughput_d_over_bu"] is None
+
+    configs["bu"] = _config("BU", 3500, 2000)
+    configs["da"] = _config("DA", 2500, 3000)
+    ratios, _ = overhead._ratios(configs)
+    assert ratios["throughput_d_over_bu"] == pytest.approx(2800 / 3500, abs=1e-3)
+    assert ratios["throughput_da_over_b"] == pytest.approx(2500 / 3000, abs=1e-3)
+    assert ratios["throughput_bu_over_b"] == pytest.approx(3500 / 3000, abs=1e-3)
+    assert ratios["added_p99_d_over_bu_at_50pct"] == pytest.approx(2200 / 1500, abs=1e-3)
+    assert ratios["added_p99_da_over_b_at_50pct"] == pytest.approx(2500 / 2000, abs=1e-3)
     assert [t["pass"] for t in targets] == [True, True, True]
 
     configs["d"] = _config("D", 2600, 2800)
