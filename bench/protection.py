@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--duration", type=float, default=80.0)
-    parser.add_argument("--out", type=Path, default=Path("bench-protection"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("out") / "protection", help="output folder (./out/protection, gitignored)"
+    )
     parser.add_argument("--configs", default=",".join(CONFIGS))
     args = parser.parse_args(argv)
     results: dict[str, dict[str, Any]] = {}
