@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 
 import aiohttp
@@ -17,7 +18,10 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from ext_proc.app import Service
+from ext_proc.policy import parse_policy
 from tests.component.conftest import (
+    POLICY,
     REC_PATH,
     Harness,
     header_map,
@@ -280,6 +284,19 @@ async def test_odd_header_values_do_not_break_the_stream(harness: Harness) -> No
     first, second = await harness.exchange({":path": REC_PATH}, 200, extra={":status": "abc"})
     assert second is not None and second.HasField("response_headers")
     assert harness.service.servicer.errors.counts.get("bad_status") == 1
+
+
+async def test_start_up_objects_are_frozen_out_of_full_collections() -> None:
+    gc.unfreeze()
+    service = Service(parse_policy(POLICY))
+    try:
+        await service.start("127.0.0.1:0", "127.0.0.1:0")
+        # The guard, its prebuilt answers and the imported modules are no longer walked by gc.
+        assert gc.get_freeze_count() > 10_000
+        assert all(o is not service.guard for o in gc.get_objects())  # permanent generation only
+    finally:
+        await service.stop(0)
+        gc.unfreeze()
 
 
 async def test_admin_endpoints(harness: Harness) -> None:
