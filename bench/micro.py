@@ -96,7 +96,7 @@ def bench(requests: int, models: int) -> dict[str, Any]:
             response = parse(response_wire)
             response.WhichOneof("request")
             servicer._on_response(plan.guard, ticket, response)
-            _ = plan.answers[ticket.decision].response
+            _ = plan.answers[ticket.decision].request_is_last
 
     def parse_only(n: int) -> None:
         parse = ProcessingRequest.FromString

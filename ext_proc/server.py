@@ -6,11 +6,14 @@ on a stream, its ticket is settled when the stream ends: recorded if a response 
 released otherwise, so a dropped stream never leaves a probe slot or an in-flight count taken.
 
 The servicer ends a stream itself (a clean close) as soon as it has nothing left to do on it:
-after the response is judged, or after the request-phase answer when nothing of the response
-matters (unmatched, answered directly). Envoy then goes on without consulting it again (the
-ext_proc protocol's rule for a stream the server closes cleanly), and neither side spends a
-round trip on the end of the stream: measured, about 15 µs of processor CPU and 20 µs of
-Envoy CPU per request.
+after the request-phase answer when nothing of the response matters (unmatched, answered
+directly), and, instead of answering, once the response headers are judged. The ext_proc
+protocol's rule for a stream the server closes cleanly is that Envoy goes on without consulting
+it again, with the message as it was: so the response phase costs one message, not two, and
+neither side spends a round trip on the end of the stream (measured on a no-op processor through
+Envoy: ending instead of answering saves about 40 µs of processor CPU per request, a fifth of
+it). The client's tags are added by Envoy from the request headers (see wire.py). Only a gRPC
+answer whose grpc-status is still to come in trailers gets an answer to its response headers.
 """
 
 from __future__ import annotations
@@ -119,17 +122,16 @@ class ExtProcServicer:
                         await context.write(wire.EMPTY_RESPONSE_HEADERS)
                         continue
                     pending = self._on_response(guard, ticket, request)
-                    await context.write(plan.answers[ticket.decision].response)
                     if pending is None:
-                        return
+                        return  # judged: ending the stream is the answer (Envoy goes on unchanged)
+                    await context.write(wire.EMPTY_RESPONSE_HEADERS)  # stay for the trailers
                 elif phase == "response_trailers":
                     if ticket is not None and pending is not None:
                         grpc_status = _grpc_status(_read(request.response_trailers.trailers, _TRAILER_NAMES))
                         guard.record(ticket, pending[0], grpc_status, pending[1])
                         pending = None
-                    await context.write(wire.EMPTY_RESPONSE_TRAILERS)
-                    if ticket is not None:
                         return
+                    await context.write(wire.EMPTY_RESPONSE_TRAILERS)
                 elif phase in _CONTINUE:
                     self.errors.count(f"unrequested_{phase}")
                     await context.write(_CONTINUE[phase])

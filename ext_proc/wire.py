@@ -1,9 +1,13 @@
 """The protobuf side of the adapter: every answer the guard can give, serialized in advance.
 
-Each ``Decision`` maps to a fixed ProcessingResponse for the request phase and another for the
-response phase, so the common request costs a dictionary lookup instead of building and
-serializing messages. Only a request carrying spoofed ``x-modelguard-*`` headers needs a
-message built on the spot, to name the headers to remove.
+Each ``Decision`` maps to a fixed request-phase ProcessingResponse, so the common request costs a
+dictionary lookup instead of building and serializing messages. Only a request carrying spoofed
+``x-modelguard-*`` headers needs a message built on the spot, to name the headers to remove.
+
+The response phase has no answers of its own: modelguard judges the response and ends the
+stream (see server.py), and Envoy copies the tags for the client (``x-modelguard-tier``,
+``x-modelguard-degraded``) from the request headers set here onto the response
+(``response_headers_to_add`` with ``%REQ(...)%`` in envoy/envoy.yaml).
 """
 
 from __future__ import annotations
@@ -54,7 +58,6 @@ class WireAnswers:
 
     request_http: bytes
     request_grpc: bytes
-    response: bytes
     request_message: ProcessingResponse | None
     """The request-phase message to copy when spoofed headers must also be removed; None for an
     immediate response, which never reaches an upstream."""
@@ -67,7 +70,7 @@ def build_answers(decision: Decision) -> WireAnswers:
     if decision.passes_through:
         message = ProcessingResponse(request_headers=HeadersResponse())
         wire = message.SerializeToString()
-        return WireAnswers(wire, wire, EMPTY_RESPONSE_HEADERS, message, request_is_last=True)
+        return WireAnswers(wire, wire, message, request_is_last=True)
     client_headers = [(TIER, decision.tier_name)]
     if decision.degraded:
         client_headers.append((DEGRADED, "true"))
@@ -77,24 +80,17 @@ def build_answers(decision: Decision) -> WireAnswers:
             request_headers=HeadersResponse(
                 response=CommonResponse(
                     header_mutation=HeaderMutation(
-                        set_headers=_set([(ROUTE, tier.route), (TIER, tier.name), (REASON, decision.reason)])
+                        set_headers=_set([(ROUTE, tier.route), *client_headers, (REASON, decision.reason)])
                     ),
                     clear_route_cache=True,
                 )
             )
         )
-        response = ProcessingResponse(
-            response_headers=HeadersResponse(
-                response=CommonResponse(header_mutation=HeaderMutation(set_headers=_set(client_headers)))
-            )
-        ).SerializeToString()
         wire = message.SerializeToString()
-        return WireAnswers(wire, wire, response, message, request_is_last=False)
+        return WireAnswers(wire, wire, message, request_is_last=False)
     http = _immediate(decision, client_headers, grpc=False)
     grpc = _immediate(decision, client_headers, grpc=True)
-    return WireAnswers(
-        http.SerializeToString(), grpc.SerializeToString(), EMPTY_RESPONSE_HEADERS, None, request_is_last=True
-    )
+    return WireAnswers(http.SerializeToString(), grpc.SerializeToString(), None, request_is_last=True)
 
 
 def _immediate(decision: Decision, client_headers: list[tuple[str, str]], grpc: bool) -> ProcessingResponse:

@@ -84,10 +84,12 @@ class Harness:
         extra: dict[str, str | bytes] | None = None,
     ) -> tuple[ProcessingResponse, ProcessingResponse | None]:
         """One HTTP request's stream, as Envoy drives it: request headers, then (unless status is
-        None, or modelguard ended the stream with its first answer) response headers.
+        None, or modelguard ended the stream with its first answer) response headers. Returns the
+        request-phase answer and the response-phase answer (None when modelguard ended the stream
+        instead of answering).
 
         Asserts who ends the stream: modelguard itself once it has nothing left to do (after an
-        unrouted or immediate answer, or after judging the response), Envoy's half-close otherwise
+        unrouted or immediate answer, or on judging the response), Envoy's half-close otherwise
         (no response, or a gRPC answer whose grpc-status is still to come in trailers)."""
         call = self.stub.Process()
         await call.write(request_headers(headers))
@@ -100,15 +102,15 @@ class Harness:
         if status is not None:
             sent = {":status": str(status), **(extra or {})}
             await call.write(response_headers(sent))
-            answer = await call.read()
-            assert isinstance(answer, ProcessingResponse)
-            second = answer
             awaits_trailers = "grpc-status" not in sent and str(sent.get("content-type", "")).startswith(
                 "application/grpc"
             )
             if not awaits_trailers:
-                assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF, "modelguard keeps a judged stream open"
-                return first, second
+                assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF, "judged, yet the stream stays open"
+                return first, None
+            answer = await call.read()
+            assert isinstance(answer, ProcessingResponse)
+            second = answer
         await call.done_writing()
         assert await call.read() is grpc.aio.EOF
         return first, second

@@ -189,6 +189,19 @@ def test_reference_config_strips_client_modelguard_headers() -> None:
     assert {"prefix": "x-modelguard-"} in removals
 
 
+def test_reference_config_copies_modelguard_tags_onto_the_response() -> None:
+    # modelguard ends its stream on the response instead of answering it, so the tags it set on
+    # the request reach the client only through the virtual host (checked live in tests/e2e).
+    added = {
+        entry["header"]["key"]: (entry["header"]["value"], entry["append_action"])
+        for entry in _vhost(_reference())["response_headers_to_add"]
+    }
+    assert added == {
+        "x-modelguard-tier": ("%REQ(x-modelguard-tier)%", "OVERWRITE_IF_EXISTS_OR_ADD"),
+        "x-modelguard-degraded": ("%REQ(x-modelguard-degraded)%", "OVERWRITE_IF_EXISTS_OR_ADD"),
+    }
+
+
 def test_reference_config_retries_on_another_host() -> None:
     config = _reference()
     assert _vhost(config)["include_attempt_count_in_response"] is True

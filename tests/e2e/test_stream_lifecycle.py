@@ -1,11 +1,12 @@
 """Who ends an ext_proc stream, checked against real Envoy.
 
-modelguard closes each stream itself (cleanly) once it has nothing left to do on it: after
-judging the response, or right after the request-phase answer for a request it does not route
-(unmatched, answered directly). The ext_proc protocol says Envoy then goes on without the
-processor; this test holds Envoy to that: every request is answered as usual, routed answers
-still carry the response headers modelguard sets, every routed response is judged, and Envoy
-counts no failed stream, no fail-open and no timeout.
+modelguard closes each stream itself (cleanly) once it has nothing left to do on it: on judging
+the response headers (instead of answering them), or right after the request-phase answer for a
+request it does not route (unmatched, answered directly). The ext_proc protocol says Envoy then
+goes on without the processor; this test holds Envoy to that: every request is answered as usual,
+routed answers still carry the tier tag (copied by the reference config from the request headers
+modelguard set), every routed response is judged, and Envoy counts no failed stream, no fail-open
+and no timeout.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def test_envoy_goes_on_after_modelguard_ends_the_stream(
     for _ in range(ROUTED):
         res = http_request(envoy.url + MODEL_PATH)
         assert res.status == 200
-        # Set in the response phase, just before modelguard closes the stream.
+        # Set on the request by modelguard, copied onto the response by Envoy's virtual host.
         assert res.headers.get("x-modelguard-tier") == "primary"
+        assert "x-modelguard-degraded" not in res.headers
     for _ in range(UNMATCHED):
         res = http_request(envoy.url + "/not-a-model")
         assert res.status == 200 and "x-modelguard-tier" not in res.headers
@@ -54,9 +56,10 @@ def test_envoy_goes_on_after_modelguard_ends_the_stream(
     assert stats.get(EXT_PROC + "streams_started") == ROUTED + UNMATCHED
     for name in ("streams_failed", "failure_mode_allowed", "message_timeouts", "spurious_msgs_received"):
         assert stats.get(EXT_PROC + name, 0) == 0, (name, stats)
-    # modelguard answered each routed stream twice and each unmatched stream once, then closed
-    # it; Envoy saw the unmatched streams closed by the server (server_half_closed). When an
-    # upstream answers faster than the close arrives, Envoy may still send response headers on
-    # such a stream; it then goes on when the close comes, without an answer and without error.
-    assert stats.get(EXT_PROC + "stream_msgs_received") == 2 * ROUTED + UNMATCHED, stats
-    assert stats.get(EXT_PROC + "server_half_closed", 0) >= UNMATCHED, stats
+    # modelguard answered each stream once, on its request headers; it ended the routed streams on
+    # their response headers instead of answering, and the unmatched ones right after the first
+    # answer. Envoy counts streams the server ended (server_half_closed). When an upstream answers
+    # faster than the close arrives, Envoy may still send response headers on an unmatched stream;
+    # it then goes on when the close comes, without an answer and without error.
+    assert stats.get(EXT_PROC + "stream_msgs_received") == ROUTED + UNMATCHED, stats
+    assert stats.get(EXT_PROC + "server_half_closed", 0) == ROUTED + UNMATCHED, stats
