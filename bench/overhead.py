@@ -7,7 +7,8 @@ one upstream, a second Envoy answering every request with a small JSON `direct_r
   (b)  Envoy + a no-op grpc.aio processor (bench/noop_processor.py)     the floor for any Python processor
   (c)  Envoy + envoy-extproc-sdk's do-nothing processor, in its own venv  the existing Python peer
   (d)  Envoy + modelguard (20 models, 3 tiers each, path_prefix matches), as it runs: on uvloop
-  (bu) (b) on uvloop, (da) (d) on the standard asyncio loop: each pair like for like
+  (bu) (b) with modelguard's runtime settings (uvloop, gRPC flags), (da) (d) with plain grpc.aio
+       settings: each pair like for like
 
 Every figure is taken in one invocation: the configs run back to back, in alternating order over
 --rounds rounds, so that every ratio compares runs made minutes apart on the same machine.
@@ -73,18 +74,21 @@ from ext_proc.demo.stack import (
     wait_for,
 )
 from ext_proc.policy import load_policy
+from ext_proc.settings import DEFAULT_GRPC_EXPERIMENTS, GRPC_EXPERIMENTS
 
 CONFIGS: dict[str, str] = {
     "a": "Envoy, no ext_proc (ceiling)",
     "b": "Envoy + no-op grpc.aio processor (floor)",
-    "bu": "Envoy + the same no-op on uvloop",
+    "bu": "Envoy + the same no-op with modelguard's runtime settings",
     "c": "Envoy + envoy-extproc-sdk no-op (peer)",
     "d": "Envoy + modelguard",
-    "da": "Envoy + modelguard on the standard asyncio loop",
+    "da": "Envoy + modelguard with plain grpc.aio settings",
 }
-"""(b), (c) and (d) are the issue's configs; (bu) and (da) pair each processor with the other's
-event loop (modelguard runs on uvloop by default), so that the loop's share and modelguard's own
-share of the difference can each be read off like for like."""
+"""(b), (c) and (d) are the issue's configs; (bu) and (da) swap the runtime settings of (b) and (d):
+modelguard runs on uvloop with its gRPC flags (ext_proc/settings.py), the no-op on plain grpc.aio.
+So the settings' share and modelguard's own share of any difference can each be read like for like."""
+PLAIN_GRPC = {GRPC_EXPERIMENTS: ""}
+"""gRPC's own defaults, whatever the caller's environment says."""
 SMOKE_CONFIGS = ("a", "b", "d")
 MODELS = 20
 PRIMARY_ROUTE = "recommender-resnet50"
@@ -436,6 +440,9 @@ def start_processor(
         if profile:
             command = profiled_command(out / f"profile-{key}.prof", "ext_proc.cli")
         policy = write_policy(out / "policy.yaml")
+        env = {k: v for k, v in os.environ.items() if k != GRPC_EXPERIMENTS}  # (d): modelguard's default
+        if key == "da":
+            env.update(PLAIN_GRPC)
         modelguard = ModelguardProcess(
             policy,
             grpc_port=port,
@@ -443,6 +450,7 @@ def start_processor(
             log_path=out / f"{key}-modelguard.log",
             command=command,
             extra_args=("--event-loop", "asyncio") if key == "da" else (),
+            env=env,
         )
         modelguard.name = f"({key}) modelguard"
         return modelguard, port, lambda: _modelguard_ready(modelguard)
@@ -450,10 +458,13 @@ def start_processor(
         module = "bench.noop_processor"
         command = profiled_command(out / f"profile-{key}.prof", module) if profile else [sys.executable, "-m", module]
         loop = "uvloop" if key == "bu" else "asyncio"
+        noop_env = dict(os.environ)
+        noop_env[GRPC_EXPERIMENTS] = DEFAULT_GRPC_EXPERIMENTS if key == "bu" else ""
         process = ManagedProcess(
             [*command, "--port", str(port), "--api", noop_api, "--event-loop", loop],
             out / f"{key}-noop.log",
             cwd=repo_root(),
+            env=noop_env,
         )
         process.name = f"({key}) no-op processor"
     elif key == "c":
@@ -461,6 +472,7 @@ def start_processor(
             raise Unavailable("no SDK venv")
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env.update(SDK_ENV)
+        env.update(PLAIN_GRPC)
         process = ManagedProcess(
             [str(sdk_python), str(SDK_SHIM / "sdk_noop_server.py"), "--port", str(port)],
             out / "c-sdk.log",
@@ -1176,13 +1188,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"| {_verdict(results['targets'][2]['pass'])} |",
         f"| (d)/(b) added p99 over (a) at {ref}% load | {_num(ratios[f'added_p99_d_over_b_at_{ref}pct'], '{:.2f}')} "
         f"| ≤ {TARGET_ADDED_P99:g} | {_verdict(results['targets'][1]['pass'])} |",
-        f"| like for like, uvloop: (d)/(bu) throughput; added p99 "
+        f"| like for like, modelguard's settings: (d)/(bu) throughput; added p99 "
         f"| {_num(ratios['throughput_d_over_bu'], '{:.2f}')}; "
         f"{_num(ratios[f'added_p99_d_over_bu_at_{ref}pct'], '{:.2f}')} | | |",
-        f"| like for like, asyncio: (da)/(b) throughput; added p99 "
+        f"| like for like, plain grpc.aio: (da)/(b) throughput; added p99 "
         f"| {_num(ratios['throughput_da_over_b'], '{:.2f}')}; "
         f"{_num(ratios[f'added_p99_da_over_b_at_{ref}pct'], '{:.2f}')} | | |",
-        f"| the loop alone: (bu)/(b) throughput | {_num(ratios['throughput_bu_over_b'], '{:.2f}')} | | |",
+        f"| the settings alone: (bu)/(b) throughput | {_num(ratios['throughput_bu_over_b'], '{:.2f}')} | | |",
         "",
     ]
     rates = load.get("rates", {})

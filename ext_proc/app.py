@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import random
 import signal
 from dataclasses import dataclass
@@ -21,26 +22,15 @@ from ext_proc.loops import running_loop_name
 from ext_proc.metrics import registry_for
 from ext_proc.policy import Policy
 from ext_proc.server import SERVICE_NAME, ExtProcServicer
+from ext_proc.settings import DEFAULT_GRACE, GRPC_EXPERIMENTS, split_address
 
 log = logging.getLogger("modelguard")
-
-DEFAULT_GRPC_ADDRESS = "0.0.0.0:50051"
-DEFAULT_ADMIN_ADDRESS = "127.0.0.1:9464"
-DEFAULT_GRACE = 5.0
 
 _GRPC_OPTIONS = [
     # Off, so that a port already taken is an error rather than two servers sharing it.
     ("grpc.so_reuseport", 0),
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
 ]
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` to (host, port); ValueError with a readable message."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"{address!r} is not host:port")
-    return host.strip("[]"), int(port_text)
 
 
 @dataclass
@@ -123,6 +113,7 @@ async def serve(policy: Policy, grpc_address: str, admin_address: str, grace: fl
             "admin_port": ports.admin,
             "models": [m.name for m in policy.models],
             "event_loop": running_loop_name(),
+            "grpc_experiments": os.environ.get(GRPC_EXPERIMENTS, ""),
         },
     )
     stop = asyncio.Event()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ext_proc import __version__
-from ext_proc.app import DEFAULT_ADMIN_ADDRESS, DEFAULT_GRACE, DEFAULT_GRPC_ADDRESS, serve
 from ext_proc.logs import configure
 from ext_proc.loops import AUTO, EVENT_LOOPS, EventLoopUnavailable, loop_factory, run
 from ext_proc.policy import PolicyError, load_policy
+from ext_proc.settings import DEFAULT_ADMIN_ADDRESS, DEFAULT_GRACE, DEFAULT_GRPC_ADDRESS, apply_grpc_defaults
+
+# Nothing imported above imports grpc: gRPC's runtime flags are applied in main() first.
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,8 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EventLoopUnavailable as exc:
         print(f"modelguard serve: {exc}", file=sys.stderr)
         return 2
+    apply_grpc_defaults(os.environ)  # before grpc is imported, here or in the workers
     if args.workers != 1:
         return _workers(args)
+    from ext_proc.app import serve
+
     try:
         return run(serve(policy, args.grpc_address, args.admin_address, args.grace), args.event_loop)
     except KeyboardInterrupt:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from ext_proc.app import split_address
+from ext_proc.settings import split_address
 
 log = logging.getLogger("modelguard.workers")
 

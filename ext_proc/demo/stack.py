@@ -589,6 +589,7 @@ class ModelguardProcess(ManagedProcess):
         log_path: Path,
         command: Sequence[str] | None = None,
         extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.policy = policy
         self.grpc_port = grpc_port
@@ -604,7 +605,7 @@ class ModelguardProcess(ManagedProcess):
             f"{LOCALHOST}:{admin_port}",
             *extra_args,
         ]
-        super().__init__(argv, log_path)
+        super().__init__(argv, log_path, env=env)
 
     @property
     def admin_url(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import pytest
 from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_grpc
 from envoy.service.ext_proc.v3.external_processor_pb2 import HttpHeaders, ProcessingRequest, ProcessingResponse
+
+from ext_proc.settings import DEFAULT_GRPC_EXPERIMENTS, GRPC_EXPERIMENTS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
 
@@ -54,16 +57,29 @@ def exchange_over_grpc(port: int) -> tuple[ProcessingResponse, ...]:
         return tuple(stub.Process(iter(messages), timeout=10))
 
 
-@pytest.mark.parametrize(("flag", "loop"), [((), "uvloop"), (("--event-loop", "asyncio"), "asyncio")])
-def test_serve_binds_free_ports_answers_and_stops_on_sigterm(flag: tuple[str, ...], loop: str) -> None:
+@pytest.mark.parametrize(
+    ("flag", "loop", "experiments", "expected"),
+    [
+        ((), "uvloop", None, DEFAULT_GRPC_EXPERIMENTS),  # modelguard's runtime defaults
+        (("--event-loop", "asyncio"), "asyncio", "", ""),  # the standard loop, gRPC's own defaults
+    ],
+)
+def test_serve_binds_free_ports_answers_and_stops_on_sigterm(
+    flag: tuple[str, ...], loop: str, experiments: str | None, expected: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != GRPC_EXPERIMENTS}
+    if experiments is not None:
+        env[GRPC_EXPERIMENTS] = experiments
     process = subprocess.Popen(
         serve_command("--grpc-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0", "--grace", "1", *flag),
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     try:
         serving = read_serving_line(process)
         assert serving["event_loop"] == loop
+        assert serving["grpc_experiments"] == expected
         # One answer: on the response headers modelguard judges and ends the stream.
         (first,) = exchange_over_grpc(int(str(serving["grpc_port"])))
         assert first.request_headers.response.clear_route_cache
