@@ -492,18 +492,19 @@ def _modelguard_ready(process: ModelguardProcess) -> bool:
         return False
 
 
-def start_front_envoy(key: str, out: Path, upstream_port: int, processor_port: int | None) -> EnvoyProcess:
+def start_front_envoy(key: str, out: Path, upstream_port: int, processor_ports: Sequence[int]) -> EnvoyProcess:
+    """The reference config in front of the upstream; no processor ports: without ext_proc."""
     listener, admin = free_ports(2)
     cluster_ports: dict[str, list[int]] = {name: [upstream_port] for name in MODEL_CLUSTERS}
-    if processor_port is not None:
-        cluster_ports[PROCESSOR_CLUSTER] = [processor_port]
+    if processor_ports:
+        cluster_ports[PROCESSOR_CLUSTER] = list(processor_ports)
     config = render_envoy_config(
         reference_envoy_config(),
         out / f"{key}-envoy.yaml",
         listener_port=listener,
         admin_port=admin,
         cluster_ports=cluster_ports,
-        without_ext_proc=processor_port is None,
+        without_ext_proc=not processor_ports,
     )
     envoy = EnvoyProcess(config, listener_port=listener, admin_port=admin, log_path=out / f"{key}-envoy.log")
     envoy.name = f"({key}) front Envoy"
@@ -823,7 +824,8 @@ def run(options: Options) -> dict[str, Any]:
                 if key in processors:
                     processor, processor_port, probe = processors[key]
                     wait_processor(processor, probe, 60.0)
-                envoy = exits.enter_context(start_front_envoy(key, out, upstream_port, processor_port))
+                processor_ports = () if processor_port is None else (processor_port,)
+                envoy = exits.enter_context(start_front_envoy(key, out, upstream_port, processor_ports))
                 envoy.wait_ready(30.0)
                 stack = Stack(key, envoy, processor)
                 check_stack(stack, paths[0])

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.overhead import (
-    MODEL_CLUSTERS,
-    PROCESSOR_CLUSTER,
     Stack,
     check_stack,
     ensure_tools,
     load_paths,
     run_wrk,
+    start_front_envoy,
     upstream_config,
     write_policy,
     write_wrk_script,
@@ -35,8 +34,6 @@ from ext_proc.demo.stack import (
     free_ports,
     http_request,
     modelguard_command,
-    reference_envoy_config,
-    render_envoy_config,
     wait_for,
 )
 
@@ -69,17 +66,7 @@ def measure(workers: int, out: Path, upstream_port: int, duration: int, concurre
         for index in range(workers):
             if not wait_for(functools.partial(_ready, admin_base + index), 30.0, 0.1):
                 raise RuntimeError(f"worker {index} of {workers} did not become ready")
-        listener, admin = free_ports(2)
-        cluster_ports: dict[str, list[int]] = {name: [upstream_port] for name in MODEL_CLUSTERS}
-        cluster_ports[PROCESSOR_CLUSTER] = list(range(grpc_base, grpc_base + workers))
-        config = render_envoy_config(
-            reference_envoy_config(),
-            out / f"envoy-{workers}.yaml",
-            listener_port=listener,
-            admin_port=admin,
-            cluster_ports=cluster_ports,
-        )
-        envoy = EnvoyProcess(config, listener_port=listener, admin_port=admin, log_path=out / f"envoy-{workers}.log")
+        envoy = start_front_envoy(f"workers{workers}", out, upstream_port, range(grpc_base, grpc_base + workers))
         envoy.wait_ready(20.0)
         stack = Stack(f"workers={workers}", envoy, None)
         paths = load_paths(20)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -40,7 +42,13 @@ models:
 """
 
 REC_PATH = "/v2/models/recommender/infer"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
 ROUTE = "x-modelguard-route"
+
+
+def serve_command(*args: str, policy: Path = EXAMPLE) -> list[str]:
+    """``modelguard serve`` as a separate process, with this interpreter."""
+    return [sys.executable, "-m", "ext_proc.cli", "serve", "--policy", str(policy), *args]
 
 
 def header_map(headers: dict[str, str | bytes]) -> HeaderMap:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,12 +18,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_gr
 from envoy.service.ext_proc.v3.external_processor_pb2 import HttpHeaders, ProcessingRequest, ProcessingResponse
 
 from ext_proc.settings import DEFAULT_GRPC_EXPERIMENTS, GRPC_EXPERIMENTS
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
-
-
-def serve_command(*args: str, policy: Path = EXAMPLE) -> list[str]:
-    return [sys.executable, "-m", "ext_proc.cli", "serve", "--policy", str(policy), *args]
+from tests.component.conftest import serve_command
 
 
 def read_serving_line(process: subprocess.Popen[str], timeout: float = 20.0) -> dict[str, object]:

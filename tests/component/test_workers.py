@@ -7,17 +7,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from ext_proc.demo.stack import consecutive_free_ports
 from ext_proc.workers import worker_addresses
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
+from tests.component.conftest import serve_command
 
 
 def test_worker_addresses_count_up_from_the_given_ports() -> None:
@@ -59,13 +56,7 @@ def wait_until(predicate: object, timeout: float) -> bool:
 def test_two_workers_serve_restart_and_drain() -> None:
     grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
     supervisor = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ext_proc.cli",
-            "serve",
-            "--policy",
-            str(EXAMPLE),
+        serve_command(
             "--workers",
             "2",
             "--grace",
@@ -74,7 +65,7 @@ def test_two_workers_serve_restart_and_drain() -> None:
             f"127.0.0.1:{grpc_base}",
             "--admin-address",
             f"127.0.0.1:{admin_base}",
-        ],
+        ),
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -102,18 +93,7 @@ def test_two_workers_serve_restart_and_drain() -> None:
 
 def test_workers_need_fixed_ports() -> None:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ext_proc.cli",
-            "serve",
-            "--policy",
-            str(EXAMPLE),
-            "--workers",
-            "2",
-            "--grpc-address",
-            "127.0.0.1:0",
-        ],
+        serve_command("--workers", "2", "--grpc-address", "127.0.0.1:0"),
         capture_output=True,
         text=True,
         timeout=30,
