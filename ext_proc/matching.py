@@ -2,7 +2,8 @@
 
 Models are matched in policy order (the first that matches wins, as Envoy's routes do), but
 the lookup is by dictionary rather than by scanning every model, so a policy with a thousand
-models costs the same per request as one with three.
+models costs the same per request as one with three. A path is matched as a model server will
+act on it (paths.py), so no spelling of a model's path escapes its breaker.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Generic, TypeVar
 
+from ext_proc.paths import normalize_path
 from ext_proc.policy import Match
 
 PATH = ":path"
@@ -53,6 +55,7 @@ class Matcher(Generic[T]):
         if self._prefixes:
             path = headers.get(PATH)
             if path:
+                path = normalize_path(path)
                 size = len(path)
                 for length in self._prefix_lengths:
                     if length > size:

@@ -85,6 +85,30 @@ async def test_failed_probe_keeps_traffic_on_the_light_tier(harness: Harness) ->
     assert await harness.request(200) == ("primary", "half_open_probe")
 
 
+PATH_VARIANTS = [
+    "/v2/models/r%65commender/infer",
+    "/v2/models%2Frecommender/infer",
+    "/v2/models%2frecommender/infer",
+    "/v2//models//recommender/infer",
+    "/v2/./models/recommender/infer",
+    "/v2/models/x/../recommender/infer",
+    "/v2/models/%2e/recommender/infer",
+    "/v2\\models\\recommender\\infer",
+]
+
+
+async def test_spellings_of_a_models_path_are_the_model(harness: Harness) -> None:
+    """Every spelling reaches the breaker: judged while closed, stepped down while open."""
+    primary = harness.service.guard.models[0].tiers[0]
+    for index, path in enumerate(PATH_VARIANTS[:4]):
+        assert await harness.request(503, path=path) == ("primary", "ok"), path
+        assert primary.outcomes["failure"] == index + 1
+    assert primary.breaker is not None and primary.breaker.state.value == "open"
+    for path in PATH_VARIANTS:
+        assert await harness.request(200, path=path) == ("light", "breaker_open"), path
+    assert harness.service.guard.unmatched.count == 0
+
+
 async def test_respond_tier_answers_http_clients_directly(harness: Harness) -> None:
     await trip_primary(harness)
     for _ in range(4):

@@ -313,3 +313,31 @@ def test_thousand_models_policy_order_with_catch_all_last() -> None:
     # A catch-all first shadows everything after it.
     shadowed = Matcher([(prefix("/"), "catch-all"), *entries[:-1]])
     assert shadowed.match({PATH: "/v2/models/m999/infer"}) == "catch-all"
+
+
+# -- spellings of a path ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/r%65c/infer",
+        "/v2/models%2Frec/infer",
+        "/v2/models%2frec",
+        "/v2//models//rec/infer",
+        "/v2/./models/rec",
+        "/v2/models/x/../rec/infer",
+        "/v2/models/%2E/rec",
+        "/../v2/models/rec",
+        "/v2\\models\\rec",
+        "/v2/models/rec%3Apredict",
+        "/v2/models/rec/infer?x=%2F",
+    ],
+)
+def test_every_spelling_of_a_models_path_matches_it(path: str) -> None:
+    assert REC.match({PATH: path}) == "rec"
+
+
+@pytest.mark.parametrize("path", ["/v2/models/REC", "/v2/models/r%45c", "/v2/models/recipe", "/v2/models/rec%65"])
+def test_spellings_of_other_paths_do_not_match(path: str) -> None:
+    assert REC.match({PATH: path}) is None

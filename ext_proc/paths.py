@@ -1,0 +1,65 @@
+"""The path a model server will act on, for matching: whatever spelling the client chose.
+
+A model server decodes percent-escapes, collapses repeated slashes and resolves ``.`` and
+``..`` before it routes, so ``/v2/models/r%65commender//./infer`` is served as the recommender's
+``/v2/models/recommender/infer``. Matching the raw ``:path`` would let such a spelling skip the
+breaker and reach a failing primary (nothing would judge its outcome either). The normalization
+here is a superset of RFC 3986's (section 6.2.2): every ASCII percent-escape is decoded, not
+only the unreserved ones, because servers decode reserved ones too (``%3A`` is the ``:`` of
+``/v1/models/name:predict``); an escaped or literal backslash counts as ``/``; repeated slashes
+merge; dot segments are removed. Case stays significant, as it does for the servers. Non-ASCII
+escapes are left as they are (a policy prefix is ASCII). The query is never touched.
+
+Most paths need none of this, and a cheap look at them says so first.
+"""
+
+from __future__ import annotations
+
+import re
+
+_ESCAPE = re.compile(r"%([0-7][0-9A-Fa-f])")
+_SLASHES = re.compile(r"/{2,}")
+
+
+def needs_normalizing(path: str) -> bool:
+    """True when the path could be spelled differently from what a server acts on."""
+    return "%" in path or "//" in path or "/." in path or "\\" in path
+
+
+def normalize_path(path: str) -> str:
+    """The path as a server acts on it, with any query or fragment left as it came."""
+    if not needs_normalizing(path):
+        return path
+    end = _query_start(path)
+    head = path[:end]
+    decoded = _ESCAPE.sub(_decoded, head).replace("\\", "/")
+    return _without_dot_segments(_SLASHES.sub("/", decoded)) + path[end:]
+
+
+def _query_start(path: str) -> int:
+    ends = [index for index in (path.find("?"), path.find("#")) if index >= 0]
+    return min(ends) if ends else len(path)
+
+
+def _decoded(escape: re.Match[str]) -> str:
+    return chr(int(escape.group(1), 16))
+
+
+def _without_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4 on a path whose slashes are already merged."""
+    absolute = path.startswith("/")
+    kept: list[str] = []
+    segments = path.split("/")
+    for segment in segments:
+        if segment == "..":
+            if kept:
+                kept.pop()
+        elif segment != "." and segment != "":
+            kept.append(segment)
+    trailing = segments[-1] in ("", ".", "..") and bool(kept)
+    text = "/".join(kept)
+    if absolute:
+        text = "/" + text
+    if trailing:
+        text += "/"
+    return text or "/"
