@@ -6,6 +6,12 @@ States and transitions, as in Resilience4j:
     open --(open period elapsed; observed lazily on the next request)--> half_open
     half_open --(half_open_probes successful probes)--> closed
     half_open --(a failed or slow probe)--> open, with the open period doubled up to the max
+    half_open --(a probe held past max_probe_duration: a slow one)--> open, likewise
+
+A probe's slot is held until its response headers come. Without the bound, a few clients that
+trickle a request body, or hold a long gRPC stream, would keep a recovered tier half-open (and
+its traffic on the next tier) for as long as they liked; Resilience4j bounds its half-open state
+the same way (maxWaitDurationInHalfOpenState).
 
 Every admission carries the breaker's ``generation``; a result that comes back after the
 breaker has changed state is from another era and is not judged, so a slow call admitted
@@ -56,17 +62,17 @@ TransitionListener = Callable[["CircuitBreaker", Transition], None]
 
 class CircuitBreaker:
     __slots__ = (
-        "_clock",
         "_consecutive",
         "_level",
         "_listener",
         "_open_duration",
         "_open_until",
+        "_probe_starts",
         "_probe_successes",
-        "_probes_in_flight",
         "_rng",
         "_state",
         "_window",
+        "clock",
         "generation",
         "settings",
     )
@@ -79,7 +85,7 @@ class CircuitBreaker:
         listener: TransitionListener | None = None,
     ) -> None:
         self.settings = settings
-        self._clock = clock
+        self.clock = clock
         self._rng = rng or random.Random()
         self._listener = listener
         self._window: Window = (
@@ -93,22 +99,27 @@ class CircuitBreaker:
         self._open_until = 0.0
         self._open_duration = 0.0
         self._level = 0
-        self._probes_in_flight = 0
+        self._probe_starts: list[float] = []
+        """When each probe in flight was admitted, oldest first."""
         self._probe_successes = 0
 
     # -- reading -------------------------------------------------------------------------
 
     @property
     def state(self) -> BreakerState:
-        """The current state; an elapsed open period becomes half_open when observed."""
-        if self._state is BreakerState.OPEN and self._clock() >= self._open_until:
-            self._half_open()
+        """The current state; an elapsed open period or an overdue probe is acted on when observed."""
+        if self._state is not BreakerState.CLOSED:
+            now = self.clock()
+            if self._state is BreakerState.OPEN and now >= self._open_until:
+                self._half_open()
+            if self._state is BreakerState.HALF_OPEN:
+                self._reopen_if_probe_overdue(now)
         return self._state
 
     def snapshot(self) -> dict[str, object]:
         """The breaker's figures for the state endpoint (JSON-ready)."""
         state = self.state
-        now = self._clock()
+        now = self.clock()
         figures = self._window.figures(now)
         return {
             "state": state.value,
@@ -121,35 +132,40 @@ class CircuitBreaker:
             "consecutive_failures": self._consecutive,
             "open_duration_s": round(self._open_duration, 3),
             "open_remaining_s": round(max(0.0, self._open_until - now), 3) if state is BreakerState.OPEN else 0.0,
-            "probes_in_flight": self._probes_in_flight,
+            "probes_in_flight": len(self._probe_starts),
             "probe_successes": self._probe_successes,
         }
 
     # -- the hot path --------------------------------------------------------------------
 
-    def acquire(self) -> int:
-        """Admit a request (ADMITTED or PROBE) or refuse it (REFUSED)."""
+    def acquire(self, now: float) -> int:
+        """Admit a request arriving at ``now`` (ADMITTED or PROBE) or refuse it (REFUSED)."""
         state = self._state
         if state is BreakerState.CLOSED:
             return ADMITTED
         if state is BreakerState.OPEN:
-            if self._clock() < self._open_until:
+            if now < self._open_until:
                 return REFUSED
             self._half_open()
-        if self._probes_in_flight + self._probe_successes >= self.settings.half_open_probes:
+        elif self._reopen_if_probe_overdue(now):
             return REFUSED
-        self._probes_in_flight += 1
+        starts = self._probe_starts
+        if len(starts) + self._probe_successes >= self.settings.half_open_probes:
+            return REFUSED
+        starts.append(now)
         return PROBE
 
-    def record(self, admission: int, generation: int, failed: bool, overloaded: bool, latency: float) -> None:
-        """Judge the result of a call this breaker admitted in ``generation``."""
+    def record(
+        self, admission: int, generation: int, failed: bool, overloaded: bool, latency: float, started: float
+    ) -> None:
+        """Judge the result of a call this breaker admitted in ``generation`` at ``started``."""
         if generation != self.generation:
             return
         state = self._state
         if state is BreakerState.CLOSED:
             self._record_closed(failed, overloaded, latency)
         elif state is BreakerState.HALF_OPEN and admission == PROBE:
-            self._probes_in_flight -= 1
+            self._forget_probe(started)
             if overloaded:
                 return
             if failed or latency >= self.settings.slow_call_duration:
@@ -159,15 +175,31 @@ class CircuitBreaker:
             if self._probe_successes >= self.settings.half_open_probes:
                 self._close()
 
-    def release(self, admission: int, generation: int) -> None:
+    def release(self, admission: int, generation: int, started: float) -> None:
         """Give back an admission whose call never produced a result (stream dropped)."""
         if admission == PROBE and generation == self.generation and self._state is BreakerState.HALF_OPEN:
-            self._probes_in_flight -= 1
+            self._forget_probe(started)
+
+    def _forget_probe(self, started: float) -> None:
+        """Free the slot of the probe admitted at ``started`` (any one, should none match exactly,
+        so that a slot can never stay taken)."""
+        starts = self._probe_starts
+        if started in starts:
+            starts.remove(started)
+        elif starts:
+            starts.pop()
+
+    def _reopen_if_probe_overdue(self, now: float) -> bool:
+        starts = self._probe_starts
+        if starts and now - starts[0] >= self.settings.max_probe_duration:
+            self._open("probe slow (held past max_probe_duration)", self._level + 1)
+            return True
+        return False
 
     # -- transitions ---------------------------------------------------------------------
 
     def _record_closed(self, failed: bool, overloaded: bool, latency: float) -> None:
-        now = self._clock()
+        now = self.clock()
         window = self._window
         if overloaded:
             window.record_overload(now)
@@ -196,7 +228,7 @@ class CircuitBreaker:
         self._level = min(level, MAX_BACKOFF_LEVEL)
         base = min(settings.open_duration * (2**self._level), settings.max_open_duration)
         self._open_duration = base * (1.0 - settings.jitter * self._rng.random())
-        self._open_until = self._clock() + self._open_duration
+        self._open_until = self.clock() + self._open_duration
         self._move(BreakerState.OPEN, cause)
 
     def _half_open(self) -> None:
@@ -214,14 +246,14 @@ class CircuitBreaker:
             from_state=self._state,
             to_state=to_state,
             cause=cause,
-            figures=self._window.figures(self._clock()),
+            figures=self._window.figures(self.clock()),
             consecutive_failures=self._consecutive,
             open_duration=self._open_duration,
-            probes_in_flight=self._probes_in_flight,
+            probes_in_flight=len(self._probe_starts),
         )
         self._state = to_state
         self.generation += 1
-        self._probes_in_flight = 0
+        self._probe_starts = []
         self._probe_successes = 0
         if self._listener is not None:
             self._listener(self, transition)

@@ -202,19 +202,20 @@ class Guard:
         if model is None:
             self.unmatched.count += 1
             return self._unmatched_ticket
+        now = self.clock()
         for tier in model.tiers:
             breaker = tier.breaker
             if breaker is None:
                 tier.served.count += 1
                 return tier.served_ticket
-            admission = breaker.acquire()
+            admission = breaker.acquire(now)
             if admission == REFUSED:
                 continue
             decision = tier.probe if admission == PROBE else tier.served
             assert decision is not None
             decision.count += 1
             tier.inflight += 1
-            return Ticket(decision, admission, breaker.generation, self.clock())
+            return Ticket(decision, admission, breaker.generation, now)
         model.exhausted.count += 1
         return model.exhausted_ticket
 
@@ -237,7 +238,9 @@ class Guard:
         tier.inflight -= 1
         tier.outcomes[outcome] += 1
         tier.latency.observe(latency)
-        tier.breaker.record(ticket.admission, ticket.generation, outcome == FAILURE, outcome == OVERLOAD, latency)
+        tier.breaker.record(
+            ticket.admission, ticket.generation, outcome == FAILURE, outcome == OVERLOAD, latency, ticket.started
+        )
         return outcome
 
     def release(self, ticket: Ticket) -> None:
@@ -248,7 +251,7 @@ class Guard:
         ticket.done = True
         tier.inflight -= 1
         tier.outcomes[DROPPED] += 1
-        tier.breaker.release(ticket.admission, ticket.generation)
+        tier.breaker.release(ticket.admission, ticket.generation, ticket.started)
 
     # -- reading -------------------------------------------------------------------------
 

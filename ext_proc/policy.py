@@ -78,6 +78,9 @@ class BreakerSettings:
     max_open_duration: float = 60.0
     half_open_probes: int = 3
     jitter: float = 0.1
+    max_probe_duration: float = 10.0
+    """A probe held longer than this counts as a slow failure; the reader defaults it to
+    slow_call_duration."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,9 +44,9 @@ def make(
 
 
 def call(breaker: CircuitBreaker, failed: bool = False, latency: float = 0.1, overloaded: bool = False) -> int:
-    admission = breaker.acquire()
+    admission = breaker.acquire(breaker.clock())
     if admission != REFUSED:
-        breaker.record(admission, breaker.generation, failed, overloaded, latency)
+        breaker.record(admission, breaker.generation, failed, overloaded, latency, breaker.clock())
     return admission
 
 
@@ -182,9 +182,9 @@ def test_open_refuses_until_the_period_elapses() -> None:
     breaker, clock, _ = make()
     trip(breaker)
     clock.advance(4.999)
-    assert breaker.acquire() == REFUSED
+    assert breaker.acquire(breaker.clock()) == REFUSED
     clock.advance(0.001)
-    assert breaker.acquire() == PROBE
+    assert breaker.acquire(breaker.clock()) == PROBE
     assert state_of(breaker) is BreakerState.HALF_OPEN
 
 
@@ -193,16 +193,16 @@ def test_jitter_shortens_open_period_within_bound() -> None:
     trip(breaker)
     assert seen[-1].open_duration == pytest.approx(4.5)
     clock.advance(4.5)
-    assert breaker.acquire() == PROBE
+    assert breaker.acquire(breaker.clock()) == PROBE
 
 
 def test_results_from_before_opening_are_not_judged() -> None:
     breaker, clock, _ = make()
-    admission, generation = breaker.acquire(), breaker.generation
+    admission, generation = breaker.acquire(breaker.clock()), breaker.generation
     trip(breaker)
     clock.advance(5.0)
-    breaker.acquire()  # half-open now, one probe out
-    breaker.record(admission, generation, False, False, 0.1)  # the old call succeeds late
+    breaker.acquire(breaker.clock())  # half-open now, one probe out
+    breaker.record(admission, generation, False, False, 0.1, breaker.clock())  # the old call succeeds late
     snapshot = breaker.snapshot()
     assert snapshot["state"] == "half_open" and snapshot["probe_successes"] == 0
 
@@ -219,39 +219,39 @@ def half_open(settings: BreakerSettings = BASE) -> tuple[CircuitBreaker, ManualC
 
 def test_half_open_admits_at_most_the_probe_count() -> None:
     breaker, _, _ = half_open()
-    assert [breaker.acquire() for _ in range(5)] == [PROBE, PROBE, PROBE, REFUSED, REFUSED]
+    assert [breaker.acquire(breaker.clock()) for _ in range(5)] == [PROBE, PROBE, PROBE, REFUSED, REFUSED]
 
 
 def test_probes_all_succeeding_close_and_reset() -> None:
     breaker, _, seen = half_open()
-    admissions = [(breaker.acquire(), breaker.generation) for _ in range(3)]
+    admissions = [(breaker.acquire(breaker.clock()), breaker.generation) for _ in range(3)]
     for admission, generation in admissions[:2]:
-        breaker.record(admission, generation, False, False, 0.1)
+        breaker.record(admission, generation, False, False, 0.1, breaker.clock())
     assert state_of(breaker) is BreakerState.HALF_OPEN
-    assert breaker.acquire() == REFUSED  # two done + one in flight = three probes
-    breaker.record(*admissions[2], False, False, 0.1)
+    assert breaker.acquire(breaker.clock()) == REFUSED  # two done + one in flight = three probes
+    breaker.record(*admissions[2], False, False, 0.1, breaker.clock())
     assert state_of(breaker) is BreakerState.CLOSED
     assert seen[-1].cause == "probes succeeded"
     assert breaker.snapshot()["calls"] == 0  # a fresh window after closing
-    assert breaker.acquire() == ADMITTED
+    assert breaker.acquire(breaker.clock()) == ADMITTED
 
 
 def test_failed_probe_reopens_with_doubled_period() -> None:
     breaker, clock, seen = half_open()
-    admission, generation = breaker.acquire(), breaker.generation
-    breaker.record(admission, generation, True, False, 0.1)
+    admission, generation = breaker.acquire(breaker.clock()), breaker.generation
+    breaker.record(admission, generation, True, False, 0.1, breaker.clock())
     assert state_of(breaker) is BreakerState.OPEN
     assert seen[-1].cause == "probe failed" and seen[-1].open_duration == 10.0
     clock.advance(9.9)
-    assert breaker.acquire() == REFUSED
+    assert breaker.acquire(breaker.clock()) == REFUSED
     clock.advance(0.1)
-    assert breaker.acquire() == PROBE
+    assert breaker.acquire(breaker.clock()) == PROBE
 
 
 def test_slow_probe_reopens() -> None:
     breaker, _, seen = half_open()
-    admission, generation = breaker.acquire(), breaker.generation
-    breaker.record(admission, generation, False, False, 1.5)
+    admission, generation = breaker.acquire(breaker.clock()), breaker.generation
+    breaker.record(admission, generation, False, False, 1.5, breaker.clock())
     assert state_of(breaker) is BreakerState.OPEN and seen[-1].cause == "probe slow"
 
 
@@ -261,12 +261,12 @@ def test_open_period_doubles_up_to_the_max_then_resets_on_close() -> None:
     periods = [seen[-1].open_duration]
     for _ in range(5):
         clock.advance(periods[-1])
-        breaker.record(breaker.acquire(), breaker.generation, True, False, 0.1)
+        breaker.record(breaker.acquire(breaker.clock()), breaker.generation, True, False, 0.1, breaker.clock())
         periods.append(seen[-1].open_duration)
     assert periods == [5.0, 10.0, 20.0, 40.0, 40.0, 40.0]
     clock.advance(40.0)
     for _ in range(3):
-        breaker.record(breaker.acquire(), breaker.generation, False, False, 0.1)
+        breaker.record(breaker.acquire(breaker.clock()), breaker.generation, False, False, 0.1, breaker.clock())
     assert state_of(breaker) is BreakerState.CLOSED
     trip(breaker)
     assert seen[-1].open_duration == 5.0
@@ -274,17 +274,17 @@ def test_open_period_doubles_up_to_the_max_then_resets_on_close() -> None:
 
 def test_released_probe_frees_its_slot() -> None:
     breaker, _, _ = half_open()
-    held = [(breaker.acquire(), breaker.generation) for _ in range(3)]
-    assert breaker.acquire() == REFUSED
-    breaker.release(*held[0])  # the stream was dropped before a response
+    held = [(breaker.acquire(breaker.clock()), breaker.generation) for _ in range(3)]
+    assert breaker.acquire(breaker.clock()) == REFUSED
+    breaker.release(*held[0], breaker.clock())  # the stream was dropped before a response
     assert breaker.snapshot()["probes_in_flight"] == 2
-    assert breaker.acquire() == PROBE
+    assert breaker.acquire(breaker.clock()) == PROBE
 
 
 def test_overloaded_probe_frees_its_slot_without_verdict() -> None:
     breaker, _, _ = half_open()
-    admission, generation = breaker.acquire(), breaker.generation
-    breaker.record(admission, generation, False, True, 0.1)
+    admission, generation = breaker.acquire(breaker.clock()), breaker.generation
+    breaker.record(admission, generation, False, True, 0.1, breaker.clock())
     snapshot = breaker.snapshot()
     assert snapshot["state"] == "half_open"
     assert snapshot["probes_in_flight"] == 0 and snapshot["probe_successes"] == 0
@@ -292,21 +292,21 @@ def test_overloaded_probe_frees_its_slot_without_verdict() -> None:
 
 def test_release_of_a_stale_probe_does_not_touch_the_next_cycle() -> None:
     breaker, clock, _ = half_open()
-    stale = (breaker.acquire(), breaker.generation)
-    failing = (breaker.acquire(), breaker.generation)
-    breaker.record(*failing, True, False, 0.1)  # reopens
+    stale = (breaker.acquire(breaker.clock()), breaker.generation)
+    failing = (breaker.acquire(breaker.clock()), breaker.generation)
+    breaker.record(*failing, True, False, 0.1, breaker.clock())  # reopens
     clock.advance(10.0)
-    fresh = [breaker.acquire() for _ in range(3)]
-    breaker.release(*stale)
+    fresh = [breaker.acquire(breaker.clock()) for _ in range(3)]
+    breaker.release(*stale, breaker.clock())
     assert fresh == [PROBE, PROBE, PROBE]
     assert breaker.snapshot()["probes_in_flight"] == 3
-    assert breaker.acquire() == REFUSED
+    assert breaker.acquire(breaker.clock()) == REFUSED
 
 
 def test_non_probe_result_in_half_open_is_ignored() -> None:
     breaker, _, _ = half_open()
-    breaker.acquire()
-    breaker.record(ADMITTED, breaker.generation, True, False, 0.1)
+    breaker.acquire(breaker.clock())
+    breaker.record(ADMITTED, breaker.generation, True, False, 0.1, breaker.clock())
     assert state_of(breaker) is BreakerState.HALF_OPEN
 
 
@@ -314,10 +314,10 @@ def test_every_transition_is_reported_in_order() -> None:
     breaker, clock, seen = make()
     trip(breaker)
     clock.advance(5.0)
-    breaker.record(breaker.acquire(), breaker.generation, True, False, 0.1)
+    breaker.record(breaker.acquire(breaker.clock()), breaker.generation, True, False, 0.1, breaker.clock())
     clock.advance(10.0)
     for _ in range(3):
-        breaker.record(breaker.acquire(), breaker.generation, False, False, 0.1)
+        breaker.record(breaker.acquire(breaker.clock()), breaker.generation, False, False, 0.1, breaker.clock())
     assert [(t.from_state.value, t.to_state.value) for t in seen] == [
         ("closed", "open"),
         ("open", "half_open"),
@@ -326,3 +326,58 @@ def test_every_transition_is_reported_in_order() -> None:
         ("half_open", "closed"),
     ]
     assert breaker.generation == 5
+
+
+# -- half_open: the probe bound ---------------------------------------------------------------
+
+BOUNDED = replace(BASE, max_probe_duration=2.0)
+
+
+def half_open(settings: BreakerSettings = BOUNDED) -> tuple[CircuitBreaker, ManualClock, list[Transition]]:
+    breaker, clock, seen = make(settings)
+    trip(breaker)
+    clock.advance(settings.open_duration)
+    return breaker, clock, seen
+
+
+def test_probes_held_past_the_bound_count_as_slow_and_reopen() -> None:
+    breaker, clock, seen = half_open()
+    held = [(breaker.acquire(clock()), breaker.generation, clock()) for _ in range(3)]
+    assert [h[0] for h in held] == [PROBE] * 3
+    clock.advance(1.9)
+    assert breaker.acquire(clock()) == REFUSED
+    assert state_of(breaker) is BreakerState.HALF_OPEN
+    clock.advance(0.1)
+    assert breaker.acquire(clock()) == REFUSED
+    assert state_of(breaker) is BreakerState.OPEN
+    assert seen[-1].to_state is BreakerState.OPEN and "max_probe_duration" in seen[-1].cause
+    assert seen[-1].open_duration == 10.0  # a failed probe: the open period doubles
+    for admission, generation, started in held:  # the held probes answer at last: not judged
+        breaker.record(admission, generation, False, False, 0.1, started)
+    assert state_of(breaker) is BreakerState.OPEN
+    clock.advance(10.0)
+    assert [breaker.acquire(clock()) for _ in range(4)] == [PROBE, PROBE, PROBE, REFUSED]
+
+
+def test_a_held_probe_is_noticed_on_a_state_read_too() -> None:
+    breaker, clock, _ = half_open()
+    assert breaker.acquire(clock()) == PROBE
+    clock.advance(2.0)
+    assert state_of(breaker) is BreakerState.OPEN
+
+
+def test_a_probe_that_answers_in_time_takes_its_start_with_it() -> None:
+    breaker, clock, _ = half_open()
+    first = (breaker.acquire(clock()), breaker.generation, clock())
+    clock.advance(1.0)
+    second = (breaker.acquire(clock()), breaker.generation, clock())
+    assert first[0] == second[0] == PROBE
+    clock.advance(0.5)
+    admission, generation, started = first
+    breaker.record(admission, generation, False, False, 0.5, started)  # in time, a success
+    clock.advance(1.0)  # past the first probe's bound, not the second's
+    assert breaker.acquire(clock()) == PROBE
+    assert state_of(breaker) is BreakerState.HALF_OPEN
+    clock.advance(0.5)  # the second probe is overdue now
+    assert state_of(breaker) is BreakerState.OPEN
+    assert second[1] != breaker.generation
