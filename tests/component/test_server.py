@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
+import logging
 
 import aiohttp
 import grpc
@@ -199,6 +201,25 @@ async def test_grpc_answer_without_trailers_is_a_success_when_the_stream_ends(ha
     await wait_for(lambda: harness.service.guard.models[0].tiers[0].outcomes["success"] == 1)
 
 
+async def test_cancelled_grpc_answers_are_dropped_not_successes(harness: Harness) -> None:
+    """Probes whose gRPC answer was cut off before its grpc-status must not close the breaker."""
+    await trip_primary(harness)
+    harness.clock.advance(2.0)
+    primary = harness.service.guard.models[0].tiers[0]
+    grpc_request: dict[str, str | bytes] = {":path": REC_PATH, "content-type": "application/grpc"}
+    for cancelled in range(1, 3):
+        call = harness.stub.Process()
+        await call.write(request_headers(grpc_request))
+        assert set_headers(await call.read())["x-modelguard-reason"] == "half_open_probe"
+        await call.write(response_headers({":status": "200", "content-type": "application/grpc"}))
+        assert (await call.read()).HasField("response_headers")  # awaiting the grpc-status
+        call.cancel()
+        await wait_for(lambda n=cancelled: primary.outcomes["dropped"] == n)
+    assert primary.outcomes["success"] == 0
+    assert primary.breaker is not None and primary.breaker.state.value == "half_open"
+    assert await harness.request(200) == ("primary", "half_open_probe")  # the slots were freed
+
+
 async def test_trailers_only_grpc_status_in_headers_is_judged(harness: Harness) -> None:
     await harness.exchange(
         {":path": REC_PATH, "content-type": "application/grpc"},
@@ -252,7 +273,7 @@ async def test_stream_closed_after_request_headers_releases(harness: Harness) ->
     assert primary.outcomes["dropped"] == 1
 
 
-async def test_garbage_bytes_fail_one_stream_not_the_server(harness: Harness) -> None:
+async def send_garbage(harness: Harness) -> grpc.StatusCode:
     raw = harness.channel.stream_stream(
         "/envoy.service.ext_proc.v3.ExternalProcessor/Process",
         request_serializer=None,
@@ -261,14 +282,29 @@ async def test_garbage_bytes_fail_one_stream_not_the_server(harness: Harness) ->
     call = raw()
     await call.write(b"\xff\xff\xff\x00garbage")
     await call.done_writing()
-    try:
+    with contextlib.suppress(grpc.aio.AioRpcError):
         async for _ in call:
             pass
-    except grpc.aio.AioRpcError as error:
-        assert error.code() != grpc.StatusCode.OK
-    else:
-        assert await call.code() != grpc.StatusCode.OK
+    return await call.code()
+
+
+async def test_garbage_bytes_fail_one_stream_not_the_server(harness: Harness) -> None:
+    assert await send_garbage(harness) == grpc.StatusCode.INVALID_ARGUMENT
+    assert harness.service.servicer.errors.counts == {"parse_error": 1}
     assert await harness.request(200) == ("primary", "ok")
+
+
+async def test_a_flood_of_garbage_is_counted_in_full_and_logged_sparingly(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    for _ in range(50):
+        assert await send_garbage(harness) == grpc.StatusCode.INVALID_ARGUMENT
+    assert harness.service.servicer.errors.counts == {"parse_error": 50}
+    lines = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert 1 <= len(lines) <= 6, [r.getMessage() for r in lines]  # a burst of 5, maybe one refilled
+    assert all(r.exc_info is None and r.levelno <= logging.WARNING for r in lines)
+    assert sum(len(r.getMessage()) for r in lines) < 2000
 
 
 async def test_out_of_order_and_unrequested_phases_get_sane_answers(harness: Harness) -> None:
