@@ -17,6 +17,14 @@ DEFAULT_GRPC_ADDRESS = "0.0.0.0:50051"
 DEFAULT_ADMIN_ADDRESS = "127.0.0.1:9464"
 DEFAULT_GRACE = 5.0
 
+MAX_STREAMS_PER_PROCESS = 10_000
+"""The burst of new ext_proc streams one process accepts at once. gRPC queues streams the
+server has not picked up yet and, past ``grpc.server.max_pending_requests`` (1,000 by default),
+cancels the excess: a gateway's traffic spike had most of a 2,000-stream burst fail open that
+way. The queue bound is raised to this, and Envoy's circuit breaker on the modelguard cluster
+caps streams in flight at the same figure per process (envoy/envoy.yaml), so any excess fails
+open by Envoy's choice, counted in its stats, rather than gRPC's."""
+
 GRPC_EXPERIMENTS = "GRPC_EXPERIMENTS"
 DEFAULT_GRPC_EXPERIMENTS = "-event_engine_listener,-event_engine_for_all_other_endpoints"
 
