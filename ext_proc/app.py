@@ -22,7 +22,8 @@ from ext_proc.loops import running_loop_name
 from ext_proc.metrics import registry_for
 from ext_proc.policy import Policy
 from ext_proc.server import SERVICE_NAME, ExtProcServicer
-from ext_proc.settings import DEFAULT_GRACE, GRPC_EXPERIMENTS, split_address
+from ext_proc.settings import DEFAULT_GRACE, GRPC_EXPERIMENTS, MAX_STREAMS_PER_PROCESS, split_address
+from ext_proc.tls import TlsFiles, server_credentials
 
 log = logging.getLogger("modelguard")
 
@@ -30,6 +31,8 @@ _GRPC_OPTIONS = [
     # Off, so that a port already taken is an error rather than two servers sharing it.
     ("grpc.so_reuseport", 0),
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.server.max_pending_requests", MAX_STREAMS_PER_PROCESS),
+    ("grpc.server.max_pending_requests_hard_limit", MAX_STREAMS_PER_PROCESS),
 ]
 
 
@@ -51,14 +54,19 @@ class Service:
         self._server: grpc.aio.Server | None = None
         self._admin: web.AppRunner | None = None
 
-    async def start(self, grpc_address: str, admin_address: str) -> Ports:
+    async def start(self, grpc_address: str, admin_address: str, tls: TlsFiles | None = None) -> Ports:
+        """Plaintext gRPC unless ``tls`` names certificate files (TlsError, a ValueError, if they do not load)."""
         admin_host, admin_port = split_address(admin_address)
         split_address(grpc_address)
+        credentials = None if tls is None else server_credentials(tls)
         server = grpc.aio.server(options=_GRPC_OPTIONS)
         server.add_generic_rpc_handlers((self.servicer.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         try:
-            grpc_port = server.add_insecure_port(grpc_address)
+            if credentials is None:
+                grpc_port = server.add_insecure_port(grpc_address)
+            else:
+                grpc_port = server.add_secure_port(grpc_address, credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {grpc_address} for gRPC: {exc}") from exc
         if grpc_port == 0:
@@ -95,10 +103,16 @@ class Service:
             self._admin = None
 
 
-async def serve(policy: Policy, grpc_address: str, admin_address: str, grace: float = DEFAULT_GRACE) -> int:
+async def serve(
+    policy: Policy,
+    grpc_address: str,
+    admin_address: str,
+    grace: float = DEFAULT_GRACE,
+    tls: TlsFiles | None = None,
+) -> int:
     service = Service(policy)
     try:
-        ports = await service.start(grpc_address, admin_address)
+        ports = await service.start(grpc_address, admin_address, tls)
     except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc, extra={"event": "start_failed"})
         await service.stop(0)
@@ -109,6 +123,7 @@ async def serve(policy: Policy, grpc_address: str, admin_address: str, grace: fl
             "event": "serving",
             "grpc_address": grpc_address,
             "grpc_port": ports.grpc,
+            "grpc_tls": "off" if tls is None else "mutual" if tls.mutual else "on",
             "admin_address": admin_address,
             "admin_port": ports.admin,
             "models": [m.name for m in policy.models],

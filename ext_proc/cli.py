@@ -54,6 +54,17 @@ def _parser() -> argparse.ArgumentParser:
         choices=EVENT_LOOPS,
         help="asyncio event loop: uvloop when installed (auto, the default), or the standard one (asyncio)",
     )
+    serve_cmd.add_argument(
+        "--grpc-tls-cert",
+        metavar="FILE",
+        help="serve gRPC over TLS with this PEM certificate chain (with --grpc-tls-key); reloaded when it changes",
+    )
+    serve_cmd.add_argument("--grpc-tls-key", metavar="FILE", help="the PEM private key of --grpc-tls-cert")
+    serve_cmd.add_argument(
+        "--grpc-tls-client-ca",
+        metavar="FILE",
+        help="mutual TLS: require client certificates that chain to these PEM CA certificates",
+    )
 
     check_cmd = commands.add_parser("check", help="validate a policy file: exit 0, or 1 naming every error")
     check_cmd.add_argument("file", metavar="FILE")
@@ -95,12 +106,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"modelguard serve: {exc}", file=sys.stderr)
         return 2
     apply_grpc_defaults(os.environ)  # before grpc is imported, here or in the workers
+    from ext_proc.tls import TlsError, load, tls_files
+
+    try:
+        tls = tls_files(args.grpc_tls_cert, args.grpc_tls_key, args.grpc_tls_client_ca)
+    except ValueError as exc:
+        print(f"modelguard serve: {exc}", file=sys.stderr)
+        return 2
+    if tls is not None:
+        try:
+            load(tls)  # a bad file is an error now, not at the first handshake
+        except TlsError as exc:
+            print(f"modelguard serve: {exc}", file=sys.stderr)
+            return 1
     if args.workers != 1:
-        return _workers(args)
+        return _workers(args, [] if tls is None else tls.flags())
     from ext_proc.app import serve
 
     try:
-        return run(serve(policy, args.grpc_address, args.admin_address, args.grace), args.event_loop)
+        return run(serve(policy, args.grpc_address, args.admin_address, args.grace, tls), args.event_loop)
     except KeyboardInterrupt:
         return 130
 
@@ -128,7 +152,7 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(options)
 
 
-def _workers(args: argparse.Namespace) -> int:
+def _workers(args: argparse.Namespace, extra_args: Sequence[str] = ()) -> int:
     from ext_proc.workers import supervise, worker_addresses
 
     if not 1 <= args.workers <= 64:
@@ -139,7 +163,7 @@ def _workers(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"modelguard serve: {exc}", file=sys.stderr)
         return 2
-    return supervise(args.policy, addresses, args.grace, args.log_level, args.event_loop)
+    return supervise(args.policy, addresses, args.grace, args.log_level, args.event_loop, extra_args)
 
 
 def _check(path: str) -> int:

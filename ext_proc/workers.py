@@ -50,13 +50,21 @@ def _join(host: str, port: int) -> str:
 
 
 def supervise(
-    policy: str, addresses: Sequence[tuple[str, str]], grace: float, log_level: str, event_loop: str = "auto"
+    policy: str,
+    addresses: Sequence[tuple[str, str]],
+    grace: float,
+    log_level: str,
+    event_loop: str = "auto",
+    extra_args: Sequence[str] = (),
 ) -> int:
+    """``extra_args`` go to every worker's command line as they are (the TLS flags)."""
+
     def command(grpc_address: str, admin_address: str) -> list[str]:
         return [
             sys.executable, "-m", "ext_proc.cli", "serve", "--policy", policy,
             "--grpc-address", grpc_address, "--admin-address", admin_address,
             "--grace", str(grace), "--log-level", log_level, "--event-loop", event_loop,
+            *extra_args,
         ]  # fmt: skip
 
     stopping = False

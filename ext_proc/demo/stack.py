@@ -292,6 +292,7 @@ def render_envoy_config(
     cluster_ports: Mapping[str, Sequence[int]],
     without_ext_proc: bool = False,
     extra_http_filters: Sequence[Mapping[str, Any]] = (),
+    transport_sockets: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write a copy of the Envoy bootstrap `source` to `dest` that runs on this machine.
 
@@ -306,6 +307,8 @@ def render_envoy_config(
       routes, retries and outlier detection, without modelguard. Requests carry no
       x-modelguard-route header then, so they take the header-less default route.
     - `extra_http_filters` are inserted just before the router (the last HTTP filter).
+    - `transport_sockets` sets the `transport_socket` of the named clusters (e.g. the mTLS block of
+      envoy/modelguard-mtls-cluster.yaml for `modelguard`), replacing any they had.
 
     Raises ValueError for a config it cannot render or for `cluster_ports` that do not match.
     """
@@ -349,8 +352,14 @@ def render_envoy_config(
             f"{sorted(with_endpoints)}: " + "; ".join(problems)
         )
 
+    sockets = dict(transport_sockets or {})
+    unknown = sorted(set(sockets) - {c["name"] for c in clusters})
+    if unknown:
+        raise ValueError(f"transport_sockets name cluster(s) not in {source}: {unknown}")
     for cluster in clusters:
         name = cluster["name"]
+        if name in sockets:
+            cluster["transport_socket"] = copy.deepcopy(dict(sockets[name]))
         if name not in with_endpoints:
             continue
         ports = list(cluster_ports[name])

@@ -17,8 +17,10 @@ from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_grpc
 from envoy.service.ext_proc.v3.external_processor_pb2 import HttpHeaders, ProcessingRequest, ProcessingResponse
 
+from ext_proc.demo.stack import consecutive_free_ports
 from ext_proc.settings import DEFAULT_GRPC_EXPERIMENTS, GRPC_EXPERIMENTS
 from tests.component.conftest import serve_command
+from tests.tls_certs import KeyPair, Pki, make_pki
 
 
 def read_serving_line(process: subprocess.Popen[str], timeout: float = 20.0) -> dict[str, object]:
@@ -134,3 +136,85 @@ def test_serve_rejects_a_malformed_address(address: str) -> None:
     )
     assert result.returncode == 1
     assert "not host:port" in result.stderr
+
+
+def _tls_case(case: str, pki: Pki, tmp_path: Path) -> list[str]:
+    cert, key, ca = str(pki.server.cert), str(pki.server.key), str(pki.ca_file)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("hello\n")
+    return {
+        "cert without key": ["--grpc-tls-cert", cert],
+        "key without cert": ["--grpc-tls-key", key],
+        "client CA without TLS": ["--grpc-tls-client-ca", ca],
+        "missing file": ["--grpc-tls-cert", str(tmp_path / "missing.pem"), "--grpc-tls-key", key],
+        "not PEM": ["--grpc-tls-cert", cert, "--grpc-tls-key", key, "--grpc-tls-client-ca", str(junk)],
+        "key of another cert": ["--grpc-tls-cert", cert, "--grpc-tls-key", str(pki.client.key)],
+    }[case]
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "message"),
+    [
+        ("cert without key", 2, "--grpc-tls-cert and --grpc-tls-key go together"),
+        ("key without cert", 2, "--grpc-tls-cert and --grpc-tls-key go together"),
+        ("client CA without TLS", 2, "--grpc-tls-client-ca needs --grpc-tls-cert"),
+        ("missing file", 1, "missing.pem: No such file"),
+        ("not PEM", 1, "junk.pem: not a PEM CA certificate"),
+        ("key of another cert", 1, "client-key.pem: private key does not match"),
+    ],
+)
+def test_serve_refuses_tls_flags_that_cannot_work(tmp_path: Path, case: str, code: int, message: str) -> None:
+    flags = _tls_case(case, make_pki(tmp_path / "pki"), tmp_path)
+    result = subprocess.run(
+        serve_command("--grpc-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0", *flags),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == code
+    assert result.stderr.startswith("modelguard serve: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr  # one line, no traceback, never "serving"
+
+
+def tls_decision(port: int, pki: Pki, client: KeyPair | None) -> str:
+    """The tier of one request over a new TLS connection (client: the certificate to present)."""
+    cert, key = client.read() if client is not None else (None, None)
+    credentials = grpc.ssl_channel_credentials(pki.ca.pem, private_key=key, certificate_chain=cert)
+    message = ProcessingRequest(
+        request_headers=HttpHeaders(
+            headers=HeaderMap(headers=[HeaderValue(key=":path", raw_value=b"/v2/models/recommender/infer")])
+        )
+    )
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    with grpc.secure_channel(f"127.0.0.1:{port}", credentials, options=options) as channel:
+        call = ext_proc_grpc.ExternalProcessorStub(channel).Process(iter([message]), timeout=10)
+        first = next(call)
+        call.cancel()
+    mutation = first.request_headers.response.header_mutation
+    return str({h.header.key: h.header.raw_value.decode() for h in mutation.set_headers}["x-modelguard-tier"])
+
+
+def test_every_worker_serves_mutual_tls(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
+    flags = ["--grpc-tls-cert", str(pki.server.cert), "--grpc-tls-key", str(pki.server.key)]
+    flags += ["--grpc-tls-client-ca", str(pki.ca_file)]
+    flags += ["--grpc-address", f"127.0.0.1:{grpc_base}", "--admin-address", f"127.0.0.1:{admin_base}"]
+    supervisor = subprocess.Popen(
+        serve_command("--workers", "2", "--grace", "1", *flags), stderr=subprocess.PIPE, text=True
+    )
+    try:
+        serving = [read_serving_line(supervisor, timeout=30) for _ in range(2)]
+        assert {entry["grpc_tls"] for entry in serving} == {"mutual"}
+        assert {entry["grpc_port"] for entry in serving} == {grpc_base, grpc_base + 1}
+        for port in (grpc_base, grpc_base + 1):
+            assert tls_decision(port, pki, pki.client) == "primary"
+            with pytest.raises(grpc.RpcError) as refused:
+                tls_decision(port, pki, None)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=20) == 0
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait(timeout=5)

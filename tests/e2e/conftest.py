@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,6 +87,7 @@ def envoy_factory(envoy_bin: Path, tmp_path: Path, request: pytest.FixtureReques
         without_ext_proc: bool = False,
         concurrency: int = 1,
         ready_timeout: float = 20.0,
+        transport_sockets: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> EnvoyProcess:
         index = len(started)
         listener_port, admin_port = free_ports(2)
@@ -96,6 +98,7 @@ def envoy_factory(envoy_bin: Path, tmp_path: Path, request: pytest.FixtureReques
             admin_port=admin_port,
             cluster_ports=cluster_ports,
             without_ext_proc=without_ext_proc,
+            transport_sockets=transport_sockets,
         )
         envoy = EnvoyProcess(
             config,
@@ -119,8 +122,11 @@ def modelguard_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
     """Start `python -m ext_proc.cli serve` on free ports and wait for /readyz == 200."""
     started: list[ManagedProcess] = []
 
-    def start(policy: Path, ready_timeout: float = 20.0, grpc_port: int | None = None) -> ModelguardProcess:
-        """A given grpc_port restarts modelguard where Envoy already looks for it."""
+    def start(
+        policy: Path, ready_timeout: float = 20.0, grpc_port: int | None = None, extra_args: Sequence[str] = ()
+    ) -> ModelguardProcess:
+        """A given grpc_port restarts modelguard where Envoy already looks for it; extra_args go
+        to `serve` (e.g. the TLS flags)."""
         picked_grpc, admin_port = free_ports(2)
         grpc_port = grpc_port or picked_grpc
         proc = ModelguardProcess(
@@ -129,6 +135,7 @@ def modelguard_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
             admin_port=admin_port,
             log_path=tmp_path / f"modelguard-{len(started)}.log",
             command=modelguard_command(),
+            extra_args=extra_args,
         )
         started.append(proc)
         proc.wait_ready(ready_timeout)

@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
+import yaml
+
 from ext_proc.demo import stack
 from ext_proc.demo.stack import (
     LOCALHOST,
@@ -31,10 +33,18 @@ from ext_proc.demo.stack import (
     repo_root,
     wait_for,
 )
+from tests.tls_certs import KeyPair
 
 REPO_ROOT = repo_root()
 ENVOY_DIR = REPO_ROOT / "envoy"
 REFERENCE_ENVOY_CONFIG = ENVOY_DIR / "envoy.yaml"
+# The transport_socket block that puts the modelguard cluster on mutual TLS; not a bootstrap.
+MTLS_FRAGMENT = ENVOY_DIR / "modelguard-mtls-cluster.yaml"
+ENVOY_FRAGMENTS = (MTLS_FRAGMENT,)
+# Where MTLS_FRAGMENT expects its files (placeholders, replaced by mtls_transport_socket).
+MTLS_CA, MTLS_CLIENT_CERT, MTLS_CLIENT_KEY = (
+    f"/etc/modelguard/tls/{name}" for name in ("ca.pem", "client.pem", "client-key.pem")
+)
 EXAMPLE_POLICY = REPO_ROOT / "examples" / "policy.yaml"
 
 MODEL_PATH = "/v2/models/recommender/infer"
@@ -78,6 +88,26 @@ def modelguard_command() -> list[str]:
     return stack.modelguard_command()
 
 
+def mtls_transport_socket(ca: Path, client: KeyPair | None) -> dict[str, Any]:
+    """MTLS_FRAGMENT's transport_socket with real files in place of its placeholder paths;
+    client=None leaves out the client certificate (an Envoy that modelguard must refuse)."""
+    loaded = yaml.safe_load(MTLS_FRAGMENT.read_text())
+    socket: dict[str, Any] = loaded["transport_socket"]
+    common = socket["typed_config"]["common_tls_context"]
+    validation = common["validation_context"]
+    assert validation["trusted_ca"] == {"filename": MTLS_CA}, "MTLS_FRAGMENT moved its CA"
+    validation["trusted_ca"] = {"filename": str(ca)}
+    (pair,) = common["tls_certificates"]
+    assert pair == {"certificate_chain": {"filename": MTLS_CLIENT_CERT}, "private_key": {"filename": MTLS_CLIENT_KEY}}
+    if client is None:
+        del common["tls_certificates"]
+    else:
+        common["tls_certificates"] = [
+            {"certificate_chain": {"filename": str(client.cert)}, "private_key": {"filename": str(client.key)}}
+        ]
+    return socket
+
+
 class EnvoyFactory(Protocol):
     """envoy_factory(cluster_ports, ...) -> a running EnvoyProcess on the rendered reference config."""
 
@@ -89,6 +119,7 @@ class EnvoyFactory(Protocol):
         without_ext_proc: bool = ...,
         concurrency: int = ...,
         ready_timeout: float = ...,
+        transport_sockets: Mapping[str, Mapping[str, Any]] | None = ...,
     ) -> EnvoyProcess: ...
 
 

@@ -12,16 +12,24 @@ from ext_proc.demo.stack import free_ports, render_envoy_config, validate_envoy_
 from tests.e2e.e2e_harness import (
     CANARY_CLUSTER,
     ENVOY_DIR,
+    ENVOY_FRAGMENTS,
     EXAMPLE_POLICY,
     LIGHT_CLUSTER,
     MODELGUARD_CLUSTER,
+    MTLS_CA,
+    MTLS_CLIENT_CERT,
+    MTLS_CLIENT_KEY,
+    MTLS_FRAGMENT,
     PRIMARY_CLUSTER,
     REFERENCE_ENVOY_CONFIG,
+    mtls_transport_socket,
 )
+from tests.tls_certs import SERVER_DNS_NAMES, make_pki
 
 pytestmark = pytest.mark.e2e
 
-ENVOY_CONFIGS = sorted(ENVOY_DIR.glob("*.yaml"))
+# Every bootstrap under envoy/; fragments (blocks to paste into one) are checked spliced in, below.
+ENVOY_CONFIGS = sorted(p for p in ENVOY_DIR.glob("*.yaml") if p not in ENVOY_FRAGMENTS)
 
 EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 MODEL_CLUSTERS = (PRIMARY_CLUSTER, LIGHT_CLUSTER, CANARY_CLUSTER)
@@ -105,6 +113,44 @@ def test_rendered_test_config_validates(envoy_bin: Path, tmp_path: Path) -> None
     assert "0.0.0.0" not in text
     for port in (listener, admin, mg, p1, p2, p3, l1, l2, canary):
         assert f"port_value: {port}" in text
+
+
+def test_mtls_fragment_is_a_transport_socket_that_checks_modelguard() -> None:
+    fragment = yaml.safe_load(MTLS_FRAGMENT.read_text())
+    assert list(fragment) == ["transport_socket"]
+    socket = fragment["transport_socket"]
+    typed = socket["typed_config"]
+    assert typed["@type"] == "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+    common = typed["common_tls_context"]
+    assert common["alpn_protocols"] == ["h2"]  # gRPC servers refuse TLS without it
+    assert common["tls_certificates"] == [
+        {"certificate_chain": {"filename": MTLS_CLIENT_CERT}, "private_key": {"filename": MTLS_CLIENT_KEY}}
+    ]
+    validation = common["validation_context"]
+    assert validation["trusted_ca"] == {"filename": MTLS_CA}
+    # Envoy checks whose certificate it got, not only that the CA signed it.
+    assert validation["match_typed_subject_alt_names"] == [{"san_type": "DNS", "matcher": {"exact": typed["sni"]}}]
+    assert typed["sni"] in SERVER_DNS_NAMES  # what the test certificates name (tests/tls_certs.py)
+
+
+def test_mtls_fragment_spliced_into_the_reference_validates(envoy_bin: Path, tmp_path: Path) -> None:
+    # Envoy's validate mode opens the certificate files: real ones stand in for the placeholders.
+    pki = make_pki(tmp_path / "pki")
+    listener, admin, mg, p1, l1, canary = free_ports(6)
+    rendered = render_envoy_config(
+        REFERENCE_ENVOY_CONFIG,
+        tmp_path / "envoy-mtls.yaml",
+        listener_port=listener,
+        admin_port=admin,
+        cluster_ports={MODELGUARD_CLUSTER: [mg], PRIMARY_CLUSTER: [p1], LIGHT_CLUSTER: [l1], CANARY_CLUSTER: [canary]},
+        transport_sockets={MODELGUARD_CLUSTER: mtls_transport_socket(pki.ca_file, pki.client)},
+    )
+    _assert_valid(rendered, envoy_bin)
+    modelguard = _clusters(yaml.safe_load(rendered.read_text()))[MODELGUARD_CLUSTER]
+    assert modelguard["transport_socket"]["name"] == "envoy.transport_sockets.tls"
+    # The spliced file is what Envoy checked: a missing client key is an error, not ignored.
+    pki.client.key.unlink()
+    assert validate_envoy_config(rendered, envoy=envoy_bin).returncode != 0
 
 
 def test_reference_ports() -> None:

@@ -393,3 +393,13 @@ def test_extra_http_filters_go_before_the_router_and_validate(tmp_path: Path, en
         "envoy.filters.http.admission_control",
         "envoy.filters.http.router",
     ]
+
+
+def test_transport_sockets_go_on_the_named_clusters_only(tmp_path: Path) -> None:
+    socket = {"name": "envoy.transport_sockets.tls", "typed_config": {"sni": "modelguard.internal"}}
+    clusters = _clusters(_render(tmp_path, transport_sockets={"modelguard": socket}))
+    assert clusters["modelguard"]["transport_socket"] == socket
+    assert _endpoints(clusters["modelguard"]) == [("127.0.0.1", 40001)]
+    assert not any("transport_socket" in c for name, c in clusters.items() if name != "modelguard")
+    with pytest.raises(ValueError, match=r"transport_sockets name cluster\(s\) not in .*\['modelguar'\]"):
+        _render(tmp_path, transport_sockets={"modelguar": socket})
