@@ -21,7 +21,8 @@ async def one_request(harness: Harness) -> str:
         assert await call.read() is grpc.aio.EOF
         return tier
     except grpc.aio.AioRpcError as error:
-        return error.code().name
+        name: str = error.code().name
+        return name
 
 
 async def test_every_stream_of_a_burst_gets_its_decision(harness: Harness) -> None:

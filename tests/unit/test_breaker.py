@@ -333,15 +333,8 @@ def test_every_transition_is_reported_in_order() -> None:
 BOUNDED = replace(BASE, max_probe_duration=2.0)
 
 
-def half_open(settings: BreakerSettings = BOUNDED) -> tuple[CircuitBreaker, ManualClock, list[Transition]]:
-    breaker, clock, seen = make(settings)
-    trip(breaker)
-    clock.advance(settings.open_duration)
-    return breaker, clock, seen
-
-
 def test_probes_held_past_the_bound_count_as_slow_and_reopen() -> None:
-    breaker, clock, seen = half_open()
+    breaker, clock, seen = half_open(BOUNDED)
     held = [(breaker.acquire(clock()), breaker.generation, clock()) for _ in range(3)]
     assert [h[0] for h in held] == [PROBE] * 3
     clock.advance(1.9)
@@ -360,14 +353,14 @@ def test_probes_held_past_the_bound_count_as_slow_and_reopen() -> None:
 
 
 def test_a_held_probe_is_noticed_on_a_state_read_too() -> None:
-    breaker, clock, _ = half_open()
+    breaker, clock, _ = half_open(BOUNDED)
     assert breaker.acquire(clock()) == PROBE
     clock.advance(2.0)
     assert state_of(breaker) is BreakerState.OPEN
 
 
 def test_a_probe_that_answers_in_time_takes_its_start_with_it() -> None:
-    breaker, clock, _ = half_open()
+    breaker, clock, _ = half_open(BOUNDED)
     first = (breaker.acquire(clock()), breaker.generation, clock())
     clock.advance(1.0)
     second = (breaker.acquire(clock()), breaker.generation, clock())
