@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 
 _ESCAPE = re.compile(r"%([0-7][0-9A-Fa-f])")
-_SLASHES = re.compile(r"/{2,}")
 
 
 def needs_normalizing(path: str) -> bool:
@@ -32,13 +31,24 @@ def normalize_path(path: str) -> str:
         return path
     end = _query_start(path)
     head = path[:end]
-    decoded = _ESCAPE.sub(_decoded, head).replace("\\", "/")
-    return _without_dot_segments(_SLASHES.sub("/", decoded)) + path[end:]
+    if "%" in head:
+        head = _ESCAPE.sub(_decoded, head)
+    if "\\" in head:
+        head = head.replace("\\", "/")
+    while "//" in head:
+        head = head.replace("//", "/")
+    if "/." in head or head.startswith("."):
+        head = _without_dot_segments(head)
+    return head + path[end:]
 
 
 def _query_start(path: str) -> int:
-    ends = [index for index in (path.find("?"), path.find("#")) if index >= 0]
-    return min(ends) if ends else len(path)
+    end = len(path)
+    for mark in "?#":
+        index = path.find(mark, 0, end)
+        if index >= 0:
+            end = index
+    return end
 
 
 def _decoded(escape: re.Match[str]) -> str:
