@@ -4,10 +4,17 @@ Validation collects every error with its path in the file (``models[0].breaker.f
 instead of stopping at the first, because an operator fixing a policy during an incident
 should see all that is wrong in one run of ``modelguard check``. Unknown keys are errors:
 a misspelt ``failure_rat`` silently ignored would leave a breaker on its default.
+
+The file is untrusted input to a process that must not fall over: it is bounded in size and
+nesting before anything is built from it, every list is bounded before it is walked (an alias
+can make a short list of a million references), and an error quotes a bad value only through
+``shown`` (an alias bomb's ``repr`` is gigabytes). Patterns match whole values (``fullmatch``:
+``$`` also matches before a trailing newline) and digits are ASCII only.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,25 +22,56 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
+from yaml.events import CollectionEndEvent, CollectionStartEvent
+from yaml.nodes import MappingNode, ScalarNode
+from yaml.reader import ReaderError
 
-from ext_proc.durations import format_duration, parse_duration
+from ext_proc.durations import format_duration, parse_duration, shown
 from ext_proc.grpc_codes import GRPC_STATUS_CODES
 
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
-_HEADER_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
-_ROUTE_PATTERN = re.compile(r"^[A-Za-z0-9_.:/\-]{1,128}$")
-_STATUS_CLASS_PATTERN = re.compile(r"^([1-5])xx$")
+try:  # libyaml parses 30x faster: a 4 MB policy in a fraction of a second, not 20 s
+    from yaml import CSafeLoader as _SafeLoader
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_MODELS = 10_000
+MAX_TIERS = 16
+MAX_STATUSES = 100
+MAX_WINDOW_CALLS = 10_000
+MAX_ERRORS = 100
+"""Errors kept for the message; the rest are counted. 10,000 broken models must not print a million lines."""
+
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}")
+_HEADER_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_\-]{0,127}")
+_HEADER_VALUE_PATTERN = re.compile(r"[^\x00-\x20\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,1022}[^\x00-\x20\x7f-\x9f])?")
+_ROUTE_PATTERN = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}")
+_PATH_PREFIX_PATTERN = re.compile(r"/[\x21-\x7e]{0,1023}")
+_AUTHORITY_PATTERN = re.compile(r"[\x21-\x7e]{1,260}")
+_CONTENT_TYPE_PATTERN = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,254}[\x21-\x7e])?")
+_STATUS_CLASS_PATTERN = re.compile(r"([1-5])xx", re.ASCII)
+_STATUS_CODE_PATTERN = re.compile(r"[0-9]{3}", re.ASCII)
+_PLAIN_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_NO_BODY_STATUSES = frozenset({204, 304})
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 RESERVED_LABELS = frozenset({"unmatched", "none"})
 
 
 class PolicyError(Exception):
-    """A policy that failed validation; ``errors`` holds every problem as ``path: message``."""
+    """A policy that failed validation; ``errors`` holds every problem as ``path: message``.
 
-    def __init__(self, errors: list[str], source: str = "policy") -> None:
+    ``omitted`` counts the errors past MAX_ERRORS that were found but not kept."""
+
+    def __init__(self, errors: list[str], source: str = "policy", omitted: int = 0) -> None:
         self.errors = errors
         self.source = source
-        super().__init__(f"{source}: {len(errors)} error(s)\n" + "\n".join(errors))
+        self.omitted = omitted
+        more = f"\n... and {omitted} more error(s)" if omitted else ""
+        super().__init__(f"{source}: {len(errors) + omitted} error(s)\n" + "\n".join(errors) + more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,35 +155,141 @@ class Policy:
 
 
 def load_policy(path: str | Path) -> Policy:
-    """Read and validate a policy file; raise PolicyError naming every problem."""
+    """Read and validate a policy file; raise PolicyError naming every problem.
+
+    The size is checked before reading, and the read is bounded too: a FIFO or /dev/zero has
+    no size to check."""
     source = str(path)
+    too_big = PolicyError([f"(file): larger than {MAX_FILE_BYTES} bytes (4 MiB), the most a policy may be"], source)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as file:
+            if os.fstat(file.fileno()).st_size > MAX_FILE_BYTES:
+                raise too_big
+            data = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise PolicyError([f"cannot read the file: {exc.strerror or exc}"], source) from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise too_big
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError([f"not UTF-8 text: {exc.reason} at byte {exc.start}"], source) from exc
     return parse_policy(text, source)
 
 
 def parse_policy(text: str, source: str = "policy") -> Policy:
+    if len(text) > MAX_FILE_BYTES:
+        raise PolicyError([f"(file): {len(text)} characters; a policy may be at most {MAX_FILE_BYTES}"], source)
     try:
-        document = yaml.safe_load(text)
+        document = _load_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PolicyError([f"(yaml) {where}{problem}"], source) from exc
+        raise PolicyError([_yaml_error(exc, text)], source) from exc
+    except _DuplicateKeys as exc:
+        raise PolicyError(exc.errors[:MAX_ERRORS], source, max(0, len(exc.errors) - MAX_ERRORS)) from exc
+    except ValueError as exc:  # an integer of more than 4300 digits, for one
+        raise PolicyError([f"(yaml) cannot read a value: {str(exc)[:120]}"], source) from exc
+    except RecursionError as exc:  # the depth check makes this unreachable; a traceback must be too
+        raise PolicyError([f"(yaml) nesting deeper than {MAX_DEPTH} levels"], source) from exc
     return build_policy(document, source)
 
 
 def build_policy(document: object, source: str = "policy") -> Policy:
     """Validate an already-parsed document (the YAML's Python form)."""
     errors: list[str] = []
-    policy = _Reader(errors).policy(document)
+    reader = _Reader(errors)
+    try:
+        policy = reader.policy(document)
+    except RecursionError as exc:  # nothing here recurses on the document; kept as a last line
+        raise PolicyError([f"(root): nesting deeper than {MAX_DEPTH} levels"], source) from exc
     if errors or policy is None:
-        raise PolicyError(errors or ["(root): empty policy"], source)
+        raise PolicyError(errors or ["(root): empty policy"], source, reader.count - len(errors))
     return policy
+
+
+class _DuplicateKeys(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+class _Loader(_SafeLoader):
+    """Safe YAML that reports every duplicate key instead of keeping the last, and refuses merges.
+
+    A second ``models:`` would silently replace the first list. Merge keys (``<<``) are refused
+    because a chain of them multiplies: ten levels of ``<<: [*a, *a, ...]`` build billions of
+    pairs inside PyYAML before any check of ours could run; ``defaults`` does their job here.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[int, int, str]] = []
+        """(line, column, error): the constructor visits mappings out of file order."""
+
+    def flatten_mapping(self, node: MappingNode) -> None:
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:
+                message = "merge keys (<<) are not supported: put shared breaker and failure settings in defaults"
+                raise ConstructorError(None, None, message, key_node.start_mark)
+        super().flatten_mapping(node)
+        first: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, ScalarNode):
+                continue  # not hashable: the constructor reports it
+            key = self.construct_object(key_node)
+            line, column = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+            if key in first:
+                self.duplicates.append(
+                    (
+                        line,
+                        column,
+                        f"(yaml) line {line}, column {column}: duplicate key {shown(key)}"
+                        f" (first at line {first[key]}); YAML would silently keep only the last",
+                    )
+                )
+            else:
+                first[key] = line
+
+
+def _load_yaml(text: str) -> object:
+    _check_depth(text)
+    loader = _Loader(text)
+    try:
+        document = loader.get_single_data()
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise _DuplicateKeys([error for _, _, error in sorted(loader.duplicates)])
+    return document
+
+
+def _check_depth(text: str) -> None:
+    """Refuse deep nesting from the event stream, before PyYAML's recursive composer sees it.
+
+    The parser and scanner keep explicit stacks, so this pass is iterative; it stops at the first
+    level too deep, before the pure-Python scanner's cost, quadratic in the depth, adds up."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark: Any = event.start_mark  # libyaml's Mark: the same fields, another class
+                raise ComposerError(None, None, f"nesting deeper than {MAX_DEPTH} levels", mark)
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str) -> str:
+    if isinstance(exc, ReaderError) and isinstance(exc.character, int):
+        # libyaml gives a byte position, PyYAML a character one: find the character instead.
+        index = text.find(chr(exc.character))
+        line, column = text.count("\n", 0, index) + 1, index - text.rfind("\n", 0, index)
+        return f"(yaml) line {line}, column {column}: character #x{exc.character:04x}: {exc.reason}"
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    if problem == "exceeded maximum nesting depth":  # libyaml's own flow limit (1000) can come first
+        problem = f"nesting deeper than {MAX_DEPTH} levels"
+    return f"(yaml) {where}{problem}"
 
 
 _Node = Mapping[str, Any]
@@ -156,9 +300,13 @@ class _Reader:
 
     def __init__(self, errors: list[str]) -> None:
         self.errors = errors
+        self.count = 0
+        """Every error found, kept or not: what a section compares to see whether it failed."""
 
     def error(self, path: str, message: str) -> None:
-        self.errors.append(f"{path}: {message}")
+        self.count += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(f"{path}: {message}")
 
     def mapping(self, value: object, path: str, allowed: set[str]) -> _Node | None:
         if not isinstance(value, Mapping):
@@ -167,7 +315,7 @@ class _Reader:
         for key in value:
             if key not in allowed:
                 hint = f" (expected one of: {', '.join(sorted(allowed))})"
-                self.error(f"{path}.{key}" if path else str(key), f"unknown key{hint}")
+                self.error(f"{path}.{_key(key)}" if path else _key(key), f"unknown key{hint}")
         return value
 
     def policy(self, document: object) -> Policy | None:
@@ -180,12 +328,12 @@ class _Reader:
         defaults: _Node = {}
         if "defaults" in root:
             found = self.mapping(root["defaults"], "defaults", {"breaker", "failure"})
-            before = len(self.errors)
+            before = self.count
             if found is not None:
                 # Checked once here, so a mistake in defaults is reported once, at its own path.
                 self.breaker(found.get("breaker"), "defaults.breaker")
                 self.failure(found.get("failure"), "defaults.failure")
-            if found is None or len(self.errors) != before:
+            if found is None or self.count != before:
                 return None
             defaults = found
         if "models" not in root:
@@ -195,8 +343,12 @@ class _Reader:
         if not isinstance(raw_models, list) or not raw_models:
             self.error("models", f"must be a non-empty list, got {_kind(raw_models)}")
             return None
+        if len(raw_models) > MAX_MODELS:
+            self.error("models", f"at most {MAX_MODELS} models, got {len(raw_models)}")
+            return None
         models: list[ModelPolicy] = []
         seen: dict[str, int] = {}
+        claimed: dict[tuple[str, ...], tuple[int, str]] = {}
         for index, raw in enumerate(raw_models):
             path = f"models[{index}]"
             model = self.model(raw, path, defaults)
@@ -205,8 +357,25 @@ class _Reader:
             if model.name in seen:
                 self.error(f"{path}.name", f"duplicate model name {model.name!r} (also models[{seen[model.name]}])")
             seen[model.name] = index
+            self.unshadowed(model, index, claimed)
             models.append(model)
         return Policy(tuple(models)) if len(models) == len(raw_models) else None
+
+    def unshadowed(self, model: ModelPolicy, index: int, claimed: dict[tuple[str, ...], tuple[int, str]]) -> None:
+        """Report a match no request can reach, because an earlier model matches all it would.
+
+        Mirrors matching.py: the first model in policy order wins, and a policy authority
+        without a port matches that host on any port."""
+        key, covering = _match_keys(model.match)
+        earlier, reason = claimed.get(key), "same match as"
+        if earlier is None and covering is not None:
+            earlier, reason = claimed.get(covering), "its host on any port is already matched by"
+        if earlier is not None:
+            self.error(
+                f"models[{index}].match",
+                f"{reason} models[{earlier[0]}] ({earlier[1]}); the second never matches",
+            )
+        claimed.setdefault(key, (index, model.name))
 
     def model(self, raw: object, path: str, defaults: _Node) -> ModelPolicy | None:
         node = self.mapping(raw, path, {"name", "match", "tiers", "breaker", "failure"})
@@ -225,7 +394,7 @@ class _Reader:
         if value is None:
             self.error(path, "required")
             return None
-        if not isinstance(value, str) or not _NAME_PATTERN.match(value):
+        if not isinstance(value, str) or not _NAME_PATTERN.fullmatch(value):
             self.error(
                 path,
                 "must be 1-63 characters of letters, digits, '_', '.', '-', starting with a letter or digit",
@@ -251,11 +420,22 @@ class _Reader:
             if not isinstance(prefix, str) or not prefix.startswith("/"):
                 self.error(f"{path}.path_prefix", "must be a string starting with '/'")
                 return None
+            if not _PATH_PREFIX_PATTERN.fullmatch(prefix):
+                # A :path is visible ASCII (anything else arrives percent-encoded): such a prefix never matches.
+                self.error(
+                    f"{path}.path_prefix",
+                    f"must be at most 1024 visible ASCII characters, no spaces, got {shown(prefix)}",
+                )
+                return None
             return Match(path_prefix=prefix)
         if "authority" in node:
             authority = node["authority"]
-            if not isinstance(authority, str) or not authority or any(c.isspace() for c in authority):
-                self.error(f"{path}.authority", "must be a host name, optionally with :port")
+            if not isinstance(authority, str) or not _AUTHORITY_PATTERN.fullmatch(authority):
+                self.error(
+                    f"{path}.authority",
+                    "must be a host name, optionally with :port (at most 260 visible ASCII characters;"
+                    " an international name in its xn-- form)",
+                )
                 return None
             return Match(authority=authority.lower())
         if "header" not in node:
@@ -265,14 +445,23 @@ class _Reader:
             return None
         header_name, header_value = header.get("name"), header.get("value")
         ok = True
-        if not isinstance(header_name, str) or not _HEADER_NAME_PATTERN.match(header_name.lower()):
-            self.error(f"{path}.header.name", "required: a header name such as x-model")
+        if (
+            not isinstance(header_name, str)
+            or not header_name.isascii()  # str.lower() maps the Kelvin sign to k
+            or not _HEADER_NAME_PATTERN.fullmatch(header_name.lower())
+        ):
+            self.error(f"{path}.header.name", "required: a header name such as x-model (at most 128 characters)")
             ok = False
         elif header_name.lower().startswith((":", "x-modelguard-")):
             self.error(f"{path}.header.name", "must not be a pseudo-header or an x-modelguard-* header")
             ok = False
-        if not isinstance(header_value, str) or not header_value:
-            self.error(f"{path}.header.value", "required: the exact header value")
+        if not isinstance(header_value, str) or not _HEADER_VALUE_PATTERN.fullmatch(header_value):
+            # A request header never carries control characters or surrounding spaces: such a value never matches.
+            self.error(
+                f"{path}.header.value",
+                "required: the exact header value, at most 1024 characters, without control characters"
+                " or surrounding spaces",
+            )
             ok = False
         if not ok:
             return None
@@ -282,6 +471,9 @@ class _Reader:
     def tiers(self, raw: object, path: str) -> tuple[Tier, ...] | None:
         if not isinstance(raw, list) or not raw:
             self.error(path, f"required: a non-empty list of tiers, best first (got {_kind(raw)})")
+            return None
+        if len(raw) > MAX_TIERS:
+            self.error(path, f"at most {MAX_TIERS} tiers, got {len(raw)}")
             return None
         tiers: list[Tier] = []
         names: set[str] = set()
@@ -316,7 +508,7 @@ class _Reader:
                 return None
             return Tier(name=name, respond=respond)
         route = node["route"]
-        if not isinstance(route, str) or not _ROUTE_PATTERN.match(route):
+        if not isinstance(route, str) or not _ROUTE_PATTERN.fullmatch(route):  # an HTTP header value for Envoy
             self.error(f"{path}.route", "must be 1-128 characters of letters, digits, '_', '.', ':', '/', '-'")
             return None
         return Tier(name=name, route=route) if name is not None else None
@@ -332,12 +524,19 @@ class _Reader:
             self.error(f"{path}.status", "must be an HTTP status from 200 to 599")
             ok = False
         content_type = node.get("content_type", defaults.content_type)
-        if not isinstance(content_type, str) or not content_type or "\n" in content_type:
-            self.error(f"{path}.content_type", "must be a content type such as application/json")
+        if not isinstance(content_type, str) or not _CONTENT_TYPE_PATTERN.fullmatch(content_type):
+            self.error(
+                f"{path}.content_type",
+                "must be a content type such as application/json: at most 256 visible ASCII characters"
+                " (spaces only inside)",
+            )
             ok = False
         body = node.get("body", defaults.body)
         if not isinstance(body, str):
             self.error(f"{path}.body", "must be a string")
+            ok = False
+        elif body and isinstance(status, int) and status in _NO_BODY_STATUSES:
+            self.error(f"{path}.body", "must be empty: 204 and 304 answers carry no body")
             ok = False
         grpc_status = self.grpc_code(node.get("grpc_status", "UNAVAILABLE"), f"{path}.grpc_status")
         if grpc_status == 0:
@@ -348,11 +547,11 @@ class _Reader:
         return Respond(status=status, content_type=content_type, body=body, grpc_status=grpc_status)
 
     def grpc_code(self, value: object, path: str) -> int | None:
-        if isinstance(value, str) and value.upper() in GRPC_STATUS_CODES:
+        if isinstance(value, str) and value.isascii() and value.upper() in GRPC_STATUS_CODES:
             return GRPC_STATUS_CODES[value.upper()]
         if isinstance(value, int) and not isinstance(value, bool) and value in GRPC_STATUS_CODES.values():
             return value
-        self.error(path, f"unknown gRPC status {value!r} (expected a name such as UNAVAILABLE)")
+        self.error(path, f"unknown gRPC status {shown(value)} (expected a name such as UNAVAILABLE)")
         return None
 
     def breaker(self, raw: object, path: str) -> BreakerSettings | None:
@@ -371,18 +570,19 @@ class _Reader:
             "max_open_duration",
             "half_open_probes",
             "jitter",
+            "max_probe_duration",
         }
         node = self.mapping(raw, path, allowed)
         if node is None:
             return None
-        before = len(self.errors)
+        before = self.count
         if "window" in node and "window_calls" in node:
             self.error(path, "set one of window (time-based) or window_calls (count-based), not both")
         window: float | None = defaults.window
         window_calls: int | None = None
         if "window_calls" in node:
             window = None
-            window_calls = self.integer(node["window_calls"], f"{path}.window_calls", 1, 100_000)
+            window_calls = self.integer(node["window_calls"], f"{path}.window_calls", 1, MAX_WINDOW_CALLS)
         elif "window" in node:
             window = self.duration(node["window"], f"{path}.window", 0.1, 3600.0)
         default_min_calls = min(defaults.min_calls, window_calls) if window_calls else defaults.min_calls
@@ -391,6 +591,9 @@ class _Reader:
         slow_call_duration = self.duration(
             node.get("slow_call_duration", "10s"), f"{path}.slow_call_duration", 0.001, 3600.0
         )
+        max_probe = slow_call_duration  # a probe is judged by the model's own idea of slow, unless told
+        if "max_probe_duration" in node:
+            max_probe = self.duration(node["max_probe_duration"], f"{path}.max_probe_duration", 0.001, 3600.0)
         slow_call_rate = self.ratio(node.get("slow_call_rate", defaults.slow_call_rate), f"{path}.slow_call_rate")
         consecutive = self.integer(
             node.get("consecutive_failures", defaults.consecutive_failures),
@@ -411,9 +614,10 @@ class _Reader:
             )
         if open_duration is not None and max_open is not None and max_open < open_duration:
             self.error(f"{path}.max_open_duration", "must be at least open_duration")
-        if len(self.errors) != before:
+        if self.count != before:
             return None
         assert min_calls is not None and failure_rate is not None and slow_call_duration is not None
+        assert max_probe is not None
         assert slow_call_rate is not None and consecutive is not None and open_duration is not None
         assert max_open is not None and probes is not None and jitter is not None
         return BreakerSettings(
@@ -428,6 +632,7 @@ class _Reader:
             max_open_duration=max_open,
             half_open_probes=probes,
             jitter=jitter,
+            max_probe_duration=max_probe,
         )
 
     def failure(self, raw: object, path: str) -> FailureSettings | None:
@@ -439,45 +644,55 @@ class _Reader:
             return None
         statuses = defaults.statuses
         grpc_statuses = defaults.grpc_statuses
-        before = len(self.errors)
+        before = self.count
         if "statuses" in node:
-            statuses = self.statuses(node["statuses"], f"{path}.statuses")
+            values = self.status_list(node["statuses"], f"{path}.statuses", "HTTP statuses or classes such as 5xx")
+            statuses = self.statuses(values, f"{path}.statuses") if values is not None else statuses
         if "grpc_statuses" in node:
-            values = node["grpc_statuses"]
-            if not isinstance(values, list):
-                self.error(f"{path}.grpc_statuses", "must be a list of gRPC status names")
-            else:
+            values = self.status_list(node["grpc_statuses"], f"{path}.grpc_statuses", "gRPC status names")
+            if values is not None:
                 codes = {self.grpc_code(v, f"{path}.grpc_statuses[{i}]") for i, v in enumerate(values)}
                 if 0 in codes:
                     self.error(f"{path}.grpc_statuses", "must not contain OK")
                 grpc_statuses = frozenset(c for c in codes if c is not None)
-        if len(self.errors) != before:
+        if self.count != before:
             return None
         return FailureSettings(statuses=statuses, grpc_statuses=grpc_statuses)
 
-    def statuses(self, values: object, path: str) -> frozenset[int]:
+    def status_list(self, values: object, path: str, what: str) -> list[object] | None:
+        """The list, checked for length before anything walks it (an alias repeats a million times cheaply)."""
         if not isinstance(values, list):
-            self.error(path, "must be a list of HTTP statuses or classes such as 5xx")
-            return frozenset()
+            self.error(path, f"must be a list of {what}")
+            return None
+        if not values:
+            # An empty list would make a breaker that never opens on errors, and say nothing.
+            self.error(
+                path,
+                "must list at least one status: a breaker with none never opens on errors (omit the key"
+                " for the defaults)",
+            )
+            return None
+        if len(values) > MAX_STATUSES:
+            self.error(path, f"at most {MAX_STATUSES} entries, got {len(values)}")
+            return None
+        return values
+
+    def statuses(self, values: list[object], path: str) -> frozenset[int]:
         codes: set[int] = set()
         for index, value in enumerate(values):
-            text = str(value).strip().lower() if not isinstance(value, bool) else ""
-            klass = _STATUS_CLASS_PATTERN.match(text)
-            if klass:
-                base = int(klass.group(1)) * 100
-                codes.update(range(base, base + 100))
-            elif text.isascii() and text.isdigit() and 100 <= int(text) <= 599:
-                codes.add(int(text))
-            else:
+            found = _status_codes(value)
+            if found is None:
                 self.error(
                     f"{path}[{index}]",
-                    f"must be an HTTP status (100-599) or a class such as 5xx, got {value!r}",
+                    f"must be an HTTP status (100-599) or a class such as 5xx, got {shown(value)}",
                 )
+            else:
+                codes.update(found)
         return frozenset(codes)
 
     def integer(self, value: object, path: str, low: int, high: int) -> int | None:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            self.error(path, f"must be a whole number from {low} to {high}, got {value!r}")
+            self.error(path, f"must be a whole number from {low} to {high}, got {shown(value)}")
             return None
         return value
 
@@ -485,7 +700,7 @@ class _Reader:
         number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
         if number is None or not 0.0 <= number <= 1.0 or (number == 0.0 and not allow_zero):
             bounds = "from 0 to 1" if allow_zero else "between 0 and 1 (above 0, at most 1)"
-            self.error(path, f"must be {bounds}, got {value!r}")
+            self.error(path, f"must be {bounds}, got {shown(value)}")
             return None
         return number
 
@@ -496,7 +711,7 @@ class _Reader:
             self.error(path, str(exc))
             return None
         if not low <= seconds <= high:
-            self.error(path, f"must be from {format_duration(low)} to {format_duration(high)}, got {value!r}")
+            self.error(path, f"must be from {format_duration(low)} to {format_duration(high)}, got {shown(value)}")
             return None
         return seconds
 
@@ -515,6 +730,37 @@ def _merged(default: object, override: object) -> object:
     if isinstance(default, Mapping) and isinstance(override, Mapping):
         return {**default, **override}
     return override if override is not None else default
+
+
+def _status_codes(value: object) -> range | None:
+    """The codes an entry of failure.statuses names; ASCII digits only (``int()`` reads full-width 503 too)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return range(value, value + 1) if 100 <= value <= 599 else None
+    if not isinstance(value, str):
+        return None
+    text = value.strip(" \t").lower()
+    if _STATUS_CLASS_PATTERN.fullmatch(text):
+        base = int(text[0]) * 100
+        return range(base, base + 100)
+    if _STATUS_CODE_PATTERN.fullmatch(text) and 100 <= int(text) <= 599:
+        return range(int(text), int(text) + 1)
+    return None
+
+
+def _match_keys(match: Match) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+    """The matcher's lookup key for a match, and the key of a wider match that would catch all of it."""
+    if match.path_prefix is not None:
+        return ("path", match.path_prefix), None
+    if match.header_name is not None and match.header_value is not None:
+        return ("header", match.header_name, match.header_value), None
+    authority = match.authority or ""
+    host = ("authority", authority.rsplit(":", 1)[0]) if ":" in authority else None
+    return ("authority", authority), host
+
+
+def _key(key: object) -> str:
+    """A mapping key as a path segment: as written when plain, else quoted and bounded."""
+    return key if isinstance(key, str) and _PLAIN_KEY_PATTERN.fullmatch(key) else shown(key)
 
 
 def _kind(value: object) -> str:

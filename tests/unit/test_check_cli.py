@@ -158,3 +158,102 @@ def test_installed_console_script(tmp_path: Path) -> None:
     result = subprocess.run([str(script), "check", str(good)], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{good}: OK (1 model(s), 3 tier(s))\n"
+
+
+# -- hostile files: no traceback, exit 1, a short message --------------------------------------
+
+
+def _alias_bomb(field: str, size: int = 1_000_000) -> str:
+    """Billion laughs, padded to size: ten levels of ten aliases each, then one list wide enough to
+    fill the file, all of it ending in one scalar field of the policy."""
+    lines = ["    bomb:", "      - &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"      - &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    head = "\n".join(lines) + "\n"
+    wide = (size - len(head)) // len(", *a9")
+    lines.append("      - &wide [*a9" + ", *a9" * wide + "]")
+    return "models:\n  - name: m\n    match: {path_prefix: /m}\n" + "\n".join(lines) + f"\n    {field}\n"
+
+
+def _nesting(levels: int, kind: str) -> str:
+    if kind == "list":
+        return "models: " + "[" * levels + "]" * levels + "\n"
+    return "models: " + "{a: " * levels + "1" + "}" * levels + "\n"
+
+
+HOSTILE = {
+    "bomb_in_statuses": (_alias_bomb("failure: {statuses: *wide}"), "models[0].failure.statuses: at most 100"),
+    "bomb_in_tier_name": (_alias_bomb("tiers: [{name: *wide, route: r}]"), "models[0].tiers[0].name: must be"),
+    "bomb_in_route": (_alias_bomb("tiers: [{name: p, route: *a9}]"), "models[0].tiers[0].route: must be"),
+    "nested_lists": (_nesting(20_000, "list"), "nesting deeper than 64 levels"),
+    "nested_maps": (_nesting(20_000, "map"), "nesting deeper than 64 levels"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_check_hostile_file_exits_1_without_traceback(tmp_path: Path, name: str) -> None:
+    text, message = HOSTILE[name]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    if name.startswith("bomb"):
+        assert len(text) >= 1_000_000
+    result = subprocess.run(
+        [sys.executable, "-m", "ext_proc.cli", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=20,  # a bound for a hang, not a timing assertion
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr, result.stderr[-2000:]
+    assert len(result.stderr) < 10_000
+
+
+def test_serve_hostile_file_exits_1_without_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text(_nesting(20_000, "map"), encoding="utf-8")
+    result = _run_module(
+        "serve", "--policy", str(path), "--grpc-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0"
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "nesting deeper than 64 levels" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x00\x01\x02\xff\xfe binary", "not UTF-8 text: "),
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00", "(yaml) line 1, column 1: character #x007f: "),
+        (b"- a\n- b\n", "(root): must be a mapping, got a list"),
+        (b"models:\n\t- x\n", "(yaml) line 2, column 1: "),
+        (b"models: [\n", "(yaml) line 2, column 1: "),
+        (b"a: 1\na: 2\n", "(yaml) line 2, column 1: duplicate key 'a' (first at line 1)"),
+    ],
+)
+def test_check_bad_file_is_one_line_per_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{path}: ")
+    assert err.splitlines()[1].startswith(f"  {message}"), err
+
+
+def test_check_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == f"{tmp_path}: 1 error(s)\n  cannot read the file: Is a directory\n"
+
+
+def test_check_prints_the_count_of_errors_not_shown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "many.yaml"
+    model = "  - {name: -bad, match: {path_prefix: /m}, tiers: [{name: p, route: r}]}\n"
+    path.write_text("models:\n" + model * 150, encoding="utf-8")
+    assert main(["check", str(path)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"{path}: 150 error(s)"
+    assert len(lines) == 1 + 100 + 1
+    assert lines[-1] == "  ... and 50 more error(s)"

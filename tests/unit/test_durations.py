@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ext_proc.durations import format_duration, parse_duration
+from ext_proc.durations import format_duration, parse_duration, shown
 
 
 @pytest.mark.parametrize(
@@ -100,3 +100,51 @@ def test_format_duration(seconds: float, text: str) -> None:
 @pytest.mark.parametrize("text", ["500ms", "1s", "10s", "1.5s", "250ms"])
 def test_format_round_trips(text: str) -> None:
     assert parse_duration(format_duration(parse_duration(text))) == pytest.approx(parse_duration(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\uff11\uff10s",  # full-width 10s: float() reads it as 10
+        "1\uff10s",
+        "\u0663s",  # Arabic-Indic 3
+        "1.\u0665s",
+        "10s\u3000x",
+    ],
+)
+def test_only_ascii_digits(text: str) -> None:
+    with pytest.raises(ValueError, match=r"must be a duration such as"):
+        parse_duration(text)
+
+
+def test_no_unicode_spaces_around_the_number() -> None:
+    # \s without re.ASCII also takes U+3000 (ideographic space) and U+00A0.
+    for text in ("\u300010s", "10\u00a0s"):
+        with pytest.raises(ValueError):
+            parse_duration(text)
+
+
+def _bomb(levels: int) -> list[object]:
+    value: list[object] = ["lol"] * 10
+    for _ in range(levels):
+        value = [value] * 10  # 10**levels references, all shared, as a YAML alias bomb builds
+    return value
+
+
+def test_error_quotes_a_bounded_rendering_of_a_huge_value() -> None:
+    # repr() of this walks 10**30 references: the test would never finish.
+    with pytest.raises(ValueError) as info:
+        parse_duration(_bomb(30))
+    assert len(str(info.value)) < 200
+    with pytest.raises(ValueError) as info:
+        parse_duration("9" * 1_000_000 + "x")
+    assert len(str(info.value)) < 200
+
+
+def test_shown_is_short_and_repr_like() -> None:
+    assert shown("10") == "'10'"
+    assert shown(12) == "12"
+    assert shown({"a": 1}) == "{'a': 1}"
+    for value in (_bomb(30), "x" * 10_000, {str(i): _bomb(20) for i in range(1000)}, 10**4000, b"\x00" * 10_000):
+        assert len(shown(value)) <= 60
+    assert shown("\x1b[31m") == repr("\x1b[31m")  # escaped, never raw control characters on a terminal
