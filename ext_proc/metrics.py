@@ -3,6 +3,11 @@
 The hot path only bumps plain integers (stats.py, Decision.count); this collector turns them
 into metric families when /metrics is read. Label values come from the policy, or are the fixed
 words ``unmatched`` and ``none``, so cardinality is bounded by the policy's size.
+
+The admin site does not render this collector: prometheus_client renders a registry in one call,
+which at 1,000 models holds the event loop (and the decisions on it) for 0.3 s or more.
+exposition.py writes the same text in slices; GuardCollector stays as the registry form, for code
+that reads the registry, and as the reference the sliced renderer is tested against.
 """
 
 from __future__ import annotations
@@ -98,9 +103,20 @@ def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: 
     family.add_metric(labels, buckets, histogram.total)
 
 
-def registry_for(guard: Callable[[], Guard], errors: ProtocolErrors) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(GuardCollector(guard, errors))
-    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-        registry.register(collector)
-    return registry
+class GuardRegistry(CollectorRegistry):
+    """Every family of /metrics, plus what the sliced renderer needs to write them itself: the
+    protocol error counts and ``runtime``, a registry of the process, platform and gc collectors
+    alone (small enough for prometheus_client to render in one go)."""
+
+    def __init__(self, guard: Callable[[], Guard], errors: ProtocolErrors) -> None:
+        super().__init__(auto_describe=False)
+        self.errors = errors
+        self.runtime = CollectorRegistry(auto_describe=False)
+        self.register(GuardCollector(guard, errors))
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.register(collector)
+            self.runtime.register(collector)
+
+
+def registry_for(guard: Callable[[], Guard], errors: ProtocolErrors) -> GuardRegistry:
+    return GuardRegistry(guard, errors)
