@@ -7,7 +7,6 @@ import gc
 import logging
 import os
 import random
-import signal
 from dataclasses import dataclass
 
 import grpc
@@ -23,6 +22,7 @@ from ext_proc.metrics import registry_for
 from ext_proc.policy import Policy
 from ext_proc.server import SERVICE_NAME, ExtProcServicer
 from ext_proc.settings import DEFAULT_GRACE, GRPC_EXPERIMENTS, MAX_STREAMS_PER_PROCESS, split_address
+from ext_proc.signals import ALREADY_DRAINING, DRAIN_SIGNALS, IGNORED_SIGNALS, log_ignored
 from ext_proc.tls import TlsFiles, server_credentials
 
 log = logging.getLogger("modelguard")
@@ -111,6 +111,9 @@ async def serve(
     tls: TlsFiles | None = None,
 ) -> int:
     service = Service(policy)
+    # Before binding, so that no signal finds the process between binding and its handlers: a
+    # TERM or INT that early still gets a clean start and an immediate drain, not a sudden death.
+    stop = _handle_signals(asyncio.get_running_loop())
     try:
         ports = await service.start(grpc_address, admin_address, tls)
     except (OSError, ValueError) as exc:
@@ -131,12 +134,28 @@ async def serve(
             "grpc_experiments": os.environ.get(GRPC_EXPERIMENTS, ""),
         },
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("stopping", extra={"event": "stopping", "grace_s": grace})
     await service.stop(grace)
     log.info("stopped", extra={"event": "stopped"})
     return 0
+
+
+def _handle_signals(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+    """The event TERM and INT set (ext_proc.signals says what each signal means).
+
+    A second TERM or INT while draining is logged and changes nothing: the drain still ends when
+    the in-flight streams do or when ``--grace`` runs out, whichever is first. Stopping at once on
+    it would cut the very streams the grace exists for, and SIGKILL is there for that."""
+    stop = asyncio.Event()
+
+    def on_drain_signal(signum: int) -> None:
+        if stop.is_set():
+            log_ignored(log, signum, ALREADY_DRAINING)
+        stop.set()
+
+    for signum in DRAIN_SIGNALS:
+        loop.add_signal_handler(signum, on_drain_signal, signum)
+    for signum, reason in IGNORED_SIGNALS.items():
+        loop.add_signal_handler(signum, log_ignored, log, signum, reason)
+    return stop

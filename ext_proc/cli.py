@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -12,9 +13,28 @@ from ext_proc import __version__
 from ext_proc.logs import configure
 from ext_proc.loops import AUTO, EVENT_LOOPS, EventLoopUnavailable, loop_factory, run
 from ext_proc.policy import PolicyError, load_policy
-from ext_proc.settings import DEFAULT_ADMIN_ADDRESS, DEFAULT_GRACE, DEFAULT_GRPC_ADDRESS, apply_grpc_defaults
+from ext_proc.settings import (
+    DEFAULT_ADMIN_ADDRESS,
+    DEFAULT_GRACE,
+    DEFAULT_GRPC_ADDRESS,
+    MAX_GRACE,
+    apply_grpc_defaults,
+)
+from ext_proc.workers import follow_supervisor
 
 # Nothing imported above imports grpc: gRPC's runtime flags are applied in main() first.
+
+
+def grace_seconds(text: str) -> float:
+    """``--grace``: refused at parse time, since a NaN only failed at SIGTERM (inside gRPC's stop,
+    with a traceback and no drain) and a negative or huge one meant no drain or a hung shutdown."""
+    try:
+        grace = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(grace) or not 0 <= grace <= MAX_GRACE:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be from 0 to {MAX_GRACE:g} seconds")
+    return grace
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
         help=f"admin HTTP address for /metrics, /healthz, /readyz, /v1/state ({DEFAULT_ADMIN_ADDRESS})",
     )
     serve_cmd.add_argument(
-        "--grace", type=float, default=DEFAULT_GRACE, help="seconds in-flight streams get on SIGTERM (5)"
+        "--grace",
+        type=grace_seconds,
+        default=DEFAULT_GRACE,
+        help=f"seconds in-flight streams get on SIGTERM, 0 to {MAX_GRACE:g} (5)",
     )
     serve_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve_cmd.add_argument(
@@ -95,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return _demo(args)
     configure(args.log_level)
+    if not follow_supervisor(os.environ):
+        return 1
     try:
         policy = load_policy(args.policy)
     except PolicyError as exc:
@@ -178,9 +203,11 @@ def _check(path: str) -> int:
 
 
 def _print_errors(exc: PolicyError) -> None:
-    print(f"{exc.source}: {len(exc.errors)} error(s)", file=sys.stderr)
+    print(f"{exc.source}: {len(exc.errors) + exc.omitted} error(s)", file=sys.stderr)
     for error in exc.errors:
         print(f"  {error}", file=sys.stderr)
+    if exc.omitted:
+        print(f"  ... and {exc.omitted} more error(s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ from collections.abc import MutableMapping
 DEFAULT_GRPC_ADDRESS = "0.0.0.0:50051"
 DEFAULT_ADMIN_ADDRESS = "127.0.0.1:9464"
 DEFAULT_GRACE = 5.0
+MAX_GRACE = 3600.0
+"""The longest ``--grace`` accepted: past an hour a drain is a hang, longer than any orchestrator
+waits before its SIGKILL (Kubernetes' terminationGracePeriodSeconds defaults to 30)."""
 
 MAX_STREAMS_PER_PROCESS = 10_000
 """The burst of new ext_proc streams one process accepts at once. gRPC queues streams the

@@ -6,9 +6,11 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -16,10 +18,13 @@ import pytest
 from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_grpc
 from envoy.service.ext_proc.v3.external_processor_pb2 import HttpHeaders, ProcessingRequest, ProcessingResponse
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ext_proc.cli import grace_seconds
 from ext_proc.demo.stack import consecutive_free_ports
 from ext_proc.settings import DEFAULT_GRPC_EXPERIMENTS, GRPC_EXPERIMENTS
 from tests.component.conftest import serve_command
+from tests.component.log_lines import LogLines
 from tests.tls_certs import KeyPair, Pki, make_pki
 
 
@@ -218,3 +223,128 @@ def test_every_worker_serves_mutual_tls(tmp_path: Path) -> None:
         if supervisor.poll() is None:
             supervisor.kill()
             supervisor.wait(timeout=5)
+
+
+def grpc_health(port: int) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        return int(answer.status)
+
+
+def ignored_signal(lines: LogLines, name: str) -> dict[str, object]:
+    return lines.wait_for(lambda e: e.get("event") == "signal_ignored" and e.get("signal") == name, timeout=10)[0]
+
+
+def test_serve_logs_and_ignores_hup_usr1_usr2_and_still_drains_on_sigterm() -> None:
+    process = subprocess.Popen(
+        serve_command("--grpc-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0", "--grace", "1"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = LogLines(process)
+        serving = lines.event("serving", timeout=20)[0]
+        grpc_port, admin = int(serving["grpc_port"]), f"http://127.0.0.1:{serving['admin_port']}"
+        for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            process.send_signal(signum)
+            entry = ignored_signal(lines, signum.name)
+            assert entry["level"] == "warning" and process.poll() is None
+            if signum == signal.SIGHUP:
+                assert entry["reason"] == "policy reload is not implemented yet; restart to apply a new policy"
+        (first,) = exchange_over_grpc(grpc_port)  # still deciding
+        assert first.request_headers.response.clear_route_cache
+        assert grpc_health(grpc_port) == health_pb2.HealthCheckResponse.SERVING
+        with urllib.request.urlopen(admin + "/readyz", timeout=5) as response:
+            assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        lines.event("stopped", timeout=5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def test_a_second_sigterm_while_draining_is_logged_and_the_drain_keeps_its_grace() -> None:
+    process = subprocess.Popen(
+        serve_command("--grpc-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0", "--grace", "2"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    release = threading.Event()
+
+    def held_open() -> Iterator[ProcessingRequest]:
+        yield ProcessingRequest(
+            request_headers=HttpHeaders(
+                headers=HeaderMap(headers=[HeaderValue(key=":path", raw_value=b"/v2/models/recommender/infer")])
+            )
+        )
+        release.wait(15)  # the stream stays open, as a request waiting for its response would
+
+    try:
+        lines = LogLines(process)
+        port = int(lines.event("serving", timeout=20)[0]["grpc_port"])
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = ext_proc_grpc.ExternalProcessorStub(channel).Process(held_open(), timeout=15)
+            next(call)  # the request-phase answer: the stream is in flight
+            process.send_signal(signal.SIGTERM)
+            lines.event("stopping", timeout=10)
+            sent = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            entry = ignored_signal(lines, "SIGTERM")
+            assert entry["reason"] == "already draining; in-flight streams keep the rest of --grace"
+            assert process.wait(timeout=15) == 0
+            assert time.monotonic() - sent > 1.0, "the second SIGTERM cut the drain short"
+            release.set()
+    finally:
+        release.set()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("grace", "message"),
+    [
+        ("nan", "'nan': must be from 0 to 3600 seconds"),
+        ("inf", "'inf': must be from 0 to 3600 seconds"),
+        ("-1", "'-1': must be from 0 to 3600 seconds"),
+        ("3601", "'3601': must be from 0 to 3600 seconds"),
+        ("soon", "'soon' is not a number of seconds"),
+    ],
+)
+def test_serve_refuses_a_grace_that_is_not_0_to_3600_seconds(grace: str, message: str) -> None:
+    result = subprocess.run(
+        serve_command("--grpc-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0", "--grace", grace),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert f"argument --grace: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_grace_bounds_are_inclusive() -> None:
+    assert grace_seconds("0") == 0.0
+    assert grace_seconds("3600") == 3600.0
+    assert grace_seconds("0.5") == 0.5
+
+
+def test_serve_with_no_grace_stops_at_once_on_sigterm() -> None:
+    process = subprocess.Popen(
+        serve_command("--grpc-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0", "--grace", "0"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = LogLines(process)
+        lines.event("serving", timeout=20)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert lines.event("stopping", timeout=5)[0]["grace_s"] == 0.0
+        lines.event("stopped", timeout=5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)

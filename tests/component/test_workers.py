@@ -1,20 +1,24 @@
 """`modelguard serve --workers N`: N processes on consecutive ports, restarted when they die,
-drained together on SIGTERM."""
+drained together on SIGTERM, gone with their supervisor, given up on when they cannot start."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
 import pytest
 
 from ext_proc.demo.stack import consecutive_free_ports
-from ext_proc.workers import worker_addresses
+from ext_proc.workers import MAX_FAILED_STARTS, SUPERVISOR_PID, worker_addresses
 from tests.component.conftest import serve_command
+from tests.component.log_lines import LogLines
+from tests.component.test_cli_serve import exchange_over_grpc
 
 
 def test_worker_addresses_count_up_from_the_given_ports() -> None:
@@ -99,3 +103,122 @@ def test_workers_need_fixed_ports() -> None:
         timeout=30,
     )
     assert result.returncode == 2 and "fixed ports" in result.stderr
+
+
+def alive(pid: int) -> bool:
+    """Running, not merely a zombie: an orphan's exit is reaped by whoever adopted it, if anyone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def start_two_workers(grpc_base: int, admin_base: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        serve_command(
+            "--workers", "2", "--grace", "1",
+            "--grpc-address", f"127.0.0.1:{grpc_base}", "--admin-address", f"127.0.0.1:{admin_base}",
+        ),
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def stop_all(supervisor: subprocess.Popen[str], pids: list[int]) -> None:
+    """Test clean-up: nothing this test started may outlive it, whatever the code under test did."""
+    if supervisor.poll() is None:
+        supervisor.kill()
+        supervisor.wait(timeout=5)
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_sigkill_of_the_supervisor_takes_its_workers_with_it() -> None:
+    grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
+    supervisor = start_two_workers(grpc_base, admin_base)
+    pids: list[int] = []
+    try:
+        lines = LogLines(supervisor)
+        pids = list(lines.event("workers_started", timeout=20)[0]["pids"])
+        assert wait_until(lambda: ready(admin_base) and ready(admin_base + 1), 30.0)
+        supervisor.kill()
+        supervisor.wait(timeout=5)
+        assert wait_until(lambda: not any(alive(pid) for pid in pids), 10.0), "workers outlived their supervisor"
+        assert not ready(admin_base) and not ready(admin_base + 1)
+    finally:
+        stop_all(supervisor, pids)
+
+
+def test_a_worker_whose_supervisor_is_gone_at_start_up_exits() -> None:
+    # The race between the fork and the parent-death request: a parent pid other than the one the
+    # supervisor wrote down means it died (and this process was adopted) before the request took.
+    result = subprocess.run(
+        serve_command("--grpc-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, SUPERVISOR_PID: str(os.getpid() + 1_000_000)},
+    )
+    assert result.returncode == 1
+    assert '"event": "supervisor_gone"' in result.stderr and '"event": "serving"' not in result.stderr
+
+
+def test_hup_usr1_usr2_reach_only_the_supervisor_which_logs_them_and_keeps_serving() -> None:
+    grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
+    supervisor = start_two_workers(grpc_base, admin_base)
+    pids: list[int] = []
+    try:
+        lines = LogLines(supervisor)
+        pids = list(lines.event("workers_started", timeout=20)[0]["pids"])
+        assert wait_until(lambda: ready(admin_base) and ready(admin_base + 1), 30.0)
+        for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            supervisor.send_signal(signum)
+        ignored = lines.event("signal_ignored", timeout=10, count=3)
+        assert [entry["signal"] for entry in ignored] == ["SIGHUP", "SIGUSR1", "SIGUSR2"]
+        assert {entry["logger"] for entry in ignored} == {"modelguard.workers"}  # the supervisor's
+        assert "policy reload is not implemented yet" in ignored[0]["reason"]
+        assert supervisor.poll() is None and all(alive(pid) for pid in pids)
+        for port in (grpc_base, grpc_base + 1):
+            (first,) = exchange_over_grpc(port)
+            assert first.request_headers.response.clear_route_cache
+        assert ready(admin_base) and ready(admin_base + 1)
+        assert not any(entry.get("event") == "worker_restart" for entry in lines.entries)
+        assert sum(e.get("event") == "signal_ignored" for e in lines.entries) == 3  # not passed on
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=20) == 0
+        assert wait_until(lambda: not any(alive(pid) for pid in pids), 5.0)
+        assert lines.event("workers_stopped", timeout=5)[0]["exit_codes"] == [0, 0]
+    finally:
+        stop_all(supervisor, pids)
+
+
+def test_a_supervisor_whose_worker_cannot_bind_gives_up_with_exit_1() -> None:
+    grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", grpc_base + 1))  # worker 1's gRPC port, held by another process
+        taken.listen()
+        began = time.monotonic()
+        supervisor = start_two_workers(grpc_base, admin_base)
+        pids: list[int] = []
+        try:
+            lines = LogLines(supervisor)
+            pids = list(lines.event("workers_started", timeout=20)[0]["pids"])
+            assert supervisor.wait(timeout=60) == 1
+            took = time.monotonic() - began
+            (failing,) = lines.event("worker_failing", timeout=5)
+            assert failing["level"] == "error"
+            assert failing["worker"] == 1
+            assert failing["address"] == [f"127.0.0.1:{grpc_base + 1}", f"127.0.0.1:{admin_base + 1}"]
+            assert failing["exit_code"] == 1 and failing["failed_starts"] == MAX_FAILED_STARTS
+            assert failing["reason"] == "worker keeps failing to start (e.g. its port is taken)"
+            restarts = [e for e in lines.entries if e.get("event") == "worker_restart"]
+            assert [e["worker"] for e in restarts] == [1] * (MAX_FAILED_STARTS - 1)
+            pids += [int(e["pid"]) for e in restarts]
+            assert not any(alive(pid) for pid in pids), "a worker outlived the supervisor that gave up"
+            assert not ready(admin_base)
+            assert took < 40, f"gave up only after {took:.1f} s"
+        finally:
+            stop_all(supervisor, pids)
