@@ -320,6 +320,18 @@ def upstream_config(path: Path, listener_port: int, admin_port: int) -> Path:
     return path
 
 
+def start_upstream(out: Path, name: str = "upstream") -> EnvoyProcess:
+    """The direct-response upstream Envoy on free ports, its config and log under ``out``; the
+    caller stops it (or enters it as a context). Its listener is ``.listener_port``."""
+    listener_port, admin_port = free_ports(2)
+    return EnvoyProcess(
+        upstream_config(out / f"{name}.yaml", listener_port, admin_port),
+        listener_port=listener_port,
+        admin_port=admin_port,
+        log_path=out / f"{name}.log",
+    )
+
+
 def write_policy(path: Path) -> Path:
     """20 models, each primary -> recommender-resnet50, light -> recommender-mobilenet, then a
     respond tier: every model's routes exist in the reference Envoy config."""
@@ -790,15 +802,8 @@ def run(options: Options) -> dict[str, Any]:
 
     stacks: dict[str, Stack] = {}
     with contextlib.ExitStack() as exits:
-        upstream_port, upstream_admin = free_ports(2)
-        upstream = exits.enter_context(
-            EnvoyProcess(
-                upstream_config(out / "upstream-envoy.yaml", upstream_port, upstream_admin),
-                listener_port=upstream_port,
-                admin_port=upstream_admin,
-                log_path=out / "upstream-envoy.log",
-            )
-        )
+        upstream = exits.enter_context(start_upstream(out, "upstream-envoy"))
+        upstream_port = upstream.listener_port
         upstream.name = "upstream Envoy"
         processors: dict[str, tuple[ManagedProcess, int, Callable[[], bool]]] = {}
         for key in options.configs:

@@ -39,7 +39,7 @@ from bench.overhead import (
     check_stack,
     percentile,
     start_front_envoy,
-    upstream_config,
+    start_upstream,
 )
 from bench.policies import policy_document
 from ext_proc.demo.loadgen import read_samples
@@ -211,13 +211,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     options.out.mkdir(parents=True, exist_ok=True)
-    upstream_listener, upstream_admin = free_ports(2)
-    upstream = EnvoyProcess(
-        upstream_config(options.out / "upstream.yaml", upstream_listener, upstream_admin),
-        listener_port=upstream_listener,
-        admin_port=upstream_admin,
-        log_path=options.out / "upstream.log",
-    )
+    upstream = start_upstream(options.out)
+    upstream_listener = upstream.listener_port
     try:
         upstream.wait_ready(20.0)
         rows = [row for models in options.models.split(",") for row in measure(int(models), options, upstream_listener)]

@@ -23,7 +23,7 @@ from bench.overhead import (
     load_paths,
     run_wrk,
     start_front_envoy,
-    upstream_config,
+    start_upstream,
     write_policy,
     write_wrk_script,
 )
@@ -31,7 +31,6 @@ from ext_proc.demo.stack import (
     EnvoyProcess,
     ManagedProcess,
     consecutive_free_ports,
-    free_ports,
     http_request,
     modelguard_command,
     wait_for,
@@ -98,13 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     ensure_tools(args.out / "tools.log")
-    upstream_listener, upstream_admin = free_ports(2)
-    upstream = EnvoyProcess(
-        upstream_config(args.out / "upstream.yaml", upstream_listener, upstream_admin),
-        listener_port=upstream_listener,
-        admin_port=upstream_admin,
-        log_path=args.out / "upstream.log",
-    )
+    upstream = start_upstream(args.out)
+    upstream_listener = upstream.listener_port
     try:
         upstream.wait_ready(20.0)
         rows = [measure(int(n), args.out, upstream_listener, args.duration, args.concurrency)
