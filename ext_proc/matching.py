@@ -11,15 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Generic, TypeVar
 
-from ext_proc.paths import normalize_path
+from ext_proc.paths import SEGMENT_ENDS, normalize_path
 from ext_proc.policy import Match
 
 PATH = ":path"
 AUTHORITY = ":authority"
-
-_SEGMENT_ENDS = frozenset("/?#:;")
-"""After a path prefix, one of these must follow, so /models/rec does not match /models/recipe
-(':' for the /v1/models/name:predict style)."""
 
 T = TypeVar("T")
 
@@ -63,7 +59,7 @@ class Matcher(Generic[T]):
                     hit = self._prefixes.get(path[:length])
                     if hit is None or (best is not None and hit[0] >= best[0]):
                         continue
-                    if length == size or path[length - 1] == "/" or path[length] in _SEGMENT_ENDS:
+                    if length == size or path[length - 1] == "/" or path[length] in SEGMENT_ENDS:
                         best = hit
         if self._authorities:
             authority = headers.get(AUTHORITY)

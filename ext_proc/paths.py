@@ -19,6 +19,16 @@ import re
 
 _ESCAPE = re.compile(r"%([0-7][0-9A-Fa-f])")
 
+SEGMENT_ENDS = frozenset("/?#:;")
+"""After a path prefix, one of these must follow, so /models/rec does not match /models/recipe
+(':' for the /v1/models/name:predict style)."""
+
+
+def covering_prefixes(prefix: str) -> list[str]:
+    """The shorter prefixes that match every path this one matches (matching.py's boundary rule):
+    ``/v1/models/x`` is covered by ``/``, ``/v1``, ``/v1/``, ``/v1/models`` and ``/v1/models/``."""
+    return [prefix[:end] for end in range(1, len(prefix)) if prefix[end - 1] == "/" or prefix[end] in SEGMENT_ENDS]
+
 
 def needs_normalizing(path: str) -> bool:
     """True when the path could be spelled differently from what a server acts on."""

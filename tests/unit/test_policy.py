@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ext_proc.policy import (
+    MAX_MODELS,
     BreakerSettings,
     FailureSettings,
     Match,
@@ -838,32 +839,64 @@ a8: &a8 [*a7, *a7, *a7, *a7, *a7, *a7, *a7, *a7, *a7, *a7]
 a9: &a9 [*a8, *a8, *a8, *a8, *a8, *a8, *a8, *a8, *a8, *a8]
 """
 """Ten billion references in 700 bytes; repr() or str() of *a9 would need hundreds of gigabytes."""
+SMALL_BOMB = BOMB.split("a5:")[0]
+"""Up to *a4: 100,000 references, within the node budget, so validation sees it; repr() of *a4 is
+700 KB, which an error message must not quote."""
+
+
+def test_a_billion_laughs_is_refused_by_the_node_budget_before_it_is_built() -> None:
+    for field in ("    failure: {statuses: *a9}\n", "    breaker: {window: *a9}\n", "    tiers: [*a5]\n"):
+        errors = _errors(BOMB + MINIMAL + field)
+        assert len(errors) == 1 and errors[0].endswith("more than 1,000,000 values once aliases are expanded; "
+                                                       "a policy needs far fewer"), errors  # fmt: skip
+
+
+def test_aliases_count_as_often_as_they_are_used() -> None:
+    model = "m: &m {name: a, match: {path_prefix: /a}, tiers: [{name: p, route: r}]}\n"
+    assert _errors(model + "models:\n" + "  - *m\n" * 200_000)[0].endswith("a policy needs far fewer")
+    fewer = _errors(model + "models:\n" + "  - *m\n" * 20_000)  # 20,000 x 9 values: within the budget
+    assert fewer[-1] == "models: at most 10000 models, got 20000"
+
+
+def test_a_large_policy_is_within_the_node_budget() -> None:
+    from ext_proc.policy.loading import _check_shape
+
+    model = (
+        "  - {{name: m{0}, match: {{path_prefix: /m{0}}}, tiers: [{{name: primary, route: p}}, {{name: light,"
+        " route: l}}, {{name: d, respond: {{status: 200, body: '{{}}'}}}}], breaker: {{window: 10s, min_calls: 20,"
+        " failure_rate: 0.5, slow_call_duration: 2s, slow_call_rate: 0.8, consecutive_failures: 5, open_duration:"
+        " 5s, max_open_duration: 60s, half_open_probes: 3, jitter: 0.1, max_probe_duration: 3s}}, failure:"
+        " {{statuses: [5xx, 429], grpc_statuses: [UNAVAILABLE, INTERNAL]}}}}\n"
+    )
+    text = "models:\n" + "".join(model.format(i) for i in range(MAX_MODELS))
+    _check_shape(text)  # every key written, at the model limit (4.5 MB, over the size limit): no error
+    parse_policy("models:\n" + model.format(0))  # the model above is a valid one
 
 
 @pytest.mark.parametrize(
     ("field", "path"),
     [
-        ("    failure: {statuses: *a9}\n", "models[0].failure.statuses[0]"),
-        ("    failure: {statuses: [*a9]}\n", "models[0].failure.statuses[0]"),
-        ("    failure: {grpc_statuses: [*a9]}\n", "models[0].failure.grpc_statuses[0]"),
-        ("    breaker: {window: *a9}\n", "models[0].breaker.window"),
-        ("    breaker: {failure_rate: *a9}\n", "models[0].breaker.failure_rate"),
-        ("    breaker: {min_calls: *a9}\n", "models[0].breaker.min_calls"),
-        ("    breaker: {max_probe_duration: *a9}\n", "models[0].breaker.max_probe_duration"),
+        ("    failure: {statuses: *a4}\n", "models[0].failure.statuses[0]"),
+        ("    failure: {statuses: [*a4]}\n", "models[0].failure.statuses[0]"),
+        ("    failure: {grpc_statuses: [*a4]}\n", "models[0].failure.grpc_statuses[0]"),
+        ("    breaker: {window: *a4}\n", "models[0].breaker.window"),
+        ("    breaker: {failure_rate: *a4}\n", "models[0].breaker.failure_rate"),
+        ("    breaker: {min_calls: *a4}\n", "models[0].breaker.min_calls"),
+        ("    breaker: {max_probe_duration: *a4}\n", "models[0].breaker.max_probe_duration"),
     ],
 )
 def test_alias_bomb_in_a_scalar_field_gives_a_short_error(field: str, path: str) -> None:
-    errors = _errors(BOMB + MINIMAL + field)
+    errors = _errors(SMALL_BOMB + MINIMAL + field)
     message = _error_at(errors, path)
     assert len(message) < 250, message
     assert all(len(e) < 250 for e in errors)
 
 
 def test_alias_bomb_as_a_tier_route_and_respond_fields() -> None:
-    text = BOMB + MINIMAL.replace(
+    text = SMALL_BOMB + MINIMAL.replace(
         "tiers: [{name: p, route: r}]",
-        "tiers: [{name: p, route: *a9}, {name: d, respond: {status: *a9, content_type: *a9, body: *a9,"
-        " grpc_status: *a9}}]",
+        "tiers: [{name: p, route: *a4}, {name: d, respond: {status: *a4, content_type: *a4, body: *a4,"
+        " grpc_status: *a4}}]",
     )
     errors = _errors(text)
     for path in ("route", "respond.status", "respond.content_type", "respond.body", "respond.grpc_status"):
@@ -948,7 +981,7 @@ def test_block_nesting_is_bounded_too() -> None:
 
 
 def test_recursion_in_the_reader_is_a_policy_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ext_proc.policy as policy_module
+    import ext_proc.policy.reader as policy_module
 
     def recurse(self: object, document: object) -> None:
         raise RecursionError
@@ -1081,6 +1114,82 @@ def test_authority_without_port_covers_every_port() -> None:
 )
 def test_different_matches_are_fine(first: str, second: str) -> None:
     assert len(parse_policy(_two(first, second)).models) == 2
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("/v1", "/v1/models/x"),
+        ("/v1/", "/v1/models/x"),
+        ("/", "/v2/models/rec"),
+        ("/v1/models/x", "/v1/models/x:predict"),
+        ("/v1/models/x", "/v1/models/x;v=2"),
+    ],
+)
+def test_a_longer_prefix_after_a_shorter_one_it_continues_never_matches(first: str, second: str) -> None:
+    errors = _errors(_two(f"{{path_prefix: '{first}'}}", f"{{path_prefix: '{second}'}}"))
+    assert errors == [
+        "models[1].match: every path it matches is already matched by models[0] (recommender); the second never matches"
+    ]
+
+
+def test_the_shadowing_rule_is_the_matchers() -> None:
+    """Shorter prefixes first are refused exactly when the matcher gives the longer one's paths away."""
+    from ext_proc.matching import Matcher
+
+    for first, second in [("/v1", "/v1/models/x"), ("/v1/models/x", "/v1/models/xy"), ("/v1/mo", "/v1/models")]:
+        matcher = Matcher([(Match(path_prefix=first), "first"), (Match(path_prefix=second), "second")])
+        reachable = matcher.match({":path": second + "/infer"}) == "second"
+        try:
+            parse_policy(_two(f"{{path_prefix: '{first}'}}", f"{{path_prefix: '{second}'}}"))
+            refused = False
+        except PolicyError:
+            refused = True
+        assert refused is not reachable, (first, second)
+
+
+def test_a_longer_prefix_before_a_shorter_one_is_fine() -> None:
+    assert len(parse_policy(_two("{path_prefix: /v1/models/x}", "{path_prefix: /v1}")).models) == 2
+
+
+@pytest.mark.parametrize(
+    ("prefix", "normal"),
+    [
+        ("/v1/models//x", "'/v1/models/x'"),
+        ("/v1/models/%78", "'/v1/models/x'"),
+        ("/a/./b", "'/a/b'"),
+        ("/a/b/..", "'/a/'"),
+        ("/v1/models/y?", "'/v1/models/y'"),
+        ("/v1/models/y#frag", "'/v1/models/y'"),
+        ("/v1\\models", "'/v1/models'"),
+    ],
+)
+def test_a_prefix_no_normalized_path_can_start_with_is_refused(prefix: str, normal: str) -> None:
+    errors = _errors(MINIMAL.replace("{path_prefix: /m}", f"{{path_prefix: '{prefix}'}}"))
+    message = _error_at(errors, "models[0].match.path_prefix")
+    assert "never matches: paths are matched as normalized" in message and normal in message, message
+
+
+@pytest.mark.parametrize("value", ["1" + "0" * 400, "-" + "1" * 400])
+def test_a_huge_integer_as_a_ratio_is_an_error_not_a_crash(value: str) -> None:
+    for field in ("failure_rate", "slow_call_rate", "jitter"):
+        errors = _errors(MINIMAL + f"    breaker: {{{field}: {value}}}\n")
+        assert "must be" in _error_at(errors, f"models[0].breaker.{field}")
+
+
+@pytest.mark.parametrize("value", ["010", "0x14", "0o24", "2_0", "1:30", "+0x14"])
+def test_yaml_1_1_number_forms_are_not_numbers(value: str) -> None:
+    errors = _errors(MINIMAL + f"    breaker: {{min_calls: {value}, half_open_probes: {value}}}\n")
+    assert f"got '{value}'" in _error_at(errors, "models[0].breaker.min_calls")
+    assert f"got '{value}'" in _error_at(errors, "models[0].breaker.half_open_probes")
+
+
+@pytest.mark.parametrize(("value", "number"), [("20", 20), ("+20", 20), ("0.25", 0.25), (".25", 0.25)])
+def test_plain_numbers_still_are(value: str, number: float) -> None:
+    text = MINIMAL + f"    breaker: {{min_calls: 20, failure_rate: {value if number < 1 else 0.5}}}\n"
+    text = text.replace("min_calls: 20", f"min_calls: {value if number >= 1 else 20}")
+    breaker = parse_policy(text).models[0].breaker
+    assert (breaker.min_calls if number >= 1 else breaker.failure_rate) == number
 
 
 # -- hardening: ASCII digits, content types, bodies, empty status lists ---------------------------

@@ -1,49 +1,37 @@
-"""The policy file: its typed model, its defaults and its validation.
+"""The policy's validation: a parsed document to a Policy, every error collected by its path.
 
 Validation collects every error with its path in the file (``models[0].breaker.failure_rate``)
 instead of stopping at the first, because an operator fixing a policy during an incident
 should see all that is wrong in one run of ``modelguard check``. Unknown keys are errors:
 a misspelt ``failure_rat`` silently ignored would leave a breaker on its default.
 
-The file is untrusted input to a process that must not fall over: it is bounded in size and
-nesting before anything is built from it, every list is bounded before it is walked (an alias
-can make a short list of a million references), and an error quotes a bad value only through
-``shown`` (an alias bomb's ``repr`` is gigabytes). Patterns match whole values (``fullmatch``:
-``$`` also matches before a trailing newline) and digits are ASCII only.
+Every list is bounded before it is walked (an alias can make a short list of a million
+references), and an error quotes a bad value only through ``shown`` (an alias bomb's ``repr``
+is gigabytes). Patterns match whole values (``fullmatch``: ``$`` also matches before a trailing
+newline) and digits are ASCII only.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
-from yaml.composer import ComposerError
-from yaml.constructor import ConstructorError
-from yaml.events import CollectionEndEvent, CollectionStartEvent
-from yaml.nodes import MappingNode, ScalarNode
-from yaml.reader import ReaderError
 
 from ext_proc.durations import format_duration, parse_duration, shown
 from ext_proc.grpc_codes import GRPC_STATUS_CODES
-
-try:  # libyaml parses 30x faster: a 4 MB policy in a fraction of a second, not 20 s
-    from yaml import CSafeLoader as _SafeLoader
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
-
-MAX_FILE_BYTES = 4 * 1024 * 1024
-MAX_DEPTH = 64
-MAX_MODELS = 10_000
-MAX_TIERS = 16
-MAX_STATUSES = 100
-MAX_WINDOW_CALLS = 10_000
-MAX_ERRORS = 100
-"""Errors kept for the message; the rest are counted. 10,000 broken models must not print a million lines."""
+from ext_proc.paths import covering_prefixes, normalize_path
+from ext_proc.policy.limits import MAX_DEPTH, MAX_ERRORS, MAX_MODELS, MAX_STATUSES, MAX_TIERS, MAX_WINDOW_CALLS
+from ext_proc.policy.model import (
+    RESERVED_LABELS,
+    BreakerSettings,
+    FailureSettings,
+    Match,
+    ModelPolicy,
+    Policy,
+    PolicyError,
+    Respond,
+    Tier,
+)
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}")
 _HEADER_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_\-]{0,127}")
@@ -54,143 +42,9 @@ _AUTHORITY_PATTERN = re.compile(r"[\x21-\x7e]{1,260}")
 _CONTENT_TYPE_PATTERN = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,254}[\x21-\x7e])?")
 _STATUS_CLASS_PATTERN = re.compile(r"([1-5])xx", re.ASCII)
 _STATUS_CODE_PATTERN = re.compile(r"[0-9]{3}", re.ASCII)
+_QUERY = re.compile(r"[?#]")
 _PLAIN_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _NO_BODY_STATUSES = frozenset({204, 304})
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-RESERVED_LABELS = frozenset({"unmatched", "none"})
-
-
-class PolicyError(Exception):
-    """A policy that failed validation; ``errors`` holds every problem as ``path: message``.
-
-    ``omitted`` counts the errors past MAX_ERRORS that were found but not kept."""
-
-    def __init__(self, errors: list[str], source: str = "policy", omitted: int = 0) -> None:
-        self.errors = errors
-        self.source = source
-        self.omitted = omitted
-        more = f"\n... and {omitted} more error(s)" if omitted else ""
-        super().__init__(f"{source}: {len(errors) + omitted} error(s)\n" + "\n".join(errors) + more)
-
-
-@dataclass(frozen=True, slots=True)
-class Match:
-    """How a request is recognised as a model's; exactly one field is set."""
-
-    path_prefix: str | None = None
-    authority: str | None = None
-    header_name: str | None = None
-    header_value: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Respond:
-    """A direct answer from Envoy (ImmediateResponse), for the last rung of the ladder."""
-
-    status: int = 503
-    content_type: str = "application/json"
-    body: str = ""
-    grpc_status: int = GRPC_STATUS_CODES["UNAVAILABLE"]
-
-
-@dataclass(frozen=True, slots=True)
-class Tier:
-    name: str
-    route: str | None = None
-    respond: Respond | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerSettings:
-    """Thresholds of one breaker; the README documents each default."""
-
-    window: float | None = 10.0
-    window_calls: int | None = None
-    min_calls: int = 20
-    failure_rate: float = 0.5
-    slow_call_duration: float = 10.0
-    slow_call_rate: float = 1.0
-    consecutive_failures: int = 5
-    open_duration: float = 5.0
-    max_open_duration: float = 60.0
-    half_open_probes: int = 3
-    jitter: float = 0.1
-    max_probe_duration: float = 10.0
-    """A probe held longer than this counts as a slow failure; the reader defaults it to
-    slow_call_duration."""
-
-
-@dataclass(frozen=True, slots=True)
-class FailureSettings:
-    """Which responses count as failures. 429 and RESOURCE_EXHAUSTED count as overload unless
-    listed here explicitly."""
-
-    statuses: frozenset[int] = field(default_factory=lambda: frozenset(range(500, 600)))
-    grpc_statuses: frozenset[int] = field(
-        default_factory=lambda: frozenset(
-            GRPC_STATUS_CODES[name] for name in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL")
-        )
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class ModelPolicy:
-    name: str
-    match: Match
-    tiers: tuple[Tier, ...]
-    breaker: BreakerSettings
-    failure: FailureSettings
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    models: tuple[ModelPolicy, ...]
-
-    def model(self, name: str) -> ModelPolicy:
-        for model in self.models:
-            if model.name == name:
-                return model
-        raise KeyError(name)
-
-
-def load_policy(path: str | Path) -> Policy:
-    """Read and validate a policy file; raise PolicyError naming every problem.
-
-    The size is checked before reading, and the read is bounded too: a FIFO or /dev/zero has
-    no size to check."""
-    source = str(path)
-    too_big = PolicyError([f"(file): larger than {MAX_FILE_BYTES} bytes (4 MiB), the most a policy may be"], source)
-    try:
-        with Path(path).open("rb") as file:
-            if os.fstat(file.fileno()).st_size > MAX_FILE_BYTES:
-                raise too_big
-            data = file.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise PolicyError([f"cannot read the file: {exc.strerror or exc}"], source) from exc
-    if len(data) > MAX_FILE_BYTES:
-        raise too_big
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PolicyError([f"not UTF-8 text: {exc.reason} at byte {exc.start}"], source) from exc
-    return parse_policy(text, source)
-
-
-def parse_policy(text: str, source: str = "policy") -> Policy:
-    if len(text) > MAX_FILE_BYTES:
-        raise PolicyError([f"(file): {len(text)} characters; a policy may be at most {MAX_FILE_BYTES}"], source)
-    try:
-        document = _load_yaml(text)
-    except yaml.YAMLError as exc:
-        raise PolicyError([_yaml_error(exc, text)], source) from exc
-    except _DuplicateKeys as exc:
-        raise PolicyError(exc.errors[:MAX_ERRORS], source, max(0, len(exc.errors) - MAX_ERRORS)) from exc
-    except ValueError as exc:  # an integer of more than 4300 digits, for one
-        raise PolicyError([f"(yaml) cannot read a value: {str(exc)[:120]}"], source) from exc
-    except RecursionError as exc:  # the depth check makes this unreachable; a traceback must be too
-        raise PolicyError([f"(yaml) nesting deeper than {MAX_DEPTH} levels"], source) from exc
-    return build_policy(document, source)
 
 
 def build_policy(document: object, source: str = "policy") -> Policy:
@@ -204,92 +58,6 @@ def build_policy(document: object, source: str = "policy") -> Policy:
     if errors or policy is None:
         raise PolicyError(errors or ["(root): empty policy"], source, reader.count - len(errors))
     return policy
-
-
-class _DuplicateKeys(Exception):
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__(errors)
-        self.errors = errors
-
-
-class _Loader(_SafeLoader):
-    """Safe YAML that reports every duplicate key instead of keeping the last, and refuses merges.
-
-    A second ``models:`` would silently replace the first list. Merge keys (``<<``) are refused
-    because a chain of them multiplies: ten levels of ``<<: [*a, *a, ...]`` build billions of
-    pairs inside PyYAML before any check of ours could run; ``defaults`` does their job here.
-    """
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.duplicates: list[tuple[int, int, str]] = []
-        """(line, column, error): the constructor visits mappings out of file order."""
-
-    def flatten_mapping(self, node: MappingNode) -> None:
-        for key_node, _ in node.value:
-            if key_node.tag == _MERGE_TAG:
-                message = "merge keys (<<) are not supported: put shared breaker and failure settings in defaults"
-                raise ConstructorError(None, None, message, key_node.start_mark)
-        super().flatten_mapping(node)
-        first: dict[object, int] = {}
-        for key_node, _ in node.value:
-            if not isinstance(key_node, ScalarNode):
-                continue  # not hashable: the constructor reports it
-            key = self.construct_object(key_node)
-            line, column = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-            if key in first:
-                self.duplicates.append(
-                    (
-                        line,
-                        column,
-                        f"(yaml) line {line}, column {column}: duplicate key {shown(key)}"
-                        f" (first at line {first[key]}); YAML would silently keep only the last",
-                    )
-                )
-            else:
-                first[key] = line
-
-
-def _load_yaml(text: str) -> object:
-    _check_depth(text)
-    loader = _Loader(text)
-    try:
-        document = loader.get_single_data()
-    finally:
-        loader.dispose()
-    if loader.duplicates:
-        raise _DuplicateKeys([error for _, _, error in sorted(loader.duplicates)])
-    return document
-
-
-def _check_depth(text: str) -> None:
-    """Refuse deep nesting from the event stream, before PyYAML's recursive composer sees it.
-
-    The parser and scanner keep explicit stacks, so this pass is iterative; it stops at the first
-    level too deep, before the pure-Python scanner's cost, quadratic in the depth, adds up."""
-    depth = 0
-    for event in yaml.parse(text, Loader=_Loader):
-        if isinstance(event, CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
-                mark: Any = event.start_mark  # libyaml's Mark: the same fields, another class
-                raise ComposerError(None, None, f"nesting deeper than {MAX_DEPTH} levels", mark)
-        elif isinstance(event, CollectionEndEvent):
-            depth -= 1
-
-
-def _yaml_error(exc: yaml.YAMLError, text: str) -> str:
-    if isinstance(exc, ReaderError) and isinstance(exc.character, int):
-        # libyaml gives a byte position, PyYAML a character one: find the character instead.
-        index = text.find(chr(exc.character))
-        line, column = text.count("\n", 0, index) + 1, index - text.rfind("\n", 0, index)
-        return f"(yaml) line {line}, column {column}: character #x{exc.character:04x}: {exc.reason}"
-    mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
-    if problem == "exceeded maximum nesting depth":  # libyaml's own flow limit (1000) can come first
-        problem = f"nesting deeper than {MAX_DEPTH} levels"
-    return f"(yaml) {where}{problem}"
 
 
 _Node = Mapping[str, Any]
@@ -364,12 +132,14 @@ class _Reader:
     def unshadowed(self, model: ModelPolicy, index: int, claimed: dict[tuple[str, ...], tuple[int, str]]) -> None:
         """Report a match no request can reach, because an earlier model matches all it would.
 
-        Mirrors matching.py: the first model in policy order wins, and a policy authority
-        without a port matches that host on any port."""
-        key, covering = _match_keys(model.match)
+        Mirrors matching.py: the first model in policy order wins, a path prefix matches every
+        path that continues it at a segment boundary, and a policy authority without a port
+        matches that host on any port."""
+        key, covering, wider = _match_keys(model.match)
         earlier, reason = claimed.get(key), "same match as"
-        if earlier is None and covering is not None:
-            earlier, reason = claimed.get(covering), "its host on any port is already matched by"
+        for cover in covering:
+            if earlier is None:
+                earlier, reason = claimed.get(cover), wider
         if earlier is not None:
             self.error(
                 f"models[{index}].match",
@@ -425,6 +195,15 @@ class _Reader:
                 self.error(
                     f"{path}.path_prefix",
                     f"must be at most 1024 visible ASCII characters, no spaces, got {shown(prefix)}",
+                )
+                return None
+            normal = normalize_path(_QUERY.split(prefix)[0])
+            if normal != prefix:
+                # Requests are matched on their normalized path, before any query: this would never match.
+                self.error(
+                    f"{path}.path_prefix",
+                    f"never matches: paths are matched as normalized ({shown(normal)}), without their query;"
+                    " write it that way",
                 )
                 return None
             return Match(path_prefix=prefix)
@@ -697,7 +476,9 @@ class _Reader:
         return value
 
     def ratio(self, value: object, path: str, allow_zero: bool = False) -> float | None:
-        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        number = None
+        if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool) and -2 < value < 2):
+            number = float(value)  # an int of 309 digits has no float: OverflowError
         if number is None or not 0.0 <= number <= 1.0 or (number == 0.0 and not allow_zero):
             bounds = "from 0 to 1" if allow_zero else "between 0 and 1 (above 0, at most 1)"
             self.error(path, f"must be {bounds}, got {shown(value)}")
@@ -747,15 +528,17 @@ def _status_codes(value: object) -> range | None:
     return None
 
 
-def _match_keys(match: Match) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
-    """The matcher's lookup key for a match, and the key of a wider match that would catch all of it."""
+def _match_keys(match: Match) -> tuple[tuple[str, ...], list[tuple[str, ...]], str]:
+    """The matcher's lookup key for a match, the keys of wider matches that catch all of its
+    requests, and how to say so."""
     if match.path_prefix is not None:
-        return ("path", match.path_prefix), None
+        covering: list[tuple[str, ...]] = [("path", prefix) for prefix in covering_prefixes(match.path_prefix)]
+        return ("path", match.path_prefix), covering, "every path it matches is already matched by"
     if match.header_name is not None and match.header_value is not None:
-        return ("header", match.header_name, match.header_value), None
+        return ("header", match.header_name, match.header_value), [], ""
     authority = match.authority or ""
-    host = ("authority", authority.rsplit(":", 1)[0]) if ":" in authority else None
-    return ("authority", authority), host
+    host: list[tuple[str, ...]] = [("authority", authority.rsplit(":", 1)[0])] if ":" in authority else []
+    return ("authority", authority), host, "its host on any port is already matched by"
 
 
 def _key(key: object) -> str:

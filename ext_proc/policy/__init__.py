@@ -1,0 +1,50 @@
+"""The policy file: its typed model (model.py), its bounds (limits.py), reading it from a file
+with YAML treated as hostile (loading.py) and validating it with every error by its path
+(reader.py). What the rest of modelguard uses is re-exported here."""
+
+from ext_proc.policy.limits import (
+    MAX_DEPTH,
+    MAX_ERRORS,
+    MAX_FILE_BYTES,
+    MAX_MODELS,
+    MAX_NODES,
+    MAX_STATUSES,
+    MAX_TIERS,
+    MAX_WINDOW_CALLS,
+)
+from ext_proc.policy.loading import load_policy, parse_policy
+from ext_proc.policy.model import (
+    RESERVED_LABELS,
+    BreakerSettings,
+    FailureSettings,
+    Match,
+    ModelPolicy,
+    Policy,
+    PolicyError,
+    Respond,
+    Tier,
+)
+from ext_proc.policy.reader import build_policy
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_ERRORS",
+    "MAX_FILE_BYTES",
+    "MAX_MODELS",
+    "MAX_NODES",
+    "MAX_STATUSES",
+    "MAX_TIERS",
+    "MAX_WINDOW_CALLS",
+    "RESERVED_LABELS",
+    "BreakerSettings",
+    "FailureSettings",
+    "Match",
+    "ModelPolicy",
+    "Policy",
+    "PolicyError",
+    "Respond",
+    "Tier",
+    "build_policy",
+    "load_policy",
+    "parse_policy",
+]

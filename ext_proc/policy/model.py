@@ -1,0 +1,106 @@
+"""The policy's typed model: what the rest of modelguard reads, frozen once validated.
+
+The defaults here are the documented defaults (README, "Policy file"); the reader fills every
+field from the file or from ``defaults:``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ext_proc.grpc_codes import GRPC_STATUS_CODES
+
+RESERVED_LABELS = frozenset({"unmatched", "none"})
+
+
+class PolicyError(Exception):
+    """A policy that failed validation; ``errors`` holds every problem as ``path: message``.
+
+    ``omitted`` counts the errors past MAX_ERRORS that were found but not kept."""
+
+    def __init__(self, errors: list[str], source: str = "policy", omitted: int = 0) -> None:
+        self.errors = errors
+        self.source = source
+        self.omitted = omitted
+        more = f"\n... and {omitted} more error(s)" if omitted else ""
+        super().__init__(f"{source}: {len(errors) + omitted} error(s)\n" + "\n".join(errors) + more)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """How a request is recognised as a model's; exactly one field is set."""
+
+    path_prefix: str | None = None
+    authority: str | None = None
+    header_name: str | None = None
+    header_value: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    """A direct answer from Envoy (ImmediateResponse), for the last rung of the ladder."""
+
+    status: int = 503
+    content_type: str = "application/json"
+    body: str = ""
+    grpc_status: int = GRPC_STATUS_CODES["UNAVAILABLE"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str
+    route: str | None = None
+    respond: Respond | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """Thresholds of one breaker; the README documents each default."""
+
+    window: float | None = 10.0
+    window_calls: int | None = None
+    min_calls: int = 20
+    failure_rate: float = 0.5
+    slow_call_duration: float = 10.0
+    slow_call_rate: float = 1.0
+    consecutive_failures: int = 5
+    open_duration: float = 5.0
+    max_open_duration: float = 60.0
+    half_open_probes: int = 3
+    jitter: float = 0.1
+    max_probe_duration: float = 10.0
+    """A probe held longer than this counts as a slow failure; the reader defaults it to
+    slow_call_duration."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailureSettings:
+    """Which responses count as failures. 429 and RESOURCE_EXHAUSTED count as overload unless
+    listed here explicitly."""
+
+    statuses: frozenset[int] = field(default_factory=lambda: frozenset(range(500, 600)))
+    grpc_statuses: frozenset[int] = field(
+        default_factory=lambda: frozenset(
+            GRPC_STATUS_CODES[name] for name in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL")
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPolicy:
+    name: str
+    match: Match
+    tiers: tuple[Tier, ...]
+    breaker: BreakerSettings
+    failure: FailureSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    models: tuple[ModelPolicy, ...]
+
+    def model(self, name: str) -> ModelPolicy:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
