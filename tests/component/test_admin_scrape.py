@@ -9,8 +9,12 @@ too, so it reads the body in pieces and decodes it after measuring."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
+import logging
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
@@ -20,6 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.policies import policy_with
+from ext_proc import admin
 from ext_proc.app import Ports, Service
 
 MODELS = 1_000
@@ -78,11 +83,11 @@ def text(chunks: list[bytes]) -> str:
     return b"".join(chunks).decode()
 
 
-def assert_complete_metrics(text: str) -> None:
+def assert_complete_metrics(text: str, models: int = MODELS) -> None:
     found = {family.name: family for family in text_string_to_metric_families(text)}
     tiers = {(s.labels["model"], s.labels["tier"]) for s in found["modelguard_inflight"].samples}
-    assert len(tiers) == 2 * MODELS  # primary and light of every model: the respond tier has no breaker
-    assert len(found["modelguard_upstream_latency_seconds"].samples) == 2 * MODELS * 15
+    assert len(tiers) == 2 * models  # primary and light of every model: the respond tier has no breaker
+    assert len(found["modelguard_upstream_latency_seconds"].samples) == 2 * models * 15
     assert "process_cpu_seconds" in found and "python_gc_collections" in found
 
 
@@ -115,3 +120,58 @@ async def test_concurrent_scrapes_are_each_complete(big_service: tuple[Service, 
     assert_complete_metrics(text(first))
     assert_complete_metrics(text(second))
     assert len(json.loads(text(state))["models"]) == MODELS
+
+
+async def raw_get(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A GET whose answer nobody reads yet: the body backs up into the socket buffers."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    return reader, writer
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset, as a scraper that gives up mid-body does."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def test_readers_that_leave_mid_body_are_not_errors(
+    big_service: tuple[Service, Ports], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, ports = big_service
+    caplog.set_level(logging.DEBUG)
+    for path in ("/metrics", "/v1/state") * 5:
+        reader, writer = await raw_get(ports.admin, path)
+        assert (await reader.read(1000)).startswith(b"HTTP/1.1 200")
+        reset(writer)
+    await asyncio.sleep(0.5)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert sum(getattr(r, "event", None) == "admin_reader_gone" for r in caplog.records) >= 1
+    async with aiohttp.ClientSession() as session:
+        assert_complete_metrics(text(await fetch(session, f"http://127.0.0.1:{ports.admin}/metrics")))
+
+
+@pytest.mark.parametrize("big_service", [STATE_MODELS], indirect=True)
+async def test_bodies_in_flight_are_bounded_and_a_stalled_reader_is_cut_off(
+    big_service: tuple[Service, Ports], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, ports = big_service
+    monkeypatch.setattr(admin, "MAX_BODIES", 1)
+    monkeypatch.setattr(admin, "SEND_TIMEOUT", 2.0)
+    url = f"http://127.0.0.1:{ports.admin}/metrics"
+    stalled_reader, stalled = await raw_get(ports.admin, "/metrics")  # 13 MB that nobody reads
+    await asyncio.sleep(0.5)  # rendered by now; its sending waits on the reader
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url) as refused:
+            assert refused.status == 503 and refused.headers["Retry-After"] == "1"
+        await asyncio.sleep(2.5)  # past SEND_TIMEOUT: the stalled reader is cut off, its slot freed
+        assert_complete_metrics(text(await fetch(session, url)), STATE_MODELS)
+    assert any(getattr(r, "event", None) == "admin_reader_too_slow" for r in caplog.records)
+    received = 0
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(stalled_reader.read(1 << 20), 5):
+            received += len(chunk)
+    assert received < 13_000_000, "the stalled reader got the whole body after all"
+    stalled.close()
