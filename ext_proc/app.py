@@ -7,6 +7,8 @@ import gc
 import logging
 import os
 import random
+import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -109,11 +111,14 @@ async def serve(
     admin_address: str,
     grace: float = DEFAULT_GRACE,
     tls: TlsFiles | None = None,
+    early: Sequence[int] = (),
 ) -> int:
+    """Serve until TERM or INT; ``early`` are the signals received before this was called
+    (EarlySignals), acted on as if they came now."""
     service = Service(policy)
     # Before binding, so that no signal finds the process between binding and its handlers: a
     # TERM or INT that early still gets a clean start and an immediate drain, not a sudden death.
-    stop = _handle_signals(asyncio.get_running_loop())
+    stop = _handle_signals(asyncio.get_running_loop(), early)
     try:
         ports = await service.start(grpc_address, admin_address, tls)
     except (OSError, ValueError) as exc:
@@ -141,7 +146,7 @@ async def serve(
     return 0
 
 
-def _handle_signals(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+def _handle_signals(loop: asyncio.AbstractEventLoop, early: Sequence[int] = ()) -> asyncio.Event:
     """The event TERM and INT set (ext_proc.signals says what each signal means).
 
     A second TERM or INT while draining is logged and changes nothing: the drain still ends when
@@ -158,4 +163,9 @@ def _handle_signals(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
         loop.add_signal_handler(signum, on_drain_signal, signum)
     for signum, reason in IGNORED_SIGNALS.items():
         loop.add_signal_handler(signum, log_ignored, log, signum, reason)
+    for number in early:  # read after the handlers are in: none falls between the two
+        if number in DRAIN_SIGNALS:
+            on_drain_signal(number)
+        else:
+            log_ignored(log, number, IGNORED_SIGNALS[signal.Signals(number)])
     return stop

@@ -20,6 +20,7 @@ from ext_proc.settings import (
     MAX_GRACE,
     apply_grpc_defaults,
 )
+from ext_proc.signals import EarlySignals
 from ext_proc.workers import follow_supervisor
 
 # Nothing imported above imports grpc: gRPC's runtime flags are applied in main() first.
@@ -117,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args.file)
     if args.command == "demo":
         return _demo(args)
+    early = EarlySignals()  # until serve() or supervise() takes over: loading a policy takes a while
+    early.install()
     configure(args.log_level)
     if not follow_supervisor(os.environ):
         return 1
@@ -145,11 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"modelguard serve: {exc}", file=sys.stderr)
             return 1
     if args.workers != 1:
-        return _workers(args, [] if tls is None else tls.flags())
+        return _workers(args, [] if tls is None else tls.flags(), early.received)
     from ext_proc.app import serve
 
     try:
-        return run(serve(policy, args.grpc_address, args.admin_address, args.grace, tls), args.event_loop)
+        return run(
+            serve(policy, args.grpc_address, args.admin_address, args.grace, tls, early.received), args.event_loop
+        )
     except KeyboardInterrupt:
         return 130
 
@@ -177,7 +182,7 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(options)
 
 
-def _workers(args: argparse.Namespace, extra_args: Sequence[str] = ()) -> int:
+def _workers(args: argparse.Namespace, extra_args: Sequence[str] = (), early: Sequence[int] = ()) -> int:
     from ext_proc.workers import supervise, worker_addresses
 
     if not 1 <= args.workers <= 64:
@@ -188,7 +193,7 @@ def _workers(args: argparse.Namespace, extra_args: Sequence[str] = ()) -> int:
     except ValueError as exc:
         print(f"modelguard serve: {exc}", file=sys.stderr)
         return 2
-    return supervise(args.policy, addresses, args.grace, args.log_level, args.event_loop, extra_args)
+    return supervise(args.policy, addresses, args.grace, args.log_level, args.event_loop, extra_args, early)
 
 
 def _check(path: str) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Mapping
+from types import FrameType
 
 DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -29,3 +30,22 @@ def log_ignored(logger: logging.Logger, signum: int, reason: str) -> None:
     """One JSON line per signal received and not acted on, so that it is never a silent no-op."""
     name = signal.Signals(signum).name
     logger.warning("%s ignored: %s", name, reason, extra={"event": "signal_ignored", "signal": name, "reason": reason})
+
+
+class EarlySignals:
+    """Notes every signal above from the moment ``modelguard serve`` has read its command line
+    until the server (or the supervisor) installs its own handlers and replays them.
+
+    Loading a large policy and importing gRPC take a second or more; without this, a TERM in that
+    second killed the process with no log line, and a stray HUP did too, exactly what the
+    handlers exist to prevent."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def install(self) -> None:
+        for signum in (*DRAIN_SIGNALS, *IGNORED_SIGNALS):
+            signal.signal(signum, self._note)
+
+    def _note(self, signum: int, _frame: FrameType | None) -> None:
+        self.received.append(signum)

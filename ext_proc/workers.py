@@ -77,8 +77,10 @@ def supervise(
     log_level: str,
     event_loop: str = "auto",
     extra_args: Sequence[str] = (),
+    early: Sequence[int] = (),
 ) -> int:
-    """``extra_args`` go to every worker's command line as they are (the TLS flags)."""
+    """``extra_args`` go to every worker's command line as they are (the TLS flags); ``early`` are
+    the signals received before this was called (EarlySignals), acted on as if they came now."""
 
     def command(grpc_address: str, admin_address: str) -> list[str]:
         return [
@@ -93,19 +95,17 @@ def supervise(
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
-        received.append(signum)
+        if stopping:
+            received.append(signum)  # a second one: logged as changing nothing
         stopping = True
 
     def on_ignored_signal(signum: int, _frame: FrameType | None) -> None:
         received.append(signum)
 
-    def log_received(draining: bool) -> None:
+    def log_received() -> None:
         while received:
             signum = received.pop(0)
-            if signum in IGNORED_SIGNALS:
-                log_ignored(log, signum, IGNORED_SIGNALS[signal.Signals(signum)])
-            elif draining:
-                log_ignored(log, signum, ALREADY_DRAINING)
+            log_ignored(log, signum, IGNORED_SIGNALS.get(signal.Signals(signum), ALREADY_DRAINING))
 
     # The environment names this process so that each worker can ask to die with it (follow_supervisor).
     environment = {**os.environ, SUPERVISOR_PID: str(os.getpid())}
@@ -117,6 +117,12 @@ def supervise(
         signal.signal(signum, on_signal)
     for signum in IGNORED_SIGNALS:
         signal.signal(signum, on_ignored_signal)
+    for number in early:
+        (on_signal if number in DRAIN_SIGNALS else on_ignored_signal)(number, None)
+    if stopping:  # told to stop before any worker started: nothing to drain
+        log_received()
+        log.info("stopped before starting workers", extra={"event": "workers_stopped", "exit_codes": []})
+        return 0
     workers = [start(index) for index in range(len(addresses))]
     started = [time.monotonic()] * len(workers)
     exited: list[float | None] = [None] * len(workers)
@@ -125,7 +131,7 @@ def supervise(
     log.info("workers started", extra={"event": "workers_started", "pids": [w.pid for w in workers]})
     while not stopping:
         time.sleep(POLL_INTERVAL)
-        log_received(draining=False)
+        log_received()
         for index, worker in enumerate(workers):
             code = worker.poll()
             if code is None or stopping:
@@ -164,19 +170,21 @@ def supervise(
                     "failed_starts": failed_starts[index],
                 },
             )
-    log_received(draining=True)
+    log_received()
     for worker in workers:
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace + 5.0
     while time.monotonic() < deadline and any(worker.poll() is None for worker in workers):
         time.sleep(POLL_INTERVAL)
-        log_received(draining=True)
+        log_received()
     for worker in workers:
         if worker.poll() is None:
             worker.kill()
-    codes = [worker.wait() for worker in workers]
-    log_received(draining=True)
+    # A worker that the TERM found still starting up, before its own handlers, died of it with
+    # nothing in flight: that is a drained worker, not a failed one.
+    codes = [0 if code == -signal.SIGTERM else code for code in (worker.wait() for worker in workers)]
+    log_received()
     log.info("workers stopped", extra={"event": "workers_stopped", "exit_codes": codes})
     return 1 if gave_up or any(code != 0 for code in codes) else 0
 

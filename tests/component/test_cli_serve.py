@@ -348,3 +348,70 @@ def test_serve_with_no_grace_stops_at_once_on_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=5)
+
+
+def catches(pid: int, signum: signal.Signals) -> bool:
+    """Whether the process has a handler for ``signum`` (its SigCgt mask in /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        mask = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
+    return bool(mask >> (signum - 1) & 1)
+
+
+def start_reading_a_fifo(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+    """``modelguard serve`` whose policy is a FIFO: it blocks loading the policy until the test
+    writes it, which holds it, deterministically, in the stretch before the server's handlers."""
+    fifo = tmp_path / "policy.yaml"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(serve_command(*args, policy=fifo), stderr=subprocess.PIPE, text=True)
+    return process, fifo
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the signal mask from /proc")
+def test_signals_while_the_policy_loads_are_acted_on_once_serving(tmp_path: Path) -> None:
+    process, fifo = start_reading_a_fifo(
+        tmp_path, "--grpc-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0", "--grace", "1"
+    )
+    try:
+        lines = LogLines(process)
+        deadline = time.monotonic() + 20
+        while not catches(process.pid, signal.SIGHUP):  # caught from the start, not only once serving
+            assert process.poll() is None and time.monotonic() < deadline, "SIGHUP not caught while loading"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGHUP)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        assert process.poll() is None, "a signal during start-up killed the process"
+        fifo.write_text((Path(__file__).resolve().parents[2] / "examples" / "policy.yaml").read_text())
+        assert process.wait(timeout=20) == 0
+        assert str(ignored_signal(lines, "SIGHUP")["reason"]).startswith("policy reload is not implemented")
+        events = [entry.get("event") for entry in lines.entries]
+        assert events.index("serving") < events.index("stopping") < events.index("stopped")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the signal mask from /proc")
+def test_a_supervisor_told_to_stop_while_loading_starts_no_worker(tmp_path: Path) -> None:
+    grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
+    process, fifo = start_reading_a_fifo(
+        tmp_path, "--workers", "2", "--grpc-address", f"127.0.0.1:{grpc_base}",
+        "--admin-address", f"127.0.0.1:{admin_base}",
+    )  # fmt: skip
+    try:
+        lines = LogLines(process)
+        deadline = time.monotonic() + 20
+        while not catches(process.pid, signal.SIGTERM):
+            assert process.poll() is None and time.monotonic() < deadline, "SIGTERM not caught while loading"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGUSR1)
+        fifo.write_text((Path(__file__).resolve().parents[2] / "examples" / "policy.yaml").read_text())
+        assert process.wait(timeout=20) == 0
+        assert ignored_signal(lines, "SIGUSR1")["event"] == "signal_ignored"
+        assert "workers_started" not in [entry.get("event") for entry in lines.entries]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)

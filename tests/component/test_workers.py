@@ -222,3 +222,17 @@ def test_a_supervisor_whose_worker_cannot_bind_gives_up_with_exit_1() -> None:
             assert took < 40, f"gave up only after {took:.1f} s"
         finally:
             stop_all(supervisor, pids)
+
+
+def test_sigterm_while_the_workers_start_up_is_a_clean_stop() -> None:
+    grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
+    supervisor = start_two_workers(grpc_base, admin_base)
+    pids: list[int] = []
+    try:
+        lines = LogLines(supervisor)
+        pids = list(lines.event("workers_started", timeout=20)[0]["pids"])
+        supervisor.send_signal(signal.SIGTERM)  # the workers are still importing, before any handler of theirs
+        assert supervisor.wait(timeout=20) == 0
+        assert lines.event("workers_stopped", timeout=5)[0]["exit_codes"] == [0, 0]
+    finally:
+        stop_all(supervisor, pids)
