@@ -4,11 +4,13 @@ A model server decodes percent-escapes, collapses repeated slashes and resolves 
 ``..`` before it routes, so ``/v2/models/r%65commender//./infer`` is served as the recommender's
 ``/v2/models/recommender/infer``. Matching the raw ``:path`` would let such a spelling skip the
 breaker and reach a failing primary (nothing would judge its outcome either). The normalization
-here is a superset of RFC 3986's (section 6.2.2): every ASCII percent-escape is decoded, not
-only the unreserved ones, because servers decode reserved ones too (``%3A`` is the ``:`` of
-``/v1/models/name:predict``); an escaped or literal backslash counts as ``/``; repeated slashes
-merge; dot segments are removed. Case stays significant, as it does for the servers. Non-ASCII
-escapes are left as they are (a policy prefix is ASCII). The query is never touched.
+here is a superset of RFC 3986's (section 6.2.2): every escape of a visible ASCII character is
+decoded, not only the unreserved ones, because servers decode reserved ones too (``%3A`` is the
+``:`` of ``/v1/models/name:predict``); an escaped or literal backslash counts as ``/``; repeated
+slashes merge; dot segments are removed. Escapes of anything else (a space, a control character,
+a byte of a non-ASCII character) stay escaped, since a request line cannot carry them raw, with
+their hex digits upper-cased (``%c3%a9`` and ``%C3%A9`` are one path). Case stays significant
+otherwise, as it does for the servers. The query is never touched.
 
 Most paths need none of this, and a cheap look at them says so first.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-_ESCAPE = re.compile(r"%([0-7][0-9A-Fa-f])")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 
 SEGMENT_ENDS = frozenset("/?#:;")
 """After a path prefix, one of these must follow, so /models/rec does not match /models/recipe
@@ -62,7 +64,8 @@ def _query_start(path: str) -> int:
 
 
 def _decoded(escape: re.Match[str]) -> str:
-    return chr(int(escape.group(1), 16))
+    code = int(escape.group(1), 16)
+    return chr(code) if 0x21 <= code <= 0x7E else "%" + escape.group(1).upper()
 
 
 def _without_dot_segments(path: str) -> str:

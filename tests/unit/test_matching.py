@@ -23,6 +23,7 @@ def header(name: str, value: str) -> Match:
 # -- path prefixes and segment boundaries ---------------------------------------------------
 
 REC = Matcher([(prefix("/v2/models/rec"), "rec")])
+POLICY_WITH = "models: [{{name: m, match: {{path_prefix: '{prefix}'}}, tiers: [{{name: p, route: r}}]}}]"
 
 
 @pytest.mark.parametrize(
@@ -341,3 +342,17 @@ def test_every_spelling_of_a_models_path_matches_it(path: str) -> None:
 @pytest.mark.parametrize("path", ["/v2/models/REC", "/v2/models/r%45c", "/v2/models/recipe", "/v2/models/rec%65"])
 def test_spellings_of_other_paths_do_not_match(path: str) -> None:
     assert REC.match({PATH: path}) is None
+
+
+@pytest.mark.parametrize(
+    ("policy_prefix", "path"),
+    [
+        ("/v2/models/caf%C3%A9", "/v2/models/caf%c3%a9/infer"),
+        ("/v2/models/caf%C3%A9", "/v2/models/caf%C3%a9"),
+        ("/v2/models/my%20model", "/v2/models/my%20model/infer"),
+        ("/v2/models/my%20model", "/v2//models/./my%20model"),
+    ],
+)
+def test_escapes_that_stay_escaped_match_in_either_hex_case(policy_prefix: str, path: str) -> None:
+    assert parse_policy(POLICY_WITH.format(prefix=policy_prefix)).models[0].match.path_prefix == policy_prefix
+    assert Matcher([(prefix(policy_prefix), "m")]).match({PATH: path}) == "m"

@@ -23,7 +23,9 @@ from ext_proc.paths import needs_normalizing, normalize_path
         ("/v1/models/rec%3Apredict", "/v1/models/rec:predict"),  # reserved escape, decoded too
         ("/v2\\models%5Crecommender", "/v2/models/recommender"),  # backslashes, literal or escaped
         ("/v2/models/%252F", "/v2/models/%2F"),  # decoded once, like a server
-        ("/caf%C3%A9", "/caf%C3%A9"),  # non-ASCII escapes left alone
+        ("/caf%C3%A9", "/caf%C3%A9"),  # non-ASCII escapes left escaped
+        ("/caf%c3%a9", "/caf%C3%A9"),  # ... with upper-case hex: one path whichever case the client chose
+        ("/my%20model/%7f%00", "/my%20model/%7F%00"),  # a space or a control character cannot be sent raw
         ("/..", "/"),
         ("//", "/"),
         ("/v2/models/rec%", "/v2/models/rec%"),  # a broken escape stays as it came
