@@ -12,11 +12,15 @@ MAX_FILE_BYTES = 4 * 1024 * 1024
 2 MB; written out in every model, about 4.5 MB (over the limit: that is what ``defaults`` is for)."""
 MAX_DEPTH = 64
 """A policy nests 5 levels; PyYAML's composer recurses once per level."""
-MAX_NODES = 1_000_000
-"""YAML values (scalars, lists, mappings), counted with every alias expanded: what validation will
-walk. 10,000 models with every key written are about 600,000; a short file of aliases
-of aliases, or 4 MB of ``{}``, is refused here in under a second instead of taking minutes and
-gigabytes to build."""
+MAX_NODES = 500_000
+"""What validation may walk: YAML values (scalars, lists, mappings) counted with every alias
+expanded, a scalar once more for every CHARS_PER_COST characters. 10,000 models of three tiers
+with settings in ``defaults`` cost about 200,000 (every key written in every model: 630,000, but
+that file is over MAX_FILE_BYTES too). Measured with `modelguard check` on the 2-core benchmark
+machine: 10,000 such models, 4.6 s and 265 MB; the worst files just under the budget (500,000
+empty mappings; one mapping of 240,000 keys), 4.1-4.7 s and 240-380 MB; anything over it, and any
+short file of aliases of aliases or of aliases of a long string, refused in 0.2-1 s."""
+CHARS_PER_COST = 64
 MAX_MODELS = 10_000
 MAX_TIERS = 16
 MAX_STATUSES = 100

@@ -22,7 +22,7 @@ from yaml.nodes import MappingNode, ScalarNode
 from yaml.reader import ReaderError
 
 from ext_proc.durations import shown
-from ext_proc.policy.limits import MAX_DEPTH, MAX_ERRORS, MAX_FILE_BYTES, MAX_NODES
+from ext_proc.policy.limits import CHARS_PER_COST, MAX_DEPTH, MAX_ERRORS, MAX_FILE_BYTES, MAX_NODES
 from ext_proc.policy.model import Policy, PolicyError
 from ext_proc.policy.reader import build_policy
 
@@ -34,6 +34,8 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_PLAIN_BOOL = re.compile(r"(?:true|True|TRUE|false|False|FALSE)\Z")
 _PLAIN_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z", re.ASCII)
 _PLAIN_FLOAT = re.compile(
     r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z|[-+]?\.(?:inf|Inf|INF)\Z|\.(?:nan|NaN|NAN)\Z"
@@ -92,8 +94,10 @@ class _Loader(_SafeLoader):
     because a chain of them multiplies: ten levels of ``<<: [*a, *a, ...]`` build billions of
     pairs inside PyYAML before any check of ours could run; ``defaults`` does their job here.
 
-    Numbers are only what they look like: YAML 1.1 reads ``010`` as 8, ``0x1F4`` as 500, ``5_03``
-    as 503 and ``1:30`` as 90, so those stay strings here, and validation says they are not numbers.
+    Values are only what they look like: YAML 1.1 reads ``010`` as 8, ``0x1F4`` as 500, ``5_03``
+    as 503, ``1:30`` as 90 and ``yes``, ``no``, ``on``, ``off`` as booleans (``value: on`` for a
+    header would be True). Here those stay strings (validation says where a number belongs), and
+    an explicit ``!!int 010`` is an error rather than 8.
     """
 
     def __init__(self, stream: str) -> None:
@@ -126,12 +130,31 @@ class _Loader(_SafeLoader):
                 first[key] = line
 
 
+def _plain_int(loader: _Loader, node: ScalarNode) -> int:
+    """``!!int``, explicit or not, takes plain decimal only (PyYAML's own reads ``!!int 010`` as 8)."""
+    value = loader.construct_scalar(node)
+    if not isinstance(value, str) or not _PLAIN_INT.match(value):
+        raise ConstructorError(None, None, f"{shown(value)} is not a plain whole number", node.start_mark)
+    return int(value)
+
+
+def _plain_float(loader: _Loader, node: ScalarNode) -> float:
+    value = loader.construct_scalar(node)
+    if not isinstance(value, str) or not _PLAIN_FLOAT.match(value):
+        raise ConstructorError(None, None, f"{shown(value)} is not a plain number", node.start_mark)
+    result: float = loader.construct_yaml_float(node)
+    return result
+
+
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, pattern) for tag, pattern in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in (_INT_TAG, _FLOAT_TAG, _BOOL_TAG)]
     for first, resolvers in _SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(_INT_TAG, _PLAIN_INT, list("-+0123456789"))
 _Loader.add_implicit_resolver(_FLOAT_TAG, _PLAIN_FLOAT, list("-+0123456789."))
+_Loader.add_implicit_resolver(_BOOL_TAG, _PLAIN_BOOL, list("tTfF"))
+_Loader.add_constructor(_INT_TAG, _plain_int)
+_Loader.add_constructor(_FLOAT_TAG, _plain_float)
 
 
 def _load_yaml(text: str) -> object:
@@ -147,34 +170,36 @@ def _load_yaml(text: str) -> object:
 
 
 def _check_shape(text: str) -> None:
-    """Refuse deep nesting and too many values from the event stream, before PyYAML composes it.
+    """Refuse deep nesting and too much to walk, from the event stream, before PyYAML composes it.
 
     The parser and scanner keep explicit stacks, so this pass is iterative, and it stops at the
-    first level too deep or the first value past MAX_NODES. Values are counted as validation will
-    walk them: an alias counts the whole anchored value again (a list of 10,000 aliases of a model
-    with 2,000 keys is 20 million values, though the file is 89 KB)."""
-    depth = nodes = 0
-    open_values: list[tuple[str | None, int]] = []  # (anchor, values before it) of each open collection
-    sizes: dict[str, int] = {}  # an anchor's expanded size, as an alias to it will add
+    first level too deep or at the budget. The cost is counted as validation will pay it: an alias
+    costs the whole anchored value again (a list of 10,000 aliases of a model with 2,000 keys costs
+    20 million, though the file is 89 KB), and a scalar one more for every CHARS_PER_COST
+    characters (a 3 MB string aliased a thousand times is a thousand case-folds of 3 MB)."""
+    depth = cost = 0
+    open_values: list[tuple[str | None, int]] = []  # (anchor, cost before it) of each open collection
+    costs: dict[str, int] = {}  # an anchor's cost, as an alias to it will add
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, AliasEvent):
-            nodes += sizes.get(event.anchor, 1) if event.anchor is not None else 1
+            cost += costs.get(event.anchor, 1) if event.anchor is not None else 1
         elif isinstance(event, ScalarEvent):
-            nodes += 1
+            scalar = 1 + len(event.value) // CHARS_PER_COST
+            cost += scalar
             if event.anchor is not None:
-                sizes[event.anchor] = 1
+                costs[event.anchor] = scalar
         elif isinstance(event, CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
                 _refuse(event, f"nesting deeper than {MAX_DEPTH} levels")
-            open_values.append((event.anchor, nodes))
-            nodes += 1
+            open_values.append((event.anchor, cost))
+            cost += 1
         elif isinstance(event, CollectionEndEvent):
             depth -= 1
             anchor, before = open_values.pop()
             if anchor is not None:
-                sizes[anchor] = nodes - before
-        if nodes > MAX_NODES:
+                costs[anchor] = cost - before
+        if cost > MAX_NODES:
             _refuse(event, f"more than {MAX_NODES:,} values once aliases are expanded; a policy needs far fewer")
 
 
@@ -192,6 +217,9 @@ def _yaml_error(exc: yaml.YAMLError, text: str) -> str:
     mark = getattr(exc, "problem_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    if isinstance(context, str) and "anchor" in context:  # libyaml: "found duplicate anchor" / "second occurrence"
+        problem = f"{context}: {problem}"
     if problem == "exceeded maximum nesting depth":  # libyaml's own flow limit (1000) can come first
         problem = f"nesting deeper than {MAX_DEPTH} levels"
     return f"(yaml) {where}{problem}"

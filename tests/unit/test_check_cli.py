@@ -180,7 +180,7 @@ def _nesting(levels: int, kind: str) -> str:
     return "models: " + "{a: " * levels + "1" + "}" * levels + "\n"
 
 
-TOO_MANY_VALUES = "more than 1,000,000 values once aliases are expanded"
+TOO_MANY_VALUES = "more than 500,000 values once aliases are expanded"
 HOSTILE = {
     "bomb_in_statuses": (_alias_bomb("failure: {statuses: *wide}"), TOO_MANY_VALUES),
     "bomb_in_tier_name": (_alias_bomb("tiers: [{name: *wide, route: r}]"), TOO_MANY_VALUES),

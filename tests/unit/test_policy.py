@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ext_proc.policy import (
+    MAX_FILE_BYTES,
     MAX_MODELS,
     BreakerSettings,
     FailureSettings,
@@ -839,22 +840,22 @@ a8: &a8 [*a7, *a7, *a7, *a7, *a7, *a7, *a7, *a7, *a7, *a7]
 a9: &a9 [*a8, *a8, *a8, *a8, *a8, *a8, *a8, *a8, *a8, *a8]
 """
 """Ten billion references in 700 bytes; repr() or str() of *a9 would need hundreds of gigabytes."""
-SMALL_BOMB = BOMB.split("a5:")[0]
-"""Up to *a4: 100,000 references, within the node budget, so validation sees it; repr() of *a4 is
-700 KB, which an error message must not quote."""
+SMALL_BOMB = BOMB.split("a4:")[0]
+"""Up to *a3: 10,000 references, within the node budget, so validation sees it; repr() of *a3 is
+70 KB, which an error message must not quote."""
 
 
 def test_a_billion_laughs_is_refused_by_the_node_budget_before_it_is_built() -> None:
     for field in ("    failure: {statuses: *a9}\n", "    breaker: {window: *a9}\n", "    tiers: [*a5]\n"):
         errors = _errors(BOMB + MINIMAL + field)
-        assert len(errors) == 1 and errors[0].endswith("more than 1,000,000 values once aliases are expanded; "
+        assert len(errors) == 1 and errors[0].endswith("more than 500,000 values once aliases are expanded; "
                                                        "a policy needs far fewer"), errors  # fmt: skip
 
 
 def test_aliases_count_as_often_as_they_are_used() -> None:
     model = "m: &m {name: a, match: {path_prefix: /a}, tiers: [{name: p, route: r}]}\n"
     assert _errors(model + "models:\n" + "  - *m\n" * 200_000)[0].endswith("a policy needs far fewer")
-    fewer = _errors(model + "models:\n" + "  - *m\n" * 20_000)  # 20,000 x 9 values: within the budget
+    fewer = _errors(model + "models:\n" + "  - *m\n" * 20_000)  # 20,000 x 12: within the budget
     assert fewer[-1] == "models: at most 10000 models, got 20000"
 
 
@@ -862,27 +863,37 @@ def test_a_large_policy_is_within_the_node_budget() -> None:
     from ext_proc.policy.loading import _check_shape
 
     model = (
-        "  - {{name: m{0}, match: {{path_prefix: /m{0}}}, tiers: [{{name: primary, route: p}}, {{name: light,"
-        " route: l}}, {{name: d, respond: {{status: 200, body: '{{}}'}}}}], breaker: {{window: 10s, min_calls: 20,"
-        " failure_rate: 0.5, slow_call_duration: 2s, slow_call_rate: 0.8, consecutive_failures: 5, open_duration:"
-        " 5s, max_open_duration: 60s, half_open_probes: 3, jitter: 0.1, max_probe_duration: 3s}}, failure:"
-        " {{statuses: [5xx, 429], grpc_statuses: [UNAVAILABLE, INTERNAL]}}}}\n"
+        "  - {{name: model-{0}, match: {{path_prefix: /v2/models/model-{0}}}, tiers: [{{name: primary, route:"
+        " model-{0}-primary}}, {{name: light, route: model-{0}-light}}, {{name: default, respond: {{status: 200,"
+        ' body: \'{{"items": [], "degraded": true}}\'}}}}]}}\n'
     )
-    text = "models:\n" + "".join(model.format(i) for i in range(MAX_MODELS))
-    _check_shape(text)  # every key written, at the model limit (4.5 MB, over the size limit): no error
-    parse_policy("models:\n" + model.format(0))  # the model above is a valid one
+    defaults = (
+        "defaults:\n  breaker: {window: 10s, min_calls: 20, failure_rate: 0.5, slow_call_duration: 2s}\n"
+        "  failure: {statuses: [5xx], grpc_statuses: [UNAVAILABLE, INTERNAL]}\n"
+    )
+    text = defaults + "models:\n" + "".join(model.format(i) for i in range(MAX_MODELS))
+    assert len(text) < MAX_FILE_BYTES
+    _check_shape(text)  # the largest policy of the usual shape: no error
+    parse_policy(defaults + "models:\n" + model.format(0))  # the model above is a valid one
+
+
+def test_long_strings_cost_by_their_length() -> None:
+    big = "a" * 1_000_000
+    errors = _errors(f"x: &s {big}\n" + MINIMAL + "    failure: {statuses: [" + ", ".join(["*s"] * 40) + "]}\n")
+    assert errors[0].endswith("more than 500,000 values once aliases are expanded; a policy needs far fewer")
+    assert len(_errors(f"x: {big}\n" + MINIMAL)) == 1  # one long string once is fine (an unknown key here)
 
 
 @pytest.mark.parametrize(
     ("field", "path"),
     [
-        ("    failure: {statuses: *a4}\n", "models[0].failure.statuses[0]"),
-        ("    failure: {statuses: [*a4]}\n", "models[0].failure.statuses[0]"),
-        ("    failure: {grpc_statuses: [*a4]}\n", "models[0].failure.grpc_statuses[0]"),
-        ("    breaker: {window: *a4}\n", "models[0].breaker.window"),
-        ("    breaker: {failure_rate: *a4}\n", "models[0].breaker.failure_rate"),
-        ("    breaker: {min_calls: *a4}\n", "models[0].breaker.min_calls"),
-        ("    breaker: {max_probe_duration: *a4}\n", "models[0].breaker.max_probe_duration"),
+        ("    failure: {statuses: *a3}\n", "models[0].failure.statuses[0]"),
+        ("    failure: {statuses: [*a3]}\n", "models[0].failure.statuses[0]"),
+        ("    failure: {grpc_statuses: [*a3]}\n", "models[0].failure.grpc_statuses[0]"),
+        ("    breaker: {window: *a3}\n", "models[0].breaker.window"),
+        ("    breaker: {failure_rate: *a3}\n", "models[0].breaker.failure_rate"),
+        ("    breaker: {min_calls: *a3}\n", "models[0].breaker.min_calls"),
+        ("    breaker: {max_probe_duration: *a3}\n", "models[0].breaker.max_probe_duration"),
     ],
 )
 def test_alias_bomb_in_a_scalar_field_gives_a_short_error(field: str, path: str) -> None:
@@ -895,8 +906,8 @@ def test_alias_bomb_in_a_scalar_field_gives_a_short_error(field: str, path: str)
 def test_alias_bomb_as_a_tier_route_and_respond_fields() -> None:
     text = SMALL_BOMB + MINIMAL.replace(
         "tiers: [{name: p, route: r}]",
-        "tiers: [{name: p, route: *a4}, {name: d, respond: {status: *a4, content_type: *a4, body: *a4,"
-        " grpc_status: *a4}}]",
+        "tiers: [{name: p, route: *a3}, {name: d, respond: {status: *a3, content_type: *a3, body: *a3,"
+        " grpc_status: *a3}}]",
     )
     errors = _errors(text)
     for path in ("route", "respond.status", "respond.content_type", "respond.body", "respond.grpc_status"):
@@ -1182,6 +1193,28 @@ def test_yaml_1_1_number_forms_are_not_numbers(value: str) -> None:
     errors = _errors(MINIMAL + f"    breaker: {{min_calls: {value}, half_open_probes: {value}}}\n")
     assert f"got '{value}'" in _error_at(errors, "models[0].breaker.min_calls")
     assert f"got '{value}'" in _error_at(errors, "models[0].breaker.half_open_probes")
+
+
+@pytest.mark.parametrize("value", ["!!int 010", "!!int 0x14", '!!int "1:30"', "!!int 2_0", "!!float 1_0.5"])
+def test_explicit_tags_do_not_bring_the_yaml_1_1_forms_back(value: str) -> None:
+    errors = _errors(MINIMAL + f"    breaker: {{min_calls: {value}}}\n")
+    assert len(errors) == 1 and "is not a plain" in errors[0], errors
+
+
+@pytest.mark.parametrize("word", ["yes", "no", "on", "off", "y", "n"])
+def test_yes_no_on_off_are_words(word: str) -> None:
+    text = MINIMAL.replace("{path_prefix: /m}", f"{{header: {{name: x-canary, value: {word}}}}}")
+    assert parse_policy(text).models[0].match == Match(header_name="x-canary", header_value=word)
+
+
+def test_true_and_false_are_still_booleans() -> None:
+    errors = _errors(MINIMAL.replace("{path_prefix: /m}", "{header: {name: x-canary, value: true}}"))
+    assert _error_at(errors, "models[0].match.header.value")
+
+
+def test_a_duplicate_anchor_says_so() -> None:
+    errors = _errors("a: &x 1\nb: &x 2\n" + MINIMAL)
+    assert "duplicate anchor" in errors[0], errors
 
 
 @pytest.mark.parametrize(("value", "number"), [("20", 20), ("+20", 20), ("0.25", 0.25), (".25", 0.25)])
