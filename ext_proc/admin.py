@@ -8,27 +8,17 @@ decision waiting behind it (past Envoy's 0.2 s message_timeout, they fail open).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ext_proc.bodies import Bodies
 from ext_proc.exposition import render_metrics, render_state
 from ext_proc.guard import Guard
 from ext_proc.metrics import GuardRegistry
 
 JSON = "application/json; charset=utf-8"
-PROMETHEUS = CONTENT_TYPE_LATEST
-MAX_BODIES = 4
-"""/metrics and /v1/state bodies being rendered or sent at once; more are answered 503 with
-Retry-After. Each is held whole until sent (13 MB at 3,000 models), so readers that never read
-must not be able to pile them up (40 of them held ~450 MB)."""
-SEND_TIMEOUT = 30.0
-"""A reader that has not taken a body in this long is cut off (Prometheus' own scrape timeout
-defaults to 10 s), so a stalled one frees its slot and its memory."""
-
-log = logging.getLogger("modelguard.admin")
 
 
 class Readiness:
@@ -48,21 +38,18 @@ def build_app(guard: Callable[[], Guard], registry: GuardRegistry, readiness: Re
     # decisions would wait for several slices. Only rendering holds the lock, not sending, so a
     # slow reader does not keep the next scrape waiting.
     rendering = asyncio.Lock()
-    bodies = 0
+    bodies = Bodies()
 
     async def body(request: web.Request, render: Callable[[], Awaitable[list[bytes]]], kind: str) -> web.StreamResponse:
-        nonlocal bodies
-        if bodies >= MAX_BODIES:
-            return web.Response(
-                status=503, text=f"{MAX_BODIES} scrapes already in progress\n", headers={"Retry-After": "1"}
-            )
-        bodies += 1
+        slot = bodies.admit(request)
+        if slot is None:
+            return web.Response(status=503, text="too many scrapes in progress\n", headers={"Retry-After": "1"})
         try:
             async with rendering:
                 chunks = await render()
-            return await _send(request, chunks, kind)
+            return await bodies.send(slot, chunks, kind)
         finally:
-            bodies -= 1
+            bodies.release(slot)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         return await body(
@@ -85,32 +72,6 @@ def build_app(guard: Callable[[], Guard], registry: GuardRegistry, readiness: Re
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/state", state)
     return app
-
-
-async def _send(request: web.Request, chunks: list[bytes], content_type: str) -> web.StreamResponse:
-    """Chunk by chunk, with backpressure: a 13 MB body (3,000 models) joined, or handed to the
-    transport in one write (which copies what the socket does not take), is a stall of its own."""
-    response = web.StreamResponse(headers={"Content-Type": content_type})
-    response.content_length = sum(len(chunk) for chunk in chunks)
-    try:
-        async with asyncio.timeout(SEND_TIMEOUT):
-            await response.prepare(request)
-            if request.method != "HEAD":  # unlike web.Response, a StreamResponse would send the body anyway
-                for chunk in chunks:
-                    await response.write(chunk)
-            await response.write_eof()
-    except ConnectionError:
-        # The reader left (a scrape timeout, a curl cut short): nothing is wrong here, and aiohttp
-        # takes a response cut short as the end of the connection.
-        log.debug("admin reader went away", extra={"event": "admin_reader_gone", "path": request.path})
-    except TimeoutError:
-        log.warning(
-            "admin reader too slow; connection closed",
-            extra={"event": "admin_reader_too_slow", "path": request.path, "timeout_s": SEND_TIMEOUT},
-        )
-        if request.transport is not None:
-            request.transport.abort()  # close() would keep what the reader did not take, to send it later
-    return response
 
 
 async def start_admin(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:

@@ -24,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.policies import policy_with
-from ext_proc import admin
+from ext_proc import bodies
 from ext_proc.app import Ports, Service
 
 MODELS = 1_000
@@ -153,25 +153,63 @@ async def test_readers_that_leave_mid_body_are_not_errors(
         assert_complete_metrics(text(await fetch(session, f"http://127.0.0.1:{ports.admin}/metrics")))
 
 
+async def stall(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A /metrics read that takes nothing: once its body fills the socket buffers, sending stalls."""
+    return await raw_get(port, "/metrics")
+
+
+async def bytes_received(reader: asyncio.StreamReader) -> int:
+    received = 0
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(reader.read(1 << 20), 5):
+            received += len(chunk)
+    return received
+
+
 @pytest.mark.parametrize("big_service", [STATE_MODELS], indirect=True)
-async def test_bodies_in_flight_are_bounded_and_a_stalled_reader_is_cut_off(
+async def test_a_full_house_of_stalled_readers_gives_way_to_a_new_one(
     big_service: tuple[Service, Ports], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, ports = big_service
-    monkeypatch.setattr(admin, "MAX_BODIES", 1)
-    monkeypatch.setattr(admin, "SEND_TIMEOUT", 2.0)
+    monkeypatch.setattr(bodies, "MAX_BODIES", 1)
     url = f"http://127.0.0.1:{ports.admin}/metrics"
-    stalled_reader, stalled = await raw_get(ports.admin, "/metrics")  # 13 MB that nobody reads
-    await asyncio.sleep(0.5)  # rendered by now; its sending waits on the reader
+    stalled_reader, stalled = await stall(ports.admin)  # 13 MB that nobody reads
     async with aiohttp.ClientSession() as session:
-        async with session.get(url) as refused:
-            assert refused.status == 503 and refused.headers["Retry-After"] == "1"
-        await asyncio.sleep(2.5)  # past SEND_TIMEOUT: the stalled reader is cut off, its slot freed
-        assert_complete_metrics(text(await fetch(session, url)), STATE_MODELS)
-    assert any(getattr(r, "event", None) == "admin_reader_too_slow" for r in caplog.records)
-    received = 0
-    with contextlib.suppress(ConnectionError):
-        while chunk := await asyncio.wait_for(stalled_reader.read(1 << 20), 5):
-            received += len(chunk)
-    assert received < 13_000_000, "the stalled reader got the whole body after all"
+        await asyncio.sleep(0.3)
+        async with session.get(url) as busy:  # the one slot is busy, not (yet) stalled for a second
+            assert busy.status == 503 and busy.headers["Retry-After"] == "1"
+        await asyncio.sleep(bodies.STALLED_AFTER + 1.0)
+        assert_complete_metrics(text(await fetch(session, url)), STATE_MODELS)  # takes the stalled one's slot
+    assert any(getattr(r, "event", None) == "admin_reader_evicted" for r in caplog.records)
+    assert await bytes_received(stalled_reader) < 13_000_000, "the stalled reader got the whole body after all"
     stalled.close()
+
+
+@pytest.mark.parametrize("big_service", [STATE_MODELS], indirect=True)
+async def test_a_reader_idle_past_the_timeout_is_cut_off(
+    big_service: tuple[Service, Ports], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, ports = big_service
+    monkeypatch.setattr(bodies, "SEND_IDLE_TIMEOUT", 1.0)
+    stalled_reader, stalled = await stall(ports.admin)
+    await asyncio.sleep(2.5)
+    assert any(getattr(r, "event", None) == "admin_reader_too_slow" for r in caplog.records)
+    assert await bytes_received(stalled_reader) < 13_000_000
+    stalled.close()
+
+
+async def test_a_slow_reader_that_keeps_reading_gets_everything(
+    big_service: tuple[Service, Ports], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, ports = big_service
+    monkeypatch.setattr(bodies, "SEND_IDLE_TIMEOUT", 0.5)  # per write, not for the whole body
+    reader, writer = await raw_get(ports.admin, "/metrics")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lengths = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+    length, received = int(lengths[0]), 0
+    while received < length:
+        chunk = await asyncio.wait_for(reader.read(256 * 1024), 5)
+        assert chunk, f"cut off after {received} of {length} bytes"
+        received += len(chunk)
+        await asyncio.sleep(0.1)  # the whole body takes far longer than 0.5 s to read
+    writer.close()
