@@ -3,6 +3,7 @@ drained together on SIGTERM, gone with their supervisor, given up on when they c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -135,21 +138,37 @@ def stop_all(supervisor: subprocess.Popen[str], pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
-def test_sigkill_of_the_supervisor_takes_its_workers_with_it() -> None:
-    grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
+@dataclass
+class Workers:
+    supervisor: subprocess.Popen[str]
+    lines: LogLines
+    pids: list[int]
+    """Every worker pid seen: stopped at the end whatever the code under test did (add restarted ones)."""
+
+
+@contextlib.contextmanager
+def two_workers(grpc_base: int, admin_base: int) -> Iterator[Workers]:
+    """A supervisor of two workers, once it has started them; everything it started is stopped after."""
     supervisor = start_two_workers(grpc_base, admin_base)
     pids: list[int] = []
     try:
         lines = LogLines(supervisor)
-        pids = list(lines.event("workers_started", timeout=20)[0]["pids"])
+        pids += lines.event("workers_started", timeout=20)[0]["pids"]
+        yield Workers(supervisor, lines, pids)
+    finally:
+        stop_all(supervisor, pids)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_sigkill_of_the_supervisor_takes_its_workers_with_it() -> None:
+    grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
+    with two_workers(grpc_base, admin_base) as workers:
+        supervisor, pids = workers.supervisor, workers.pids
         assert wait_until(lambda: ready(admin_base) and ready(admin_base + 1), 30.0)
         supervisor.kill()
         supervisor.wait(timeout=5)
         assert wait_until(lambda: not any(alive(pid) for pid in pids), 10.0), "workers outlived their supervisor"
         assert not ready(admin_base) and not ready(admin_base + 1)
-    finally:
-        stop_all(supervisor, pids)
 
 
 def test_a_worker_whose_supervisor_is_gone_at_start_up_exits() -> None:
@@ -168,11 +187,8 @@ def test_a_worker_whose_supervisor_is_gone_at_start_up_exits() -> None:
 
 def test_hup_usr1_usr2_reach_only_the_supervisor_which_logs_them_and_keeps_serving() -> None:
     grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
-    supervisor = start_two_workers(grpc_base, admin_base)
-    pids: list[int] = []
-    try:
-        lines = LogLines(supervisor)
-        pids = list(lines.event("workers_started", timeout=20)[0]["pids"])
+    with two_workers(grpc_base, admin_base) as workers:
+        supervisor, lines, pids = workers.supervisor, workers.lines, workers.pids
         assert wait_until(lambda: ready(admin_base) and ready(admin_base + 1), 30.0)
         for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             supervisor.send_signal(signum)
@@ -191,8 +207,6 @@ def test_hup_usr1_usr2_reach_only_the_supervisor_which_logs_them_and_keeps_servi
         assert supervisor.wait(timeout=20) == 0
         assert wait_until(lambda: not any(alive(pid) for pid in pids), 5.0)
         assert lines.event("workers_stopped", timeout=5)[0]["exit_codes"] == [0, 0]
-    finally:
-        stop_all(supervisor, pids)
 
 
 def test_a_supervisor_whose_worker_cannot_bind_gives_up_with_exit_1() -> None:
@@ -201,11 +215,8 @@ def test_a_supervisor_whose_worker_cannot_bind_gives_up_with_exit_1() -> None:
         taken.bind(("127.0.0.1", grpc_base + 1))  # worker 1's gRPC port, held by another process
         taken.listen()
         began = time.monotonic()
-        supervisor = start_two_workers(grpc_base, admin_base)
-        pids: list[int] = []
-        try:
-            lines = LogLines(supervisor)
-            pids = list(lines.event("workers_started", timeout=20)[0]["pids"])
+        with two_workers(grpc_base, admin_base) as workers:
+            supervisor, lines, pids = workers.supervisor, workers.lines, workers.pids
             assert supervisor.wait(timeout=60) == 1
             took = time.monotonic() - began
             (failing,) = lines.event("worker_failing", timeout=5)
@@ -220,19 +231,12 @@ def test_a_supervisor_whose_worker_cannot_bind_gives_up_with_exit_1() -> None:
             assert not any(alive(pid) for pid in pids), "a worker outlived the supervisor that gave up"
             assert not ready(admin_base)
             assert took < 40, f"gave up only after {took:.1f} s"
-        finally:
-            stop_all(supervisor, pids)
 
 
 def test_sigterm_while_the_workers_start_up_is_a_clean_stop() -> None:
     grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
-    supervisor = start_two_workers(grpc_base, admin_base)
-    pids: list[int] = []
-    try:
-        lines = LogLines(supervisor)
-        pids = list(lines.event("workers_started", timeout=20)[0]["pids"])
+    with two_workers(grpc_base, admin_base) as workers:
+        supervisor, lines = workers.supervisor, workers.lines
         supervisor.send_signal(signal.SIGTERM)  # the workers are still importing, before any handler of theirs
         assert supervisor.wait(timeout=20) == 0
         assert lines.event("workers_stopped", timeout=5)[0]["exit_codes"] == [0, 0]
-    finally:
-        stop_all(supervisor, pids)
