@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go
 
 from ext_proc.breaker import BreakerState
-from ext_proc.guard import Guard, ModelGuard, _match_text
+from ext_proc.guard import Guard, ModelGuard
 from ext_proc.server import ProtocolErrors
 from ext_proc.stats import Histogram
 
@@ -208,8 +208,7 @@ async def render_metrics(
 
 
 def _model_json(model: ModelGuard) -> str:
-    entry = {"match": _match_text(model.policy), "tiers": {tier.name: tier.snapshot() for tier in model.tiers}}
-    return f"{json.dumps(model.name)}: {json.dumps(entry)}"
+    return f"{json.dumps(model.name)}: {json.dumps(model.snapshot())}"
 
 
 def state_text(guard: Guard) -> Iterator[str]:

@@ -151,6 +151,10 @@ class ModelGuard:
         """Every tier refused: the built-in 503 (or gRPC UNAVAILABLE) naming the model."""
         self.exhausted_ticket = Ticket(self.exhausted, REFUSED, 0, 0.0)
 
+    def snapshot(self) -> dict[str, object]:
+        """This model's entry in /v1/state."""
+        return {"match": _match_text(self.policy), "tiers": {tier.name: tier.snapshot() for tier in self.tiers}}
+
 
 class Guard:
     """The decision core over one loaded policy."""
@@ -273,13 +277,7 @@ class Guard:
     def snapshot(self) -> dict[str, object]:
         """The JSON body of /v1/state."""
         return {
-            "models": {
-                model.name: {
-                    "match": _match_text(model.policy),
-                    "tiers": {tier.name: tier.snapshot() for tier in model.tiers},
-                }
-                for model in self.models
-            },
+            "models": {model.name: model.snapshot() for model in self.models},
             "unmatched_requests": self.unmatched.count,
         }
 
