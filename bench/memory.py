@@ -29,9 +29,9 @@ from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
 from envoy.service.ext_proc.v3.external_processor_pb2 import HttpHeaders, ProcessingRequest
 
 from bench.policies import policy_document, policy_with
-from ext_proc.demo.stack import free_ports, http_request, modelguard_command, wait_for
-from ext_proc.guard import Guard
-from ext_proc.server import ExtProcServicer
+from ext_proc.core.guard import Guard
+from ext_proc.processes import free_ports, http_request, modelguard_command, wait_for
+from ext_proc.server.servicer import ExtProcServicer
 
 RESPONSE = ProcessingRequest(
     response_headers=HttpHeaders(headers=HeaderMap(headers=[HeaderValue(key=":status", raw_value=b"200")]))

@@ -27,8 +27,8 @@ from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
 from envoy.service.ext_proc.v3.external_processor_pb2 import HttpHeaders, ProcessingRequest
 
 from bench.policies import policy_with
-from ext_proc.guard import Guard
-from ext_proc.server import ExtProcServicer
+from ext_proc.core.guard import Guard
+from ext_proc.server.servicer import ExtProcServicer
 
 
 def request_headers_message(path: str) -> bytes:

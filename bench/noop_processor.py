@@ -41,7 +41,7 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ext_proc.loops import ASYNCIO, EVENT_LOOPS, run
+from ext_proc.server.loops import ASYNCIO, EVENT_LOOPS, run
 
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 ADDRESS = "127.0.0.1"

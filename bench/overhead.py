@@ -58,7 +58,8 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.policies import policy_document
-from ext_proc.demo.stack import (
+from ext_proc.policy import load_policy
+from ext_proc.processes import (
     LOCALHOST,
     EnvoyProcess,
     ManagedProcess,
@@ -73,8 +74,7 @@ from ext_proc.demo.stack import (
     repo_root,
     wait_for,
 )
-from ext_proc.policy import load_policy
-from ext_proc.settings import DEFAULT_GRPC_EXPERIMENTS, GRPC_EXPERIMENTS
+from ext_proc.server.settings import DEFAULT_GRPC_EXPERIMENTS, GRPC_EXPERIMENTS
 
 CONFIGS: dict[str, str] = {
     "a": "Envoy, no ext_proc (ceiling)",

@@ -43,7 +43,7 @@ from bench.overhead import (
 )
 from bench.policies import policy_document
 from ext_proc.demo.loadgen import read_samples
-from ext_proc.demo.stack import EnvoyProcess, ModelguardProcess, free_ports, http_request
+from ext_proc.processes import EnvoyProcess, ModelguardProcess, free_ports, http_request
 
 PATH = "/v2/models/model-0/infer"
 ENVOY_STATS = r"^http\.ingress_http\.ext_proc\.modelguard\.(failure_mode_allowed|message_timeouts|streams_failed)$"

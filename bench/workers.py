@@ -27,7 +27,7 @@ from bench.overhead import (
     write_policy,
     write_wrk_script,
 )
-from ext_proc.demo.stack import (
+from ext_proc.processes import (
     EnvoyProcess,
     ManagedProcess,
     consecutive_free_ports,

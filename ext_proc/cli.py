@@ -10,18 +10,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ext_proc import __version__
-from ext_proc.logs import configure
-from ext_proc.loops import AUTO, EVENT_LOOPS, EventLoopUnavailable, loop_factory, run
+from ext_proc.observe.logs import configure
 from ext_proc.policy import PolicyError, load_policy
-from ext_proc.settings import (
+from ext_proc.server.loops import AUTO, EVENT_LOOPS, EventLoopUnavailable, loop_factory, run
+from ext_proc.server.settings import (
     DEFAULT_ADMIN_ADDRESS,
     DEFAULT_GRACE,
     DEFAULT_GRPC_ADDRESS,
     MAX_GRACE,
     apply_grpc_defaults,
 )
-from ext_proc.signals import EarlySignals
-from ext_proc.workers import follow_supervisor
+from ext_proc.server.signals import EarlySignals
+from ext_proc.server.workers import follow_supervisor
 
 # Nothing imported above imports grpc: gRPC's runtime flags are applied in main() first.
 
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"modelguard serve: {exc}", file=sys.stderr)
         return 2
     apply_grpc_defaults(os.environ)  # before grpc is imported, here or in the workers
-    from ext_proc.tls import TlsError, load, tls_files
+    from ext_proc.server.tls import TlsError, load, tls_files
 
     try:
         tls = tls_files(args.grpc_tls_cert, args.grpc_tls_key, args.grpc_tls_client_ca)
@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     if args.workers != 1:
         return _workers(args, [] if tls is None else tls.flags(), early.received)
-    from ext_proc.app import serve
+    from ext_proc.server.service import serve
 
     try:
         return run(
@@ -183,7 +183,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _workers(args: argparse.Namespace, extra_args: Sequence[str] = (), early: Sequence[int] = ()) -> int:
-    from ext_proc.workers import supervise, worker_addresses
+    from ext_proc.server.workers import supervise, worker_addresses
 
     if not 1 <= args.workers <= 64:
         print("modelguard serve: --workers must be from 1 to 64", file=sys.stderr)

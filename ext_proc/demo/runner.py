@@ -25,7 +25,8 @@ import aiohttp
 
 from ext_proc.demo import report, scenario
 from ext_proc.demo.loadgen import read_samples
-from ext_proc.demo.stack import (
+from ext_proc.policy import load_policy
+from ext_proc.processes import (
     EnvoyProcess,
     ManagedProcess,
     ModelguardProcess,
@@ -33,7 +34,6 @@ from ext_proc.demo.stack import (
     reference_envoy_config,
     render_envoy_config,
 )
-from ext_proc.policy import load_policy
 
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
 MODEL = "recommender"

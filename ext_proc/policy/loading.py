@@ -21,7 +21,7 @@ from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, Ev
 from yaml.nodes import MappingNode, ScalarNode
 from yaml.reader import ReaderError
 
-from ext_proc.durations import shown
+from ext_proc.policy.durations import shown
 from ext_proc.policy.limits import CHARS_PER_COST, MAX_DEPTH, MAX_ERRORS, MAX_FILE_BYTES, MAX_NODES
 from ext_proc.policy.model import Policy, PolicyError
 from ext_proc.policy.reader import build_policy

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ext_proc.grpc_codes import GRPC_STATUS_CODES
+from ext_proc.protocol.grpc_codes import GRPC_STATUS_CODES
 
 RESERVED_LABELS = frozenset({"unmatched", "none"})
 

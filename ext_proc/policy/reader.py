@@ -17,9 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ext_proc.durations import format_duration, parse_duration, shown
-from ext_proc.grpc_codes import GRPC_STATUS_CODES
-from ext_proc.paths import covering_prefixes, normalize_path
+from ext_proc.policy.durations import format_duration, parse_duration, shown
 from ext_proc.policy.limits import MAX_DEPTH, MAX_ERRORS, MAX_MODELS, MAX_STATUSES, MAX_TIERS, MAX_WINDOW_CALLS
 from ext_proc.policy.model import (
     RESERVED_LABELS,
@@ -32,6 +30,8 @@ from ext_proc.policy.model import (
     Respond,
     Tier,
 )
+from ext_proc.protocol.grpc_codes import GRPC_STATUS_CODES
+from ext_proc.protocol.paths import covering_prefixes, normalize_path
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}")
 _HEADER_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_\-]{0,127}")

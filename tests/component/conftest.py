@@ -19,9 +19,9 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
     ProcessingResponse,
 )
 
-from ext_proc.app import Ports, Service
-from ext_proc.clock import ManualClock
+from ext_proc.core.clock import ManualClock
 from ext_proc.policy import parse_policy
+from ext_proc.server.service import Ports, Service
 
 POLICY = """
 models:

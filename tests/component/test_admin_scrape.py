@@ -24,8 +24,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.policies import policy_with
-from ext_proc import bodies
-from ext_proc.app import Ports, Service
+from ext_proc.admin import bodies
+from ext_proc.server.service import Ports, Service
 
 MODELS = 1_000
 STALL_BOUND_S = 0.1

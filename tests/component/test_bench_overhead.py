@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bench import overhead
-from ext_proc.demo.stack import repo_root
+from ext_proc.processes import repo_root
 
 
 def _leftover_processes(marker: str) -> list[str]:

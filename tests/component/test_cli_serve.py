@@ -21,8 +21,8 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import HttpHeaders, Proces
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ext_proc.cli import grace_seconds
-from ext_proc.demo.stack import consecutive_free_ports
-from ext_proc.settings import DEFAULT_GRPC_EXPERIMENTS, GRPC_EXPERIMENTS
+from ext_proc.processes import consecutive_free_ports
+from ext_proc.server.settings import DEFAULT_GRPC_EXPERIMENTS, GRPC_EXPERIMENTS
 from tests.component.conftest import serve_command
 from tests.component.log_lines import LogLines
 from tests.tls_certs import KeyPair, Pki, make_pki

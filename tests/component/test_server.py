@@ -20,8 +20,8 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from ext_proc.app import Service
 from ext_proc.policy import parse_policy
+from ext_proc.server.service import Service
 from tests.component.conftest import (
     POLICY,
     REC_PATH,
@@ -424,7 +424,7 @@ async def test_graceful_stop_lets_inflight_streams_finish(harness: Harness) -> N
 
 
 async def test_swapping_the_guard_leaves_streams_under_way_on_the_old_one(harness: Harness) -> None:
-    from ext_proc.guard import Guard
+    from ext_proc.core.guard import Guard
     from ext_proc.policy import parse_policy
 
     old_guard = harness.service.guard

@@ -13,9 +13,9 @@ import grpc
 import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_grpc
 
-from ext_proc.app import Service
 from ext_proc.policy import parse_policy
-from ext_proc.tls import TlsFiles
+from ext_proc.server.service import Service
+from ext_proc.server.tls import TlsFiles
 from tests.component.conftest import POLICY, REC_PATH, request_headers, set_headers
 from tests.tls_certs import KeyPair, Pki, make_pki
 

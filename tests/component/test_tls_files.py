@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ext_proc.tls import TlsError, TlsFiles, load, tls_files
+from ext_proc.server.tls import TlsError, TlsFiles, load, tls_files
 from tests.tls_certs import Pki, make_pki
 
 

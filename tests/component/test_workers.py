@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from ext_proc.demo.stack import consecutive_free_ports
-from ext_proc.workers import MAX_FAILED_STARTS, SUPERVISOR_PID, worker_addresses
+from ext_proc.processes import consecutive_free_ports
+from ext_proc.server.workers import MAX_FAILED_STARTS, SUPERVISOR_PID, worker_addresses
 from tests.component.conftest import serve_command
 from tests.component.log_lines import LogLines
 from tests.component.test_cli_serve import exchange_over_grpc

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ext_proc.demo.stack import (
+from ext_proc.processes import (
     EnvoyProcess,
     ManagedProcess,
     ModelguardProcess,

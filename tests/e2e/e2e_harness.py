@@ -1,6 +1,6 @@
 """Test-only helpers for the end-to-end tests: tiny upstreams and a traffic sampler.
 
-Processes, ports, waiting and Envoy configs come from `ext_proc.demo.stack` (shared with
+Processes, ports, waiting and Envoy configs come from `ext_proc.processes` (shared with
 `modelguard demo`); this module adds what only the tests need. Everything binds 127.0.0.1 only,
 every wait is bounded, and every process or thread started here is stopped by its owner (the
 fixtures in conftest.py).
@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 import yaml
 
-from ext_proc.demo import stack
-from ext_proc.demo.stack import (
+from ext_proc import processes
+from ext_proc.processes import (
     LOCALHOST,
     EnvoyProcess,
     free_ports,
@@ -85,7 +85,7 @@ def modelguard_command() -> list[str]:
     override = os.environ.get("MODELGUARD_E2E_COMMAND", "").strip()
     if override:
         return shlex.split(override)
-    return stack.modelguard_command()
+    return processes.modelguard_command()
 
 
 def mtls_transport_socket(ca: Path, client: KeyPair | None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ext_proc.demo.stack import ModelguardProcess, wait_for
+from ext_proc.processes import ModelguardProcess, wait_for
 from tests.e2e.e2e_harness import (
     MODEL_PATH,
     PRIMARY_CLUSTER,

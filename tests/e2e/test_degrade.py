@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ext_proc.demo.stack import (
+from ext_proc.processes import (
     EnvoyProcess,
     HttpResult,
     ModelguardProcess,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ext_proc.demo.stack import free_ports, render_envoy_config, validate_envoy_config
+from ext_proc.processes import free_ports, render_envoy_config, validate_envoy_config
 from tests.e2e.e2e_harness import (
     CANARY_CLUSTER,
     ENVOY_DIR,

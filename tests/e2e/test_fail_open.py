@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ext_proc.demo.stack import EnvoyProcess, ModelguardProcess, http_request, wait_for
+from ext_proc.processes import EnvoyProcess, ModelguardProcess, http_request, wait_for
 from tests.e2e.e2e_harness import (
     EXAMPLE_POLICY,
     MODEL_PATH,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ext_proc.demo.stack import ModelguardProcess, http_request, validate_envoy_config
+from ext_proc.processes import ModelguardProcess, http_request, validate_envoy_config
 from tests.e2e.e2e_harness import (
     EXAMPLE_POLICY,
     MODEL_PATH,

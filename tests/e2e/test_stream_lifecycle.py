@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ext_proc.demo.stack import ModelguardProcess, http_request
+from ext_proc.processes import ModelguardProcess, http_request
 from tests.e2e.e2e_harness import EXAMPLE_POLICY, MODEL_PATH, EnvoyFactory, Upstream, model_cluster_ports
 
 pytestmark = pytest.mark.e2e

@@ -1,0 +1,31 @@
+"""How a response is judged: success, failure, or overload (which is neither)."""
+
+from __future__ import annotations
+
+from ext_proc.policy import FailureSettings
+from ext_proc.protocol.grpc_codes import RESOURCE_EXHAUSTED
+
+SUCCESS = "success"
+FAILURE = "failure"
+OVERLOAD = "overload"
+DROPPED = "dropped"
+"""A stream that ended before response headers: the client left or Envoy answered locally."""
+
+OUTCOMES = (SUCCESS, FAILURE, OVERLOAD, DROPPED)
+
+TOO_MANY_REQUESTS = 429
+
+
+def classify(status: int, grpc_status: int | None, failure: FailureSettings) -> str:
+    """Judge a response by its HTTP status and, for trailers-only gRPC, its grpc-status.
+
+    429 and RESOURCE_EXHAUSTED mean "slow down", not "broken": they count as overload, so a
+    model server shedding load does not trip its own breaker, unless the policy lists them.
+    """
+    if status in failure.statuses:
+        return FAILURE
+    if grpc_status is not None and grpc_status in failure.grpc_statuses:
+        return FAILURE
+    if status == TOO_MANY_REQUESTS or grpc_status == RESOURCE_EXHAUSTED:
+        return OVERLOAD
+    return SUCCESS

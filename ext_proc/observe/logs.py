@@ -1,0 +1,65 @@
+"""Structured JSON logs: one object per line, fields first, so a log pipeline needs no parsing rules."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from ext_proc.core.breaker import Transition
+from ext_proc.core.guard import TierGuard
+
+transitions_log = logging.getLogger("modelguard.breaker")
+
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def log_transition(tier: TierGuard, transition: Transition) -> None:
+    """Every breaker transition, with the evidence that caused it."""
+    figures = transition.figures
+    transitions_log.warning(
+        "breaker %s -> %s",
+        transition.from_state.value,
+        transition.to_state.value,
+        extra={
+            "event": "breaker_transition",
+            "model": tier.model_name,
+            "tier": tier.name,
+            "from_state": transition.from_state.value,
+            "to_state": transition.to_state.value,
+            "cause": transition.cause,
+            "failure_rate": round(figures.failure_rate, 4),
+            "slow_rate": round(figures.slow_rate, 4),
+            "calls_in_window": figures.calls,
+            "failures_in_window": figures.failures,
+            "slow_in_window": figures.slow,
+            "consecutive_failures": transition.consecutive_failures,
+            "open_duration_s": round(transition.open_duration, 3),
+            "inflight": tier.inflight,
+            "probes_in_flight": transition.probes_in_flight,
+        },
+    )

@@ -1,0 +1,127 @@
+"""The protobuf side of the adapter: every answer the guard can give, serialized in advance.
+
+Each ``Decision`` maps to a fixed request-phase ProcessingResponse, so the common request costs a
+dictionary lookup instead of building and serializing messages. Only a request carrying spoofed
+``x-modelguard-*`` headers needs a message built on the spot, to name the headers to remove.
+
+The response phase has no answers of its own: modelguard judges the response and ends the
+stream (see server.py), and Envoy copies the tags for the client (``x-modelguard-tier``,
+``x-modelguard-degraded``) from the request headers set here onto the response
+(``response_headers_to_add`` with ``%REQ(...)%`` in envoy/envoy.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
+from envoy.service.ext_proc.v3.external_processor_pb2 import (
+    BodyResponse,
+    CommonResponse,
+    HeaderMutation,
+    HeadersResponse,
+    ImmediateResponse,
+    ProcessingResponse,
+    TrailersResponse,
+)
+from envoy.type.v3.http_status_pb2 import HttpStatus
+
+from ext_proc.core.guard import Decision
+from ext_proc.protocol.grpc_codes import GRPC_STATUS_CODES
+from ext_proc.protocol.headers import DEGRADED, REASON, ROUTE, TIER
+
+_OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+_UNAVAILABLE = GRPC_STATUS_CODES["UNAVAILABLE"]
+
+EMPTY_REQUEST_HEADERS = ProcessingResponse(request_headers=HeadersResponse()).SerializeToString()
+EMPTY_RESPONSE_HEADERS = ProcessingResponse(response_headers=HeadersResponse()).SerializeToString()
+EMPTY_REQUEST_BODY = ProcessingResponse(request_body=BodyResponse()).SerializeToString()
+EMPTY_RESPONSE_BODY = ProcessingResponse(response_body=BodyResponse()).SerializeToString()
+EMPTY_REQUEST_TRAILERS = ProcessingResponse(request_trailers=TrailersResponse()).SerializeToString()
+EMPTY_RESPONSE_TRAILERS = ProcessingResponse(response_trailers=TrailersResponse()).SerializeToString()
+"""Continue-unchanged answers, one per phase: Envoy waits for an answer to every message it sends."""
+
+
+def _set(headers: Iterable[tuple[str, str]]) -> list[HeaderValueOption]:
+    # Envoy 1.40 reads raw_value; a value set through `value` arrives empty.
+    return [
+        HeaderValueOption(header=HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE)
+        for key, value in headers
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class WireAnswers:
+    """The serialized answers for one decision."""
+
+    request_http: bytes
+    request_grpc: bytes
+    request_message: ProcessingResponse | None
+    """The request-phase message to copy when spoofed headers must also be removed; None for an
+    immediate response, which never reaches an upstream."""
+    request_is_last: bool
+    """Nothing of the response is judged or rewritten (unmatched, answered directly), so the
+    stream can end with the request-phase answer."""
+
+
+def build_answers(decision: Decision) -> WireAnswers:
+    if decision.passes_through:
+        message = ProcessingResponse(request_headers=HeadersResponse())
+        wire = message.SerializeToString()
+        return WireAnswers(wire, wire, message, request_is_last=True)
+    client_headers = [(TIER, decision.tier_name)]
+    if decision.degraded:
+        client_headers.append((DEGRADED, "true"))
+    tier = decision.tier
+    if tier is not None and tier.route is not None:
+        message = ProcessingResponse(
+            request_headers=HeadersResponse(
+                response=CommonResponse(
+                    header_mutation=HeaderMutation(
+                        set_headers=_set([(ROUTE, tier.route), *client_headers, (REASON, decision.reason)])
+                    ),
+                    clear_route_cache=True,
+                )
+            )
+        )
+        wire = message.SerializeToString()
+        return WireAnswers(wire, wire, message, request_is_last=False)
+    http = _immediate(decision, client_headers, grpc=False)
+    grpc = _immediate(decision, client_headers, grpc=True)
+    return WireAnswers(http.SerializeToString(), grpc.SerializeToString(), None, request_is_last=True)
+
+
+def _immediate(decision: Decision, client_headers: list[tuple[str, str]], grpc: bool) -> ProcessingResponse:
+    respond = decision.respond
+    headers = [*client_headers, (REASON, decision.reason)]
+    if respond is not None:
+        status, content_type, body = respond.status, respond.content_type, respond.body
+        grpc_status = respond.grpc_status
+        details = f"modelguard: {decision.model_name} answered by tier {decision.tier_name}"
+    else:
+        status, content_type, grpc_status = 503, "application/json", _UNAVAILABLE
+        body = json.dumps({"error": "no tier available", "model": decision.model_name, "source": "modelguard"})
+        details = f"modelguard: no tier of {decision.model_name} is available"
+    immediate = ImmediateResponse(status=HttpStatus(code=status), details=details)
+    if grpc:
+        # Envoy turns this into a trailers-only gRPC answer; grpc-message carries the text.
+        immediate.grpc_status.status = grpc_status
+        immediate.body = details.encode()
+    else:
+        headers.append(("content-type", content_type))
+        immediate.body = body.encode()
+    immediate.headers.set_headers.extend(_set(headers))
+    return ProcessingResponse(immediate_response=immediate)
+
+
+def with_removals(message: ProcessingResponse, names: list[str]) -> bytes:
+    """The request-phase answer that also removes spoofed headers (route cache cleared)."""
+    copy = ProcessingResponse()
+    copy.CopyFrom(message)
+    common = copy.request_headers.response
+    common.header_mutation.remove_headers.extend(names)
+    common.clear_route_cache = True
+    serialized: bytes = copy.SerializeToString()
+    return serialized
