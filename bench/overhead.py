@@ -72,8 +72,10 @@ from ext_proc.processes import (
     reference_envoy_config,
     render_envoy_config,
     repo_root,
+    say,
     wait_for,
 )
+from ext_proc.samples import percentile
 from ext_proc.server.settings import DEFAULT_GRPC_EXPERIMENTS, GRPC_EXPERIMENTS
 
 CONFIGS: dict[str, str] = {
@@ -134,10 +136,6 @@ class BenchError(RuntimeError):
 
 class Unavailable(RuntimeError):
     """One config cannot run here; the others still do. The message says why."""
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 # --------------------------------------------------------------------------- tools
@@ -465,7 +463,7 @@ def start_processor(
             env=env,
         )
         modelguard.name = f"({key}) modelguard"
-        return modelguard, port, lambda: _modelguard_ready(modelguard)
+        return modelguard, port, modelguard.ready
     if key in ("b", "bu"):
         module = "bench.noop_processor"
         command = profiled_command(out / f"profile-{key}.prof", module) if profile else [sys.executable, "-m", module]
@@ -495,13 +493,6 @@ def start_processor(
     else:
         raise ValueError(f"config {key!r} has no processor")
     return process, port, lambda: grpc_serving(port)
-
-
-def _modelguard_ready(process: ModelguardProcess) -> bool:
-    try:
-        return http_request(process.admin_url + "/readyz", timeout=0.5).status == 200
-    except (OSError, http.client.HTTPException):
-        return False
 
 
 def start_front_envoy(key: str, out: Path, upstream_port: int, processor_ports: Sequence[int]) -> EnvoyProcess:
@@ -549,14 +540,6 @@ def check_stack(stack: Stack, path: str) -> None:
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of an ascending list (0 < fraction <= 1)."""
-    if not sorted_values:
-        raise ValueError("no values")
-    rank = max(1, min(len(sorted_values), int(-(-fraction * len(sorted_values) // 1))))
-    return float(sorted_values[rank - 1])
 
 
 @dataclass

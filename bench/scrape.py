@@ -37,13 +37,13 @@ from bench.overhead import (
     PRIMARY_ROUTE,
     Stack,
     check_stack,
-    percentile,
     start_front_envoy,
     start_upstream,
 )
 from bench.policies import policy_document
 from ext_proc.demo.loadgen import read_samples
 from ext_proc.processes import EnvoyProcess, ModelguardProcess, free_ports, http_request
+from ext_proc.samples import percentile
 
 PATH = "/v2/models/model-0/infer"
 ENVOY_STATS = r"^http\.ingress_http\.ext_proc\.modelguard\.(failure_mode_allowed|message_timeouts|streams_failed)$"

@@ -32,16 +32,14 @@ from ext_proc.processes import (
     ManagedProcess,
     consecutive_free_ports,
     http_request,
+    http_status,
     modelguard_command,
     wait_for,
 )
 
 
-def _ready(port: int) -> bool | None:
-    try:
-        return http_request(f"http://127.0.0.1:{port}/readyz", timeout=1.0).status == 200 or None
-    except OSError:
-        return None
+def _ready(port: int) -> bool:
+    return http_status(f"http://127.0.0.1:{port}/readyz", timeout=1.0) == 200
 
 
 def _successes(admin_port: int) -> int:

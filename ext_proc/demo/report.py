@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ext_proc.demo.loadgen import Sample, percentile
+from ext_proc.demo.loadgen import Sample, latency_ms
 
 STATE_CODES = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -133,8 +133,8 @@ def timeline(
                 requests=len(group),
                 tiers=dict(Counter(served_by(s) for s in group)),
                 failed=sum(s.failed for s in group),
-                p50_ms=round(percentile(latencies, 0.5) * 1000, 1),
-                p99_ms=round(percentile(latencies, 0.99) * 1000, 1),
+                p50_ms=latency_ms(latencies, 0.5),
+                p99_ms=latency_ms(latencies, 0.99),
                 breaker=state if protected else "n/a",
                 ejected_hosts=ejected,
             )
@@ -180,7 +180,7 @@ def summarize(
         single_host_fault_failed=sum(s.failed for s in between(single_t, whole_t)),
         whole_fault_requests=len(in_fault),
         whole_fault_failed=sum(s.failed for s in in_fault),
-        whole_fault_p99_ms=round(percentile(fault_latencies, 0.99) * 1000, 1),
+        whole_fault_p99_ms=latency_ms(fault_latencies, 0.99),
         false_trips=sum(1 for t in primary if t.to_state == "open" and single_t <= t.t < whole_t),
         fault_to_breaker_open_s=None if opened is None else round(opened - whole_t, 3),
         fault_to_first_light_s=None if first_light is None else round(first_light - whole_t, 3),

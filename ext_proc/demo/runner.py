@@ -33,6 +33,7 @@ from ext_proc.processes import (
     free_ports,
     reference_envoy_config,
     render_envoy_config,
+    say,
 )
 
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
@@ -355,10 +356,6 @@ async def wait_http(session: aiohttp.ClientSession, url: str, timeout: float, wh
                     return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"{what} was not ready at {url} within {timeout:g} s")
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 def run_demo(options: DemoOptions) -> int:

@@ -172,14 +172,6 @@ def test_an_unavailable_peer_leaves_the_rest_of_the_report() -> None:
     assert "| (d)/(b) throughput | 0.93 | ≥ 0.9 | pass |" in table
 
 
-def test_percentile_is_nearest_rank() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert overhead.percentile(values, 0.5) == 50
-    assert overhead.percentile(values, 0.99) == 99
-    assert overhead.percentile(values, 1.0) == 100
-    assert overhead.percentile([7.0], 0.99) == 7
-
-
 def test_load_paths_spread_over_the_models() -> None:
     assert overhead.load_paths(1) == ["/v2/models/model-0/infer"]
     assert overhead.load_paths(4) == [f"/v2/models/model-{i}/infer" for i in (0, 5, 10, 15)]

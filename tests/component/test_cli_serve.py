@@ -21,7 +21,7 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import HttpHeaders, Proces
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ext_proc.cli import grace_seconds
-from ext_proc.processes import consecutive_free_ports
+from ext_proc.processes import consecutive_free_ports, wait_for
 from ext_proc.server.settings import DEFAULT_GRPC_EXPERIMENTS, GRPC_EXPERIMENTS
 from tests.component.conftest import serve_command
 from tests.component.log_lines import LogLines
@@ -357,6 +357,12 @@ def catches(pid: int, signum: signal.Signals) -> bool:
     return bool(mask >> (signum - 1) & 1)
 
 
+def wait_caught(process: subprocess.Popen[str], signum: signal.Signals) -> None:
+    """Until ``process`` has a handler for ``signum``; fails if it exits, or 20 s pass, first."""
+    caught = wait_for(lambda: process.poll() is not None or catches(process.pid, signum), 20.0, interval=0.01)
+    assert caught and process.poll() is None, f"{signum.name} not caught while loading"
+
+
 def start_reading_a_fifo(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
     """``modelguard serve`` whose policy is a FIFO: it blocks loading the policy until the test
     writes it, which holds it, deterministically, in the stretch before the server's handlers."""
@@ -373,10 +379,7 @@ def test_signals_while_the_policy_loads_are_acted_on_once_serving(tmp_path: Path
     )
     try:
         lines = LogLines(process)
-        deadline = time.monotonic() + 20
-        while not catches(process.pid, signal.SIGHUP):  # caught from the start, not only once serving
-            assert process.poll() is None and time.monotonic() < deadline, "SIGHUP not caught while loading"
-            time.sleep(0.01)
+        wait_caught(process, signal.SIGHUP)  # caught from the start, not only once serving
         process.send_signal(signal.SIGHUP)
         process.send_signal(signal.SIGTERM)
         time.sleep(0.2)
@@ -401,10 +404,7 @@ def test_a_supervisor_told_to_stop_while_loading_starts_no_worker(tmp_path: Path
     )  # fmt: skip
     try:
         lines = LogLines(process)
-        deadline = time.monotonic() + 20
-        while not catches(process.pid, signal.SIGTERM):
-            assert process.poll() is None and time.monotonic() < deadline, "SIGTERM not caught while loading"
-            time.sleep(0.01)
+        wait_caught(process, signal.SIGTERM)
         process.send_signal(signal.SIGTERM)
         process.send_signal(signal.SIGUSR1)
         fifo.write_text((Path(__file__).resolve().parents[2] / "examples" / "policy.yaml").read_text())

@@ -11,13 +11,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
-from ext_proc.processes import consecutive_free_ports
+from ext_proc.processes import consecutive_free_ports, http_status, wait_for
 from ext_proc.server.workers import MAX_FAILED_STARTS, SUPERVISOR_PID, worker_addresses
 from tests.component.conftest import serve_command
 from tests.component.log_lines import LogLines
@@ -43,21 +42,7 @@ def test_worker_addresses_refuse_what_cannot_work(grpc: str, admin: str, message
 
 
 def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def wait_until(predicate: object, timeout: float) -> bool:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
+    return http_status(f"http://127.0.0.1:{port}/readyz", timeout=1.0) == 200
 
 
 def test_two_workers_serve_restart_and_drain() -> None:
@@ -77,7 +62,7 @@ def test_two_workers_serve_restart_and_drain() -> None:
         text=True,
     )
     try:
-        assert wait_until(lambda: ready(admin_base) and ready(admin_base + 1), 30.0)
+        assert wait_for(lambda: ready(admin_base) and ready(admin_base + 1), 30.0, interval=0.1)
         assert supervisor.stderr is not None
         pids: list[int] = []
         for _ in range(50):
@@ -87,8 +72,8 @@ def test_two_workers_serve_restart_and_drain() -> None:
                 break
         assert len(pids) == 2
         os.kill(pids[0], signal.SIGKILL)
-        assert wait_until(lambda: not ready(admin_base), 5.0)
-        assert wait_until(lambda: ready(admin_base), 20.0), "the killed worker was not restarted"
+        assert wait_for(lambda: not ready(admin_base), 5.0, interval=0.1)
+        assert wait_for(lambda: ready(admin_base), 20.0, interval=0.1), "the killed worker was not restarted"
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(timeout=20) == 0
         assert not ready(admin_base) and not ready(admin_base + 1)
@@ -164,10 +149,11 @@ def test_sigkill_of_the_supervisor_takes_its_workers_with_it() -> None:
     grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
     with two_workers(grpc_base, admin_base) as workers:
         supervisor, pids = workers.supervisor, workers.pids
-        assert wait_until(lambda: ready(admin_base) and ready(admin_base + 1), 30.0)
+        assert wait_for(lambda: ready(admin_base) and ready(admin_base + 1), 30.0, interval=0.1)
         supervisor.kill()
         supervisor.wait(timeout=5)
-        assert wait_until(lambda: not any(alive(pid) for pid in pids), 10.0), "workers outlived their supervisor"
+        gone = wait_for(lambda: not any(alive(pid) for pid in pids), 10.0, interval=0.1)
+        assert gone, "workers outlived their supervisor"
         assert not ready(admin_base) and not ready(admin_base + 1)
 
 
@@ -189,7 +175,7 @@ def test_hup_usr1_usr2_reach_only_the_supervisor_which_logs_them_and_keeps_servi
     grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
     with two_workers(grpc_base, admin_base) as workers:
         supervisor, lines, pids = workers.supervisor, workers.lines, workers.pids
-        assert wait_until(lambda: ready(admin_base) and ready(admin_base + 1), 30.0)
+        assert wait_for(lambda: ready(admin_base) and ready(admin_base + 1), 30.0, interval=0.1)
         for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             supervisor.send_signal(signum)
         ignored = lines.event("signal_ignored", timeout=10, count=3)
@@ -205,7 +191,7 @@ def test_hup_usr1_usr2_reach_only_the_supervisor_which_logs_them_and_keeps_servi
         assert sum(e.get("event") == "signal_ignored" for e in lines.entries) == 3  # not passed on
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(timeout=20) == 0
-        assert wait_until(lambda: not any(alive(pid) for pid in pids), 5.0)
+        assert wait_for(lambda: not any(alive(pid) for pid in pids), 5.0, interval=0.1)
         assert lines.event("workers_stopped", timeout=5)[0]["exit_codes"] == [0, 0]
 
 

@@ -23,6 +23,7 @@ from ext_proc.processes import (
     ManagedProcess,
     StackError,
     free_ports,
+    locations,
     reference_envoy_config,
     render_envoy_config,
     validate_envoy_config,
@@ -99,6 +100,12 @@ def _write(tmp_path: Path, name: str, config: dict[str, Any]) -> Path:
 # --------------------------------------------------------------------------- locations
 
 
+def test_repo_root_is_this_checkout() -> None:
+    root = processes.repo_root()
+    assert root == Path(__file__).resolve().parents[2]
+    assert (root / "ext_proc" / "__init__.py").is_file() and (root / "envoy").is_dir()
+
+
 def test_reference_config_is_the_checkout_file() -> None:
     path = reference_envoy_config()
     assert path == processes.repo_root() / "envoy" / "envoy.yaml"
@@ -106,7 +113,8 @@ def test_reference_config_is_the_checkout_file() -> None:
 
 
 def test_missing_reference_config_says_run_from_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(processes, "repo_root", lambda: tmp_path)
+    # reference_envoy_config looks repo_root up in its own module, so that is where it is replaced.
+    monkeypatch.setattr(locations, "repo_root", lambda: tmp_path)
     with pytest.raises(StackError, match="checkout"):
         reference_envoy_config()
 

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ext_proc.demo import report
-from ext_proc.demo.loadgen import Sample, read_samples
+from ext_proc.demo.loadgen import Sample, latency_ms, read_samples
 from ext_proc.demo.runner import read_transitions, render_summary
 
 START = 1_000_000.0
@@ -79,6 +79,15 @@ def test_too_many_client_errors_fail_the_run() -> None:
         summary.expectations["client-visible errors <= 20% during the whole-model fault (the fault alone: 80%)"]
         is False
     )
+
+
+def test_latency_percentiles_in_ms() -> None:
+    """The demo's p99 of 100 requests is the slowest one (rank floor(0.99 * 100) + 1); 0 for none."""
+    latencies = [v / 1000 for v in range(1, 101)]
+    assert latency_ms(latencies, 0.99) == 100.0
+    assert latency_ms(latencies, 0.5) == 51.0
+    assert latency_ms([0.01234], 0.99) == 12.3
+    assert latency_ms([], 0.99) == 0.0
 
 
 def test_timeline_rows_per_second() -> None:
