@@ -30,6 +30,7 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import HttpHeaders, Proces
 
 from bench.policies import policy_document, policy_with
 from ext_proc.core.guard import Guard
+from ext_proc.core.registry import StateRegistry
 from ext_proc.processes import free_ports, http_request, modelguard_command, wait_for
 from ext_proc.server.servicer import ExtProcServicer
 
@@ -85,7 +86,7 @@ def _ready(url: str) -> bool | None:
 
 
 def push_requests(models: int, requests: int) -> dict[str, float]:
-    servicer = ExtProcServicer(Guard(policy_with(models), rng=random.Random(1)))
+    servicer = ExtProcServicer(Guard(policy_with(models), StateRegistry(rng=random.Random(1))))
     plan = servicer.plan
     gc.collect()
     before = rss_mb()

@@ -28,6 +28,7 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import HttpHeaders, Proces
 
 from bench.policies import policy_with
 from ext_proc.core.guard import Guard
+from ext_proc.core.registry import StateRegistry
 from ext_proc.server.servicer import ExtProcServicer
 
 
@@ -76,7 +77,7 @@ def measure(run: Callable[[int], None], requests: int) -> float:
 
 
 def bench(requests: int, models: int) -> dict[str, Any]:
-    guard = Guard(policy_with(models), rng=random.Random(1))
+    guard = Guard(policy_with(models), StateRegistry(rng=random.Random(1)))
     paths = [f"/v2/models/model-{i % models}/infer" for i in range(64)]
     header_dicts = [{":path": p, ":authority": "models.internal:8080"} for p in paths]
     odd_dicts = [{":path": p.replace("/models/", "/m%6Fdels//./"), ":authority": "x"} for p in paths]
@@ -91,7 +92,7 @@ def bench(requests: int, models: int) -> dict[str, Any]:
         for i in range(n):
             record(decide(odd_dicts[i & 63]), 200, None)
 
-    servicer = ExtProcServicer(Guard(policy_with(models), rng=random.Random(1)))
+    servicer = ExtProcServicer(Guard(policy_with(models), StateRegistry(rng=random.Random(1))))
     plan = servicer.plan
     request_wires = [request_headers_message(p) for p in paths]
     response_wire = response_headers_message()

@@ -2,7 +2,7 @@
 
 Served on the same event loop as the gRPC server, so a handler that holds the loop holds every
 decision waiting behind it (past Envoy's 0.2 s message_timeout, they fail open). /metrics and
-/v1/state are therefore rendered in slices of ~2 ms (exposition.py) and sent chunk by chunk.
+/v1/state are therefore rendered in slices of ~2 ms (observe/exposition.py) and sent chunk by chunk.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ext_proc.admin.bodies import Bodies
+from ext_proc.admin.state import render_state
 from ext_proc.core.guard import Guard
-from ext_proc.observe.exposition import render_metrics, render_state
-from ext_proc.observe.metrics import GuardRegistry
+from ext_proc.observe.exposition import Metrics
 
 JSON = "application/json; charset=utf-8"
 
@@ -33,7 +33,7 @@ class Readiness:
         self.reason = reason
 
 
-def build_app(guard: Callable[[], Guard], registry: GuardRegistry, readiness: Readiness) -> web.Application:
+def build_app(guard: Callable[[], Guard], metrics: Metrics, readiness: Readiness) -> web.Application:
     # One render at a time: concurrent scrapes would each take a slice per loop turn, so
     # decisions would wait for several slices. Only rendering holds the lock, not sending, so a
     # slow reader does not keep the next scrape waiting.
@@ -51,10 +51,8 @@ def build_app(guard: Callable[[], Guard], registry: GuardRegistry, readiness: Re
         finally:
             bodies.release(slot)
 
-    async def metrics(request: web.Request) -> web.StreamResponse:
-        return await body(
-            request, lambda: render_metrics(guard(), registry.errors, registry.runtime), CONTENT_TYPE_LATEST
-        )
+    async def metrics_page(request: web.Request) -> web.StreamResponse:
+        return await body(request, metrics.render, CONTENT_TYPE_LATEST)
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -67,7 +65,7 @@ def build_app(guard: Callable[[], Guard], registry: GuardRegistry, readiness: Re
         return await body(request, lambda: render_state(guard()), JSON)
 
     app = web.Application()
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/state", state)

@@ -16,6 +16,10 @@ the same way (maxWaitDurationInHalfOpenState).
 Every admission carries the breaker's ``generation``; a result that comes back after the
 breaker has changed state is from another era and is not judged, so a slow call admitted
 while closed cannot close a breaker that has since opened, nor steal a probe slot.
+
+A breaker outlives the policy it was built from (core/registry.py): ``reconfigure`` gives it new
+thresholds and keeps its state, its backoff and, unless the window's kind or size changed, its
+window; a closed breaker is judged against the new thresholds at once.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ext_proc.core.clock import Clock
+from ext_proc.core.outcomes import FAILURE, OVERLOAD
+from ext_proc.core.reasons import HALF_OPEN_PROBE
 from ext_proc.core.windows import CountWindow, TimeWindow, Window, WindowFigures
 from ext_proc.policy import BreakerSettings
 
@@ -60,8 +66,36 @@ class Transition:
 TransitionListener = Callable[["CircuitBreaker", Transition], None]
 
 
+class BreakerToken:
+    """The admission chain's token for a breaker (core/admission.py)."""
+
+    __slots__ = ("admission", "alone", "breaker", "generation", "reason")
+
+    def __init__(self, breaker: CircuitBreaker, admission: int, generation: int) -> None:
+        self.breaker = breaker
+        self.admission = admission
+        self.generation = generation
+        self.reason = HALF_OPEN_PROBE if admission == PROBE else None
+        self.alone: tuple[BreakerToken] = (self,)
+        """The chain of a tier whose only admitter is this breaker, ready-made."""
+
+    def record(self, outcome: str, latency: float, started: float) -> None:
+        self.breaker.record(self.admission, self.generation, outcome == FAILURE, outcome == OVERLOAD, latency, started)
+
+    def release(self, started: float) -> None:
+        self.breaker.release(self.admission, self.generation, started)
+
+
+def _window_for(settings: BreakerSettings) -> Window:
+    if settings.window_calls is not None:
+        return CountWindow(settings.window_calls)
+    assert settings.window is not None  # the reader sets exactly one of the two
+    return TimeWindow(settings.window)
+
+
 class CircuitBreaker:
     __slots__ = (
+        "_admitted",
         "_consecutive",
         "_level",
         "_listener",
@@ -88,13 +122,12 @@ class CircuitBreaker:
         self.clock = clock
         self._rng = rng or random.Random()
         self._listener = listener
-        self._window: Window = (
-            CountWindow(settings.window_calls)
-            if settings.window_calls is not None
-            else TimeWindow(settings.window or 10.0)
-        )
+        self._window = _window_for(settings)
         self._state = BreakerState.CLOSED
         self.generation = 0
+        self._admitted = BreakerToken(self, ADMITTED, 0)
+        """The token of every plain admission of this generation: shared, so that the common
+        request allocates nothing here."""
         self._consecutive = 0
         self._open_until = 0.0
         self._open_duration = 0.0
@@ -136,7 +169,31 @@ class CircuitBreaker:
             "probe_successes": self._probe_successes,
         }
 
+    # -- reconfiguring ---------------------------------------------------------------------
+
+    def reconfigure(self, settings: BreakerSettings) -> None:
+        """Judge by ``settings`` from now on. A window of another kind or size starts empty (its
+        buckets cannot be re-cut); an open period under way runs its course."""
+        old = self.settings
+        self.settings = settings
+        if (old.window, old.window_calls) != (settings.window, settings.window_calls):
+            self._window = _window_for(settings)
+        if self._state is BreakerState.CLOSED and settings != old:
+            self._window.advance(self.clock())
+            self._judge(self._window)
+
     # -- the hot path --------------------------------------------------------------------
+
+    def admit(self, now: float) -> BreakerToken | None:
+        """The admission chain's form of ``acquire``."""
+        if self._state is BreakerState.CLOSED:
+            return self._admitted
+        admission = self.acquire(now)
+        if admission == ADMITTED:
+            return self._admitted
+        if admission == REFUSED:
+            return None
+        return BreakerToken(self, admission, self.generation)
 
     def acquire(self, now: float) -> int:
         """Admit a request arriving at ``now`` (ADMITTED or PROBE) or refuse it (REFUSED)."""
@@ -206,13 +263,15 @@ class CircuitBreaker:
             return
         settings = self.settings
         window.record(now, failed, latency >= settings.slow_call_duration)
-        if failed:
-            self._consecutive += 1
-            if settings.consecutive_failures and self._consecutive >= settings.consecutive_failures:
-                self._open("consecutive_failures", 0)
-                return
-        else:
-            self._consecutive = 0
+        self._consecutive = self._consecutive + 1 if failed else 0
+        self._judge(window)
+
+    def _judge(self, window: Window) -> None:
+        """Open if the evidence so far crosses a threshold."""
+        settings = self.settings
+        if settings.consecutive_failures and self._consecutive >= settings.consecutive_failures:
+            self._open("consecutive_failures", 0)
+            return
         calls = window.calls
         if calls < settings.min_calls:
             return
@@ -253,6 +312,7 @@ class CircuitBreaker:
         )
         self._state = to_state
         self.generation += 1
+        self._admitted = BreakerToken(self, ADMITTED, self.generation)
         self._probe_starts = []
         self._probe_successes = 0
         if self._listener is not None:

@@ -1,53 +1,59 @@
 """The decision core: one call per request on its way in, one on its way out.
 
-``Guard.decide`` walks a model's degrade ladder and takes the first tier whose breaker admits
-the request; ``Guard.record`` judges the response into that tier's breaker. Everything the
-guard can answer is a ``Decision`` built when the policy is loaded, so the per-request path
-allocates one small ``Ticket`` and nothing else, and the server can keep the wire form of each
-answer ready-made.
+``Guard.decide`` walks a model's degrade ladder and takes the first tier whose admitters all let
+the request through (core/admission.py); ``Guard.record`` judges the response into every one of
+them. A guard is built from one policy over a ``StateRegistry`` that outlives it, so a new policy
+is a new guard that finds the breakers and counters the old one left. Everything the guard can
+answer is a ``Decision`` built with it, so the per-request path allocates one small ``Ticket``
+and nothing else, and the server can keep the wire form of each answer once it is built.
 
 Pure Python: no I/O, no gRPC, no locks (it runs on one event loop), time from an injected clock.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
-from ext_proc.core.breaker import PROBE, REFUSED, BreakerState, CircuitBreaker, Transition
-from ext_proc.core.clock import Clock, monotonic
+from ext_proc.core import reasons
+from ext_proc.core.admission import NO_TOKENS, Admitter, Ticket, Token, admit_all, reason_of
+from ext_proc.core.breaker import BreakerState, CircuitBreaker
 from ext_proc.core.matching import Matcher
-from ext_proc.core.outcomes import DROPPED, FAILURE, OUTCOMES, OVERLOAD, classify
-from ext_proc.core.stats import DECISION_BUCKETS, LATENCY_BUCKETS, Histogram
-from ext_proc.policy import FailureSettings, ModelPolicy, Policy, Respond, Tier
+from ext_proc.core.outcomes import DROPPED, OUTCOMES, classify
+from ext_proc.core.registry import NO_STATE, StateRegistry, TierKey, TierState
+from ext_proc.core.stats import Counter
+from ext_proc.policy import FailureSettings, Match, ModelPolicy, Policy, Respond, Tier
 
-UNMATCHED = "unmatched"
-NO_TIER = "none"
+UNMATCHED = reasons.UNMATCHED
+NO_TIER = reasons.NO_TIER
 
-REASON_OK = "ok"
-REASON_BREAKER_OPEN = "breaker_open"
-REASON_PROBE = "half_open_probe"
-
-TransitionSink = Callable[["TierGuard", Transition], None]
+__all__ = ["NO_TIER", "UNMATCHED", "Decision", "Guard", "ModelGuard", "Ticket", "TierGuard"]
 
 
 class Decision:
     """One of the finitely many answers: a (model, tier, reason), counted as it is given."""
 
-    __slots__ = ("count", "model", "reason", "respond", "tier")
+    __slots__ = ("counter", "failure", "model", "reason", "respond", "state", "tier")
 
     def __init__(
         self,
         model: ModelGuard | None,
         tier: TierGuard | None,
         reason: str,
+        counter: Counter,
         respond: Respond | None = None,
     ) -> None:
         self.model = model
         self.tier = tier
         self.reason = reason
         self.respond = respond
-        self.count = 0
+        self.counter = counter
+        self.state: TierState = NO_STATE if tier is None or tier.state is None else tier.state
+        """Where the response is recorded; the null state for a decision that records nothing."""
+        self.failure = FailureSettings() if model is None else model.failure
+
+    @property
+    def count(self) -> int:
+        return self.counter.value
 
     @property
     def model_name(self) -> str:
@@ -70,133 +76,108 @@ class Decision:
         return self.model is None
 
 
-class Ticket:
-    """A request's admission, handed back on its response (or its release)."""
-
-    __slots__ = ("admission", "decision", "done", "generation", "started")
-
-    def __init__(self, decision: Decision, admission: int, generation: int, started: float) -> None:
-        self.decision = decision
-        self.admission = admission
-        self.generation = generation
-        self.started = started
-        self.done = False
-
-
 class TierGuard:
-    """A rung of the ladder: its breaker (None for a ``respond`` tier) and its figures."""
+    """A rung of the ladder in this policy: its admitters (none for a ``respond`` tier), its
+    decisions, and its state in the registry (None for a ``respond`` tier)."""
 
     __slots__ = (
-        "breaker",
+        "admitters",
+        "breaker_only",
+        "by_reason",
         "index",
-        "inflight",
-        "latency",
         "model_name",
         "name",
-        "outcomes",
-        "probe",
         "route",
         "served",
         "served_ticket",
+        "state",
         "tier",
     )
 
-    def __init__(self, model: ModelGuard, tier: Tier, index: int) -> None:
+    def __init__(self, model: ModelGuard, tier: Tier, index: int, registry: StateRegistry) -> None:
         self.model_name = model.name
         self.tier = tier
         self.name = tier.name
         self.route = tier.route
         self.index = index
-        self.breaker: CircuitBreaker | None = None
-        self.inflight = 0
-        self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
-        self.latency = Histogram(LATENCY_BUCKETS)
-        reason = REASON_OK if index == 0 else REASON_BREAKER_OPEN
-        self.served = Decision(model, self, reason, tier.respond)
-        """The answer when this tier serves outside a probe."""
-        self.probe: Decision | None = None
-        self.served_ticket = Ticket(self.served, REFUSED, 0, 0.0)
+        self.state: TierState | None = None
+        self.admitters: tuple[Admitter, ...] = ()
+        self.breaker_only: CircuitBreaker | None = None
+        """The breaker, when it is the tier's only admitter: decide() takes it without the chain."""
+        if tier.route is not None:
+            self.state = registry.tier(model.name, tier.name, tier.route, model.policy.breaker)
+            self.admitters = (self.state.breaker,)
+            self.breaker_only = self.state.breaker
+        reason = reasons.OK if index == 0 else reasons.BREAKER_OPEN
+        self.served = self._decision(model, reason, registry)
+        """The answer when this tier serves and no admitter says otherwise."""
+        self.by_reason: dict[str, Decision] = {}
+        """The answers an admitter's reason selects (``half_open_probe``)."""
+        if self.state is not None:
+            self.by_reason[reasons.HALF_OPEN_PROBE] = self._decision(model, reasons.HALF_OPEN_PROBE, registry)
+        self.served_ticket = Ticket(self.served, NO_TOKENS, 0.0)
         """Shared by every request a ``respond`` tier answers: nothing is recorded for them."""
 
-    def attach(self, breaker: CircuitBreaker) -> None:
-        self.breaker = breaker
-        self.probe = Decision(self.served.model, self, REASON_PROBE)
+    def _decision(self, model: ModelGuard, reason: str, registry: StateRegistry) -> Decision:
+        return Decision(model, self, reason, registry.counter(model.name, self.name, reason), self.tier.respond)
 
     @property
     def decisions(self) -> tuple[Decision, ...]:
-        return (self.served,) if self.probe is None else (self.served, self.probe)
+        return (self.served, *self.by_reason.values())
 
     def snapshot(self) -> dict[str, object]:
         figures: dict[str, object] = {
             "index": self.index,
             "route": self.route,
             "respond": self.tier.respond is not None,
-            "inflight": self.inflight,
-            "outcomes": dict(self.outcomes),
         }
-        if self.breaker is not None:
-            figures.update(self.breaker.snapshot())
+        state = self.state
+        if state is None:
+            figures.update(inflight=0, outcomes=dict.fromkeys(OUTCOMES, 0))
+        else:
+            figures.update(inflight=state.inflight, outcomes=dict(state.outcomes))
+            figures.update(state.breaker.snapshot())
         return figures
 
 
 class ModelGuard:
     __slots__ = ("exhausted", "exhausted_ticket", "failure", "name", "policy", "tiers")
 
-    def __init__(self, policy: ModelPolicy) -> None:
+    def __init__(self, policy: ModelPolicy, registry: StateRegistry) -> None:
         self.policy = policy
         self.name = policy.name
-        self.failure: FailureSettings = policy.failure
-        self.tiers: tuple[TierGuard, ...] = ()
-        self.exhausted = Decision(self, None, REASON_BREAKER_OPEN)
+        self.failure = policy.failure
+        self.tiers: tuple[TierGuard, ...] = tuple(
+            TierGuard(self, tier, index, registry) for index, tier in enumerate(policy.tiers)
+        )
+        self.exhausted = Decision(
+            self, None, reasons.BREAKER_OPEN, registry.counter(self.name, NO_TIER, reasons.BREAKER_OPEN)
+        )
         """Every tier refused: the built-in 503 (or gRPC UNAVAILABLE) naming the model."""
-        self.exhausted_ticket = Ticket(self.exhausted, REFUSED, 0, 0.0)
+        self.exhausted_ticket = Ticket(self.exhausted, NO_TOKENS, 0.0)
 
     def snapshot(self) -> dict[str, object]:
         """This model's entry in /v1/state."""
-        return {"match": _match_text(self.policy), "tiers": {tier.name: tier.snapshot() for tier in self.tiers}}
+        return {"match": _match_text(self.policy.match), "tiers": {tier.name: tier.snapshot() for tier in self.tiers}}
 
 
 class Guard:
-    """The decision core over one loaded policy."""
+    """The decision core over one loaded policy, its state kept in ``registry``."""
 
-    def __init__(
-        self,
-        policy: Policy,
-        clock: Clock = monotonic,
-        rng: random.Random | None = None,
-        on_transition: TransitionSink | None = None,
-    ) -> None:
+    def __init__(self, policy: Policy, registry: StateRegistry) -> None:
         self.policy = policy
-        self.clock = clock
-        self._rng = rng or random.Random()
-        self._on_transition = on_transition
-        self.transitions: dict[tuple[str, str, str, str], int] = {}
-        self.decision_duration = Histogram(DECISION_BUCKETS)
-        self.models: tuple[ModelGuard, ...] = tuple(self._build_model(m) for m in policy.models)
-        self.unmatched = Decision(None, None, UNMATCHED)
-        self._unmatched_ticket = Ticket(self.unmatched, REFUSED, 0, 0.0)
+        self.registry = registry
+        self.clock = registry.clock
+        self.models: tuple[ModelGuard, ...] = tuple(ModelGuard(m, registry) for m in policy.models)
+        self.unmatched = Decision(None, None, UNMATCHED, registry.unmatched)
+        self._unmatched_ticket = Ticket(self.unmatched, NO_TOKENS, 0.0)
         self._matcher: Matcher[ModelGuard] = Matcher([(m.policy.match, m) for m in self.models])
         self.header_names = self._matcher.header_names
 
-    def _build_model(self, policy: ModelPolicy) -> ModelGuard:
-        model = ModelGuard(policy)
-        tiers = []
-        for index, tier in enumerate(policy.tiers):
-            tier_guard = TierGuard(model, tier, index)
-            if tier.route is not None:
-                tier_guard.attach(CircuitBreaker(policy.breaker, self.clock, self._rng, self._listener_for(tier_guard)))
-            tiers.append(tier_guard)
-        model.tiers = tuple(tiers)
-        return model
-
-    def _listener_for(self, tier: TierGuard) -> Callable[[CircuitBreaker, Transition], None]:
-        def listener(_breaker: CircuitBreaker, transition: Transition) -> None:
-            key = (tier.model_name, tier.name, transition.from_state.value, transition.to_state.value)
-            self.transitions[key] = self.transitions.get(key, 0) + 1
-            if self._on_transition is not None:
-                self._on_transition(tier, transition)
-
-        return listener
+    def adopt(self) -> None:
+        """Make this guard's policy the registry's: state of models and tiers it lacks is dropped."""
+        tiers: list[TierKey] = [(tier.model_name, tier.name) for tier in self.tiers() if tier.state is not None]
+        self.registry.retain(tiers, [(d.model_name, d.tier_name, d.reason) for d in self.decisions()])
 
     # -- the hot path --------------------------------------------------------------------
 
@@ -204,63 +185,71 @@ class Guard:
         """Pick the tier for a request from its headers (only ``header_names`` are read)."""
         model = self._matcher.match(headers)
         if model is None:
-            self.unmatched.count += 1
+            self.unmatched.counter.value += 1
             return self._unmatched_ticket
         now = self.clock()
         for tier in model.tiers:
-            breaker = tier.breaker
-            if breaker is None:
-                tier.served.count += 1
+            state = tier.state
+            if state is None:
+                tier.served.counter.value += 1
                 return tier.served_ticket
-            admission = breaker.acquire(now)
-            if admission == REFUSED:
-                continue
-            decision = tier.probe if admission == PROBE else tier.served
-            assert decision is not None
-            decision.count += 1
-            tier.inflight += 1
-            return Ticket(decision, admission, breaker.generation, now)
-        model.exhausted.count += 1
+            breaker = tier.breaker_only
+            if breaker is not None:  # the common chain, without the chain's loop
+                token = breaker.admit(now)
+                if token is None:
+                    continue
+                tokens: tuple[Token, ...] = token.alone
+                reason = token.reason
+            else:
+                chain = admit_all(tier.admitters, now)
+                if chain is None:
+                    continue
+                tokens, reason = chain, reason_of(chain)
+            decision = tier.served if reason is None else tier.by_reason[reason]
+            decision.counter.value += 1
+            state.inflight += 1
+            return Ticket(decision, tokens, now)
+        model.exhausted.counter.value += 1
         return model.exhausted_ticket
 
     def record(
         self, ticket: Ticket, status: int, grpc_status: int | None, answered_at: float | None = None
     ) -> str | None:
-        """Judge a response into the breaker of the tier that served it; returns the outcome.
+        """Judge a response into every admitter of the ticket; returns the outcome.
 
         ``answered_at`` is when the response headers came, for a gRPC answer judged later on its
         trailers; the latency is measured to it, not to the end of the stream.
         """
-        tier = ticket.decision.tier
-        if ticket.done or tier is None or tier.breaker is None:
+        if ticket.done:
             return None
         ticket.done = True
-        model = ticket.decision.model
-        assert model is not None
-        outcome = classify(status, grpc_status, model.failure)
-        latency = (self.clock() if answered_at is None else answered_at) - ticket.started
-        tier.inflight -= 1
-        tier.outcomes[outcome] += 1
-        tier.latency.observe(latency)
-        tier.breaker.record(
-            ticket.admission, ticket.generation, outcome == FAILURE, outcome == OVERLOAD, latency, ticket.started
-        )
+        decision = ticket.decision
+        state = decision.state
+        outcome = classify(status, grpc_status, decision.failure)
+        started = ticket.started
+        latency = (self.clock() if answered_at is None else answered_at) - started
+        for token in ticket.tokens:
+            token.record(outcome, latency, started)
+        state.inflight -= 1
+        state.outcomes[outcome] += 1
+        state.latency.observe(latency)
         return outcome
 
     def release(self, ticket: Ticket) -> None:
-        """The stream ended without a response: free the in-flight count and any probe slot."""
-        tier = ticket.decision.tier
-        if ticket.done or tier is None or tier.breaker is None:
+        """The stream ended without a response: settle the ticket's tokens, count it dropped."""
+        if ticket.done:
             return
         ticket.done = True
-        tier.inflight -= 1
-        tier.outcomes[DROPPED] += 1
-        tier.breaker.release(ticket.admission, ticket.generation, ticket.started)
+        for token in ticket.tokens:
+            token.release(ticket.started)
+        state = ticket.decision.state
+        state.inflight -= 1
+        state.outcomes[DROPPED] += 1
 
     # -- reading -------------------------------------------------------------------------
 
     def decisions(self) -> list[Decision]:
-        """Every answer the guard can give, for the server to prebuild and metrics to read."""
+        """Every answer the guard can give, for metrics to read (and the server to answer)."""
         found = [self.unmatched]
         for model in self.models:
             for tier in model.tiers:
@@ -272,7 +261,7 @@ class Guard:
         return [tier for model in self.models for tier in model.tiers]
 
     def breaker_states(self) -> list[tuple[TierGuard, BreakerState]]:
-        return [(tier, tier.breaker.state) for tier in self.tiers() if tier.breaker is not None]
+        return [(tier, tier.state.breaker.state) for tier in self.tiers() if tier.state is not None]
 
     def snapshot(self) -> dict[str, object]:
         """The JSON body of /v1/state."""
@@ -282,8 +271,7 @@ class Guard:
         }
 
 
-def _match_text(policy: ModelPolicy) -> dict[str, str]:
-    match = policy.match
+def _match_text(match: Match) -> dict[str, str]:
     if match.path_prefix is not None:
         return {"path_prefix": match.path_prefix}
     if match.authority is not None:

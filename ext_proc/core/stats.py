@@ -36,3 +36,13 @@ class Histogram:
             running += count
             rows.append((bound, running))
         return rows
+
+
+class Counter:
+    """A count the hot path bumps (``counter.value += 1``) and a scrape reads; shared by every
+    guard that counts the same thing, so a reload does not reset it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0

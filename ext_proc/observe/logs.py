@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from ext_proc.core.breaker import Transition
-from ext_proc.core.guard import TierGuard
+from ext_proc.core.registry import TierState
 
 transitions_log = logging.getLogger("modelguard.breaker")
 
@@ -38,7 +38,7 @@ def configure(level: str = "info") -> None:
     root.setLevel(level.upper())
 
 
-def log_transition(tier: TierGuard, transition: Transition) -> None:
+def log_transition(tier: TierState, transition: Transition) -> None:
     """Every breaker transition, with the evidence that caused it."""
     figures = transition.figures
     transitions_log.warning(

@@ -18,10 +18,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ext_proc.admin.site import Readiness, build_app, start_admin
 from ext_proc.core.clock import Clock, monotonic
 from ext_proc.core.guard import Guard
+from ext_proc.core.registry import StateRegistry
+from ext_proc.observe.core_metrics import CoreMetrics
+from ext_proc.observe.exposition import Metrics
 from ext_proc.observe.logs import log_transition
-from ext_proc.observe.metrics import registry_for
 from ext_proc.policy import Policy
 from ext_proc.server.loops import running_loop_name
+from ext_proc.server.metrics import ServerStats
 from ext_proc.server.servicer import SERVICE_NAME, ExtProcServicer
 from ext_proc.server.settings import DEFAULT_GRACE, GRPC_EXPERIMENTS, MAX_STREAMS_PER_PROCESS, split_address
 from ext_proc.server.signals import ALREADY_DRAINING, DRAIN_SIGNALS, IGNORED_SIGNALS, log_ignored
@@ -48,13 +51,29 @@ class Service:
     """One running modelguard: start() binds both ports, stop() drains within a grace period."""
 
     def __init__(self, policy: Policy, clock: Clock = monotonic, rng: random.Random | None = None) -> None:
-        self.guard = Guard(policy, clock=clock, rng=rng, on_transition=log_transition)
-        self.servicer = ExtProcServicer(self.guard)
+        self.registry = StateRegistry(clock, rng, on_transition=log_transition)
+        self.stats = ServerStats()
+        self.servicer = ExtProcServicer(Guard(policy, self.registry), self.stats)
         self.readiness = Readiness()
         self.health = health.aio.HealthServicer()
-        self.registry = registry_for(lambda: self.servicer.guard, self.servicer.errors)
+        self.metrics = Metrics()
+        self.metrics.register(CoreMetrics(lambda: self.servicer.guard))
+        self.metrics.register(self.stats)
         self._server: grpc.aio.Server | None = None
         self._admin: web.AppRunner | None = None
+
+    @property
+    def guard(self) -> Guard:
+        """The live guard: the one new streams get."""
+        return self.servicer.guard
+
+    def use(self, policy: Policy) -> Guard:
+        """Serve ``policy`` from the next stream on, keeping the state of what it shares with the
+        live one (core/registry.py); streams under way finish on the old guard."""
+        guard = Guard(policy, self.registry)
+        self.servicer.use(guard)
+        guard.adopt()
+        return guard
 
     async def start(self, grpc_address: str, admin_address: str, tls: TlsFiles | None = None) -> Ports:
         """Plaintext gRPC unless ``tls`` names certificate files (TlsError, a ValueError, if they do not load)."""
@@ -77,7 +96,7 @@ class Service:
         self._server = server
         try:
             self._admin, bound_admin = await start_admin(
-                build_app(lambda: self.servicer.guard, self.registry, self.readiness), admin_host, admin_port
+                build_app(lambda: self.servicer.guard, self.metrics, self.readiness), admin_host, admin_port
             )
         except OSError:
             await server.stop(None)

@@ -31,6 +31,7 @@ from ext_proc.core.guard import Decision, Guard, Ticket
 from ext_proc.observe.log_budget import LogBudget
 from ext_proc.protocol.headers import CONTENT_TYPE, GRPC_CONTENT_TYPE, GRPC_STATUS, PREFIX, STATUS
 from ext_proc.server import wire
+from ext_proc.server.metrics import ServerStats
 
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 
@@ -52,31 +53,39 @@ _CONTINUE = {
 }
 
 
-class ProtocolErrors:
-    """Counts of streams that broke the ext_proc protocol, by kind, for /metrics."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def count(self, kind: str) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
+MAX_CACHED_ANSWERS = 65_536
+"""Wire answers one plan keeps (a few hundred bytes each); past it the cache starts over."""
 
 
 class Plan:
-    """A guard with its prebuilt answers. A stream keeps the plan it started with, so swapping
-    in a new policy (see ExtProcServicer.use) never mixes one policy's tickets with another's."""
+    """A guard with the wire form of its answers. A stream keeps the plan it started with, so
+    swapping in a new policy (see ExtProcServicer.use) never mixes one policy's tickets with
+    another's.
+
+    An answer is serialized the first time its decision is given and kept, keyed by the decision
+    (a tier and a reason; the HTTP and gRPC forms are built together): the common request costs
+    a dictionary lookup, as when every answer was prebuilt, but a policy's start-up (and each
+    reload) builds none, however many decisions its tiers, reasons and variants make."""
 
     __slots__ = ("answers", "guard", "wanted")
 
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
-        self.answers: dict[Decision, wire.WireAnswers] = {d: wire.build_answers(d) for d in guard.decisions()}
+        self.answers: dict[Decision, wire.WireAnswers] = {}
         self.wanted = guard.header_names | {CONTENT_TYPE}
+
+    def build(self, decision: Decision) -> wire.WireAnswers:
+        answers = wire.build_answers(decision)
+        if len(self.answers) >= MAX_CACHED_ANSWERS:
+            self.answers.clear()
+        self.answers[decision] = answers
+        return answers
 
 
 class ExtProcServicer:
-    def __init__(self, guard: Guard) -> None:
-        self.errors = ProtocolErrors()
+    def __init__(self, guard: Guard, stats: ServerStats | None = None) -> None:
+        self.stats = stats or ServerStats()
+        self.errors = self.stats.errors
         self._sampled = 0
         self._bad_input_logs = LogBudget()
         self._failure_logs = LogBudget()
@@ -127,7 +136,7 @@ class ExtProcServicer:
                     else:
                         started = time.perf_counter()
                         ticket, answer, last = self._decide(plan, request)
-                        guard.decision_duration.observe(time.perf_counter() - started)
+                        self.stats.decision_duration.observe(time.perf_counter() - started)
                     await context.write(answer)
                     if last:
                         return
@@ -201,7 +210,9 @@ class ExtProcServicer:
                     spoofed = []
                 spoofed.append(key)
         ticket = plan.guard.decide(values)
-        answers = plan.answers[ticket.decision]
+        answers = plan.answers.get(ticket.decision)
+        if answers is None:
+            answers = plan.build(ticket.decision)
         last = answers.request_is_last
         if answers.request_message is None:
             is_grpc = values.get(CONTENT_TYPE, "").startswith(GRPC_CONTENT_TYPE)

@@ -28,5 +28,5 @@ async def one_request(harness: Harness) -> str:
 async def test_every_stream_of_a_burst_gets_its_decision(harness: Harness) -> None:
     seen = Counter(await asyncio.wait_for(asyncio.gather(*(one_request(harness) for _ in range(BURST))), 120))
     assert seen == {"primary": BURST}
-    primary = harness.service.guard.models[0].tiers[0]
+    primary = harness.service.registry.get("recommender", "primary")
     assert primary.outcomes["success"] == BURST and primary.inflight == 0

@@ -52,7 +52,7 @@ async def test_healthy_request_is_routed_to_primary(harness: Harness) -> None:
     # The response is judged and the stream ended instead of answered (Envoy tags the response
     # from the request headers above).
     assert second is None
-    assert harness.service.guard.models[0].tiers[0].outcomes["success"] == 1
+    assert harness.service.registry.get("recommender", "primary").outcomes["success"] == 1
 
 
 async def test_failures_trip_the_primary_and_the_light_tier_serves(harness: Harness) -> None:
@@ -101,7 +101,7 @@ PATH_VARIANTS = [
 
 async def test_spellings_of_a_models_path_are_the_model(harness: Harness) -> None:
     """Every spelling reaches the breaker: judged while closed, stepped down while open."""
-    primary = harness.service.guard.models[0].tiers[0]
+    primary = harness.service.registry.get("recommender", "primary")
     for index, path in enumerate(PATH_VARIANTS[:4]):
         assert await harness.request(503, path=path) == ("primary", "ok"), path
         assert primary.outcomes["failure"] == index + 1
@@ -189,7 +189,7 @@ async def test_grpc_status_in_trailers_is_judged(harness: Harness) -> None:
     assert isinstance(answer, ProcessingResponse) and answer.HasField("response_headers")
     await call.write(ProcessingRequest(response_trailers=HttpTrailers(trailers=header_map({"grpc-status": "14"}))))
     assert await call.read() is grpc.aio.EOF  # judged on the trailers: the stream ends
-    assert harness.service.guard.models[0].tiers[0].outcomes["failure"] == 1
+    assert harness.service.registry.get("recommender", "primary").outcomes["failure"] == 1
 
 
 async def test_grpc_answer_without_trailers_is_a_success_when_the_stream_ends(harness: Harness) -> None:
@@ -198,14 +198,14 @@ async def test_grpc_answer_without_trailers_is_a_success_when_the_stream_ends(ha
         {":path": REC_PATH, "content-type": "application/grpc"}, 200, extra={"content-type": "application/grpc"}
     )
     assert second is not None and second.HasField("response_headers")
-    await wait_for(lambda: harness.service.guard.models[0].tiers[0].outcomes["success"] == 1)
+    await wait_for(lambda: harness.service.registry.get("recommender", "primary").outcomes["success"] == 1)
 
 
 async def test_cancelled_grpc_answers_are_dropped_not_successes(harness: Harness) -> None:
     """Probes whose gRPC answer was cut off before its grpc-status must not close the breaker."""
     await trip_primary(harness)
     harness.clock.advance(2.0)
-    primary = harness.service.guard.models[0].tiers[0]
+    primary = harness.service.registry.get("recommender", "primary")
     grpc_request: dict[str, str | bytes] = {":path": REC_PATH, "content-type": "application/grpc"}
     for cancelled in range(1, 3):
         call = harness.stub.Process()
@@ -226,13 +226,13 @@ async def test_trailers_only_grpc_status_in_headers_is_judged(harness: Harness) 
         200,
         extra={"content-type": "application/grpc", "grpc-status": "4"},
     )
-    assert harness.service.guard.models[0].tiers[0].outcomes["failure"] == 1
+    assert harness.service.registry.get("recommender", "primary").outcomes["failure"] == 1
 
 
 async def test_429_is_overload_not_failure(harness: Harness) -> None:
     for _ in range(6):
         await harness.request(429)
-    tier = harness.service.guard.models[0].tiers[0]
+    tier = harness.service.registry.get("recommender", "primary")
     assert tier.outcomes["overload"] == 6 and tier.outcomes["failure"] == 0
     assert await harness.request(200) == ("primary", "ok")
 
@@ -249,7 +249,7 @@ async def wait_for(predicate: object, timeout: float = 5.0) -> None:
 async def test_dropped_stream_releases_the_probe_slot(harness: Harness) -> None:
     await trip_primary(harness)
     harness.clock.advance(2.0)
-    primary = harness.service.guard.models[0].tiers[0]
+    primary = harness.service.registry.get("recommender", "primary")
     calls = []
     for _ in range(2):
         call = harness.stub.Process()
@@ -266,7 +266,7 @@ async def test_dropped_stream_releases_the_probe_slot(harness: Harness) -> None:
 
 
 async def test_stream_closed_after_request_headers_releases(harness: Harness) -> None:
-    primary = harness.service.guard.models[0].tiers[0]
+    primary = harness.service.registry.get("recommender", "primary")
     first, _ = await harness.exchange({":path": REC_PATH}, status=None)  # Envoy local reply
     assert set_headers(first)["x-modelguard-tier"] == "primary"
     await wait_for(lambda: primary.inflight == 0)
@@ -337,7 +337,7 @@ async def test_empty_message_and_repeated_headers_are_rejected(harness: Harness)
     await call.read()
     await call.write(request_headers({":path": REC_PATH}))
     assert (await call.code()) == grpc.StatusCode.INVALID_ARGUMENT
-    primary = harness.service.guard.models[0].tiers[0]
+    primary = harness.service.registry.get("recommender", "primary")
     await wait_for(lambda: primary.inflight == 0)
     assert await harness.request(200) == ("primary", "ok")
 
@@ -420,28 +420,25 @@ async def test_graceful_stop_lets_inflight_streams_finish(harness: Harness) -> N
     await call.write(response_headers({":status": "200"}))
     assert await call.read() is grpc.aio.EOF  # judged, and the stream ended, while draining
     await asyncio.wait_for(stopping, 5.0)
-    assert harness.service.guard.models[0].tiers[0].outcomes["success"] == 1
+    assert harness.service.registry.get("recommender", "primary").outcomes["success"] == 1
 
 
 async def test_swapping_the_guard_leaves_streams_under_way_on_the_old_one(harness: Harness) -> None:
-    from ext_proc.core.guard import Guard
     from ext_proc.policy import parse_policy
 
-    old_guard = harness.service.guard
+    old_primary = harness.service.registry.get("recommender", "primary")
     call = harness.stub.Process()
     await call.write(request_headers({":path": REC_PATH}))
     await call.read()
-    harness.service.servicer.use(
-        Guard(
-            parse_policy(
-                "models: [{name: other, match: {path_prefix: /v2/models/recommender}, "
-                "tiers: [{name: only, route: other-route}]}]"
-            )
+    harness.service.use(
+        parse_policy(
+            "models: [{name: other, match: {path_prefix: /v2/models/recommender}, "
+            "tiers: [{name: only, route: other-route}]}]"
         )
     )
     await call.write(response_headers({":status": "200"}))
     assert await call.read() is grpc.aio.EOF
-    assert old_guard.models[0].tiers[0].outcomes["success"] == 1
+    assert old_primary.outcomes["success"] == 1 and old_primary.inflight == 0
     first, _ = await harness.exchange({":path": REC_PATH}, 200)
     assert set_headers(first)["x-modelguard-route"] == "other-route"
 
@@ -464,5 +461,5 @@ async def test_a_bug_costs_one_stream_not_the_server(harness: Harness, monkeypat
 async def test_one_decision_in_eight_is_timed(harness: Harness) -> None:
     for _ in range(16):
         await harness.request(200)
-    histogram = harness.service.guard.decision_duration
+    histogram = harness.service.stats.decision_duration
     assert histogram.count == 2 and 0 < histogram.total < 1.0

@@ -6,6 +6,7 @@ import random
 
 from ext_proc.core.clock import ManualClock
 from ext_proc.core.guard import Guard, Ticket
+from ext_proc.core.registry import StateRegistry
 from ext_proc.policy import parse_policy
 
 POLICY = """
@@ -31,7 +32,7 @@ REC = {":path": "/v2/models/recommender/infer"}
 
 def make() -> tuple[Guard, ManualClock]:
     clock = ManualClock()
-    return Guard(parse_policy(POLICY), clock=clock, rng=random.Random(1)), clock
+    return Guard(parse_policy(POLICY), StateRegistry(clock, random.Random(1))), clock
 
 
 def serve(guard: Guard, headers: dict[str, str], status: int = 200) -> Ticket:
@@ -107,7 +108,7 @@ def test_dropped_probe_stream_releases_slot_and_inflight() -> None:
         serve(guard, REC, 503)
     clock.advance(2.0)
     probes = [guard.decide(REC), guard.decide(REC)]
-    primary = guard.models[0].tiers[0]
+    primary = guard.registry.get("recommender", "primary")
     assert primary.inflight == 2
     assert route(guard.decide(REC))[1] == "light"
     guard.release(probes[0])
@@ -122,7 +123,7 @@ def test_record_after_release_is_ignored() -> None:
     ticket = guard.decide(REC)
     guard.release(ticket)
     assert guard.record(ticket, 503, None) is None
-    tier = guard.models[0].tiers[0]
+    tier = guard.registry.get("recommender", "primary")
     assert tier.inflight == 0 and tier.outcomes["failure"] == 0
 
 
@@ -131,7 +132,7 @@ def test_latency_is_measured_from_decide_to_response() -> None:
     ticket = guard.decide(REC)
     clock.advance(0.3)
     guard.record(ticket, 200, None)
-    histogram = guard.models[0].tiers[0].latency
+    histogram = guard.registry.get("recommender", "primary").latency
     assert histogram.count == 1 and abs(histogram.total - 0.3) < 1e-9
 
 
@@ -142,7 +143,7 @@ def test_answered_at_sets_latency_for_late_judged_grpc() -> None:
     answered = clock()
     clock.advance(5.0)  # trailers come much later on a streaming answer
     guard.record(ticket, 200, 14, answered)
-    tier = guard.models[0].tiers[0]
+    tier = guard.registry.get("recommender", "primary")
     assert abs(tier.latency.total - 0.2) < 1e-9 and tier.outcomes["failure"] == 1
 
 
@@ -153,7 +154,7 @@ def test_counts_and_transitions_feed_metrics() -> None:
     guard.decide(REC)
     counts = {(d.model_name, d.tier_name, d.reason): d.count for d in guard.decisions() if d.count}
     assert counts == {("recommender", "primary", "ok"): 4, ("recommender", "light", "breaker_open"): 1}
-    assert guard.transitions == {("recommender", "primary", "closed", "open"): 1}
+    assert guard.registry.get("recommender", "primary").transitions == {("closed", "open"): 1}
 
 
 def test_snapshot_names_every_model_and_tier() -> None:

@@ -1,4 +1,5 @@
-"""The sliced renderer writes what prometheus_client wrote from GuardCollector, and the state's JSON."""
+"""The hand-written families are what prometheus_client writes from the same figures (oracle.py),
+in any slicing; and the state's JSON."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import CollectorRegistry
 
+from ext_proc.admin.state import render_state
 from ext_proc.core.clock import ManualClock
 from ext_proc.core.guard import Guard
+from ext_proc.core.registry import StateRegistry
 from ext_proc.observe import exposition
-from ext_proc.observe.metrics import GuardCollector, registry_for
+from ext_proc.observe.core_metrics import CoreMetrics
 from ext_proc.policy import build_policy
-from ext_proc.server.servicer import ProtocolErrors
+from ext_proc.server.metrics import ServerStats
+from tests.unit.observe.oracle import oracle_text
 
 MODELS = 5
 
@@ -37,36 +40,44 @@ def policy_document(models: int) -> dict[str, Any]:
     }
 
 
-def busy_guard() -> tuple[Guard, ProtocolErrors, ManualClock]:
+def busy_guard() -> tuple[Guard, ServerStats, ManualClock]:
     """A guard with something in every family: counts, an open breaker, transitions, latencies
-    (one past 1e6 requests, where floatToGoString switches to exponents), odd protocol error kinds."""
+    (one past 1e6 requests, where floatToGoString switches to exponents), odd protocol error kinds,
+    reloads and a policy hash."""
     document = policy_document(MODELS)
     for model in document["models"]:
         model["breaker"] = {"consecutive_failures": 2, "jitter": 0}
     clock = ManualClock()
-    guard = Guard(build_policy(document), clock=clock, rng=random.Random(3))
+    guard = Guard(build_policy(document), StateRegistry(clock, random.Random(3)))
     for index in range(40):
         ticket = guard.decide({":path": f"/v2/models/model-{index % 3}/infer"})
         clock.advance(0.003 * index)
         guard.record(ticket, 500 if index % 3 == 0 else 200, None)
     guard.decide({":path": "/v2/models/model-4/infer"})  # left in flight
     guard.decide({":path": "/elsewhere"})
-    guard.models[1].tiers[0].outcomes["success"] += 1_234_567
-    guard.decision_duration.observe(0.00003)
-    errors = ProtocolErrors()
+    guard.registry.get("model-1", "primary").outcomes["success"] += 1_234_567
+    stats = ServerStats()
+    stats.decision_duration.observe(0.00003)
     for kind in ("unknown_message", 'quote"d', "back\\slash", "new\nline"):
-        errors.count(kind)
-    return guard, errors, clock
+        stats.errors.count(kind)
+    stats.reloads["success"] += 2
+    stats.policy_sha256 = "ab" * 32
+    return guard, stats, clock
 
 
-def old_text(guard: Guard, errors: ProtocolErrors) -> str:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(GuardCollector(lambda: guard, errors))
-    return generate_latest(registry).decode()
+def metrics_for(guard: Guard, stats: ServerStats) -> exposition.Metrics:
+    metrics = exposition.Metrics()
+    metrics.register(CoreMetrics(lambda: guard))
+    metrics.register(stats)
+    return metrics
 
 
-def new_text(guard: Guard, errors: ProtocolErrors, budget: float = exposition.SLICE_SECONDS) -> str:
-    return b"".join(asyncio.run(exposition.sliced(exposition.guard_text(guard, errors), budget))).decode()
+def pieces(guard: Guard, stats: ServerStats) -> list[str]:
+    return [*CoreMetrics(lambda: guard).pieces(), *stats.pieces()]
+
+
+def new_text(guard: Guard, stats: ServerStats, budget: float = exposition.SLICE_SECONDS) -> str:
+    return b"".join(asyncio.run(exposition.sliced(pieces(guard, stats), budget))).decode()
 
 
 def families(text: str) -> dict[str, tuple[str, str, list[tuple[str, tuple[tuple[str, str], ...], float]]]]:
@@ -80,10 +91,10 @@ def families(text: str) -> dict[str, tuple[str, str, list[tuple[str, tuple[tuple
     }
 
 
-def test_guard_families_match_prometheus_client_byte_for_byte() -> None:
-    guard, errors, _ = busy_guard()
-    assert guard.transitions and guard.unmatched.count == 1
-    old, new = old_text(guard, errors), new_text(guard, errors)
+def test_families_match_prometheus_client_byte_for_byte() -> None:
+    guard, stats, _ = busy_guard()
+    assert guard.registry.get("model-0", "primary").transitions and guard.unmatched.count == 1
+    old, new = oracle_text(guard, stats), new_text(guard, stats)
     assert new == old
     parsed = families(new)
     assert parsed == families(old)
@@ -91,41 +102,43 @@ def test_guard_families_match_prometheus_client_byte_for_byte() -> None:
         ("modelguard_protocol_errors_total", (("kind", kind),), 1.0)
         for kind in sorted(("unknown_message", 'quote"d', "back\\slash", "new\nline"))
     ]
+    assert parsed["modelguard_policy_info"][2] == [("modelguard_policy_info", (("sha256", "ab" * 32),), 1.0)]
 
 
 def test_every_slice_boundary_gives_the_same_text() -> None:
-    guard, errors, _ = busy_guard()
-    chunks = asyncio.run(exposition.sliced(exposition.guard_text(guard, errors), 0.0))
-    pieces = list(exposition.guard_text(guard, errors))
-    assert len(chunks) == len(pieces) + 1  # a zero budget yields after every piece
-    assert b"".join(chunks).decode() == old_text(guard, errors)
+    guard, stats, _ = busy_guard()
+    chunks = asyncio.run(exposition.sliced(pieces(guard, stats), 0.0))
+    assert len(chunks) == len(pieces(guard, stats)) + 1  # a zero budget yields after every piece
+    assert b"".join(chunks).decode() == oracle_text(guard, stats)
 
 
-def test_full_body_parses_family_by_family_like_generate_latest() -> None:
-    guard, errors, _ = busy_guard()
-    registry = registry_for(lambda: guard, errors)
-    old = families(generate_latest(registry).decode())
-    new = families(b"".join(asyncio.run(exposition.render_metrics(guard, errors, registry.runtime))).decode())
-    assert list(new) == list(old)
-    for name, (kind, documentation, samples) in old.items():
-        assert new[name][:2] == (kind, documentation), name
-        if name.startswith("modelguard_"):
-            assert new[name][2] == samples, name
-        else:  # process and gc figures move between two reads; the series stay the same
-            assert [s[:2] for s in new[name][2]] == [s[:2] for s in samples], name
+def test_full_body_has_every_family_then_the_runtime_ones() -> None:
+    guard, stats, _ = busy_guard()
+    metrics = metrics_for(guard, stats)
+    body = families(b"".join(asyncio.run(metrics.render())).decode())
+    runtime = families(generate_latest(metrics.runtime).decode())
+    ours = families(oracle_text(guard, stats))
+    assert list(body) == [*ours, *runtime]
+    for name, family in ours.items():
+        assert body[name] == family, name
+    for name, (kind, documentation, samples) in runtime.items():  # process figures move between two reads
+        assert body[name][:2] == (kind, documentation), name
+        assert [s[:2] for s in body[name][2]] == [s[:2] for s in samples], name
 
 
-def test_a_swapped_guard_gets_its_own_labels() -> None:
-    guard, errors, _ = busy_guard()
-    other = Guard(build_policy(policy_document(2)))
-    new_text(guard, errors)
-    assert new_text(other, errors) == old_text(other, errors)
+def test_a_new_guard_gets_its_own_labels() -> None:
+    guard, stats, _ = busy_guard()
+    live = [guard]
+    source = CoreMetrics(lambda: live[0])
+    "".join(source.pieces())
+    live[0] = Guard(build_policy(policy_document(2)), StateRegistry())
+    assert "".join(source.pieces()) + "".join(stats.pieces()) == oracle_text(live[0], stats)
 
 
 def test_state_is_the_snapshots_json() -> None:
     guard, _, clock = busy_guard()
     clock.advance(0.5)  # open_remaining_s depends on the clock: read both at the same instant
-    body = b"".join(asyncio.run(exposition.render_state(guard, 0.0))).decode()
+    body = b"".join(asyncio.run(render_state(guard, 0.0))).decode()
     assert body == json.dumps(guard.snapshot())
     assert json.loads(body)["models"]["model-0"]["tiers"]["primary"]["state"] == "open"
 

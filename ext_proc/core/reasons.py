@@ -1,0 +1,16 @@
+"""The words of ``x-modelguard-reason`` and of the ``reason`` label: a user-facing contract
+(README, "Headers"), so every one is named here once."""
+
+from __future__ import annotations
+
+OK = "ok"
+"""Served by the first tier of the ladder, as usual."""
+BREAKER_OPEN = "breaker_open"
+"""Served lower down the ladder (or refused) because a better tier's breaker is open."""
+HALF_OPEN_PROBE = "half_open_probe"
+"""One of the few requests a half-open breaker lets through to test a tier."""
+
+UNMATCHED = "unmatched"
+"""Label of requests no model matched (and of their tier and reason)."""
+NO_TIER = "none"
+"""Tier label of a request every tier refused."""
