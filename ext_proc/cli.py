@@ -12,6 +12,8 @@ from pathlib import Path
 from ext_proc import __version__
 from ext_proc.observe.logs import configure
 from ext_proc.policy import PolicyError, load_policy
+from ext_proc.policy.loading import load_policy_file
+from ext_proc.policy.report import error_lines
 from ext_proc.server.loops import AUTO, EVENT_LOOPS, EventLoopUnavailable, loop_factory, run
 from ext_proc.server.settings import (
     DEFAULT_ADMIN_ADDRESS,
@@ -123,8 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(args.log_level)
     if not follow_supervisor(os.environ):
         return 1
+    from ext_proc.server.watch import ChangeDetector
+
+    detector = ChangeDetector(args.policy)  # before the read: a change made during it is not missed
     try:
-        policy = load_policy(args.policy)
+        loaded = load_policy_file(args.policy)
     except PolicyError as exc:
         _print_errors(exc)
         return 1
@@ -153,7 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return run(
-            serve(policy, args.grpc_address, args.admin_address, args.grace, tls, early.received), args.event_loop
+            serve(
+                loaded, args.policy, args.grpc_address, args.admin_address, args.grace, tls, early.received, detector
+            ),
+            args.event_loop,
         )
     except KeyboardInterrupt:
         return 130
@@ -208,11 +216,8 @@ def _check(path: str) -> int:
 
 
 def _print_errors(exc: PolicyError) -> None:
-    print(f"{exc.source}: {len(exc.errors) + exc.omitted} error(s)", file=sys.stderr)
-    for error in exc.errors:
-        print(f"  {error}", file=sys.stderr)
-    if exc.omitted:
-        print(f"  ... and {exc.omitted} more error(s)", file=sys.stderr)
+    for line in error_lines(exc):
+        print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ Pure Python: no I/O, no gRPC, no locks (it runs on one event loop), time from an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 from ext_proc.core import reasons
 from ext_proc.core.admission import NO_TOKENS, Admitter, Ticket, Token, admit_all, reason_of
@@ -161,14 +161,22 @@ class ModelGuard:
         return {"match": _match_text(self.policy.match), "tiers": {tier.name: tier.snapshot() for tier in self.tiers}}
 
 
+def model_guards(policy: Policy, registry: StateRegistry) -> Iterator[ModelGuard]:
+    """The policy's models one by one, each finding (or making) its tiers' state in the registry."""
+    for model in policy.models:
+        yield ModelGuard(model, registry)
+
+
 class Guard:
     """The decision core over one loaded policy, its state kept in ``registry``."""
 
-    def __init__(self, policy: Policy, registry: StateRegistry) -> None:
+    def __init__(self, policy: Policy, registry: StateRegistry, models: Sequence[ModelGuard] | None = None) -> None:
+        """``models``: the policy's, built already by ``model_guards`` (a reload builds them a few
+        at a time between decisions); built here when not given."""
         self.policy = policy
         self.registry = registry
         self.clock = registry.clock
-        self.models: tuple[ModelGuard, ...] = tuple(ModelGuard(m, registry) for m in policy.models)
+        self.models: tuple[ModelGuard, ...] = tuple(model_guards(policy, registry) if models is None else models)
         self.unmatched = Decision(None, None, UNMATCHED, registry.unmatched)
         self._unmatched_ticket = Ticket(self.unmatched, NO_TOKENS, 0.0)
         self._matcher: Matcher[ModelGuard] = Matcher([(m.policy.match, m) for m in self.models])

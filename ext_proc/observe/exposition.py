@@ -6,8 +6,8 @@ in one call: at 1,000 models x 3 tiers (~52,000 series) that held the loop for 0
 scrape made every decision behind it fail open. Here each subsystem's ``MetricSource`` writes its
 families piece by piece (one tier's series at a time), byte for byte as prometheus_client would
 (label names sorted, values through ``floatToGoString``; tests parse both and compare them), and
-``sliced`` yields (``asyncio.sleep(0)``) whenever a slice has run for ``SLICE_SECONDS``, so
-decisions never wait for more than about one slice. The process, platform and gc families are
+the pieces are drawn in slices (observe/slicing.py), so decisions never wait for more than about
+one slice. The process, platform and gc families are
 small and still come from prometheus_client, in one slice of their own.
 
 Each value is read once, when its piece is written; a scrape is not a snapshot of one instant
@@ -16,8 +16,6 @@ Each value is read once, when its piece is written; a scrape is not a snapshot o
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate
 from typing import Protocol, cast
@@ -27,11 +25,11 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go
 
 from ext_proc.core.stats import Histogram
+from ext_proc.observe.slicing import SLICE_SECONDS, slices
+
+__all__ = ["SLICE_SECONDS", "Labels", "MetricSource", "Metrics", "escape", "header", "histogram", "number", "sliced"]
 
 floatToGoString = cast(Callable[[float], str], _untyped_float_to_go)
-
-SLICE_SECONDS = 0.002
-"""How long one slice may run before the renderer yields to the loop."""
 
 PREFIX = "modelguard_"
 
@@ -99,21 +97,9 @@ def histogram(name: str, labels: str, histogram: Histogram) -> str:
 
 
 async def sliced(pieces: Iterable[str], budget: float = SLICE_SECONDS) -> list[bytes]:
-    """Draw ``pieces`` (the rendering happens as they are drawn), yielding to the loop every
-    ``budget`` seconds; returns the body as encoded chunks, one per slice (never joined: at
-    3,000 models the text is ~13 MB, and one join or encode of it is itself a stall)."""
-    chunks: list[bytes] = []
-    pending: list[str] = []
-    deadline = time.perf_counter() + budget
-    for piece in pieces:
-        pending.append(piece)
-        if time.perf_counter() >= deadline:
-            chunks.append("".join(pending).encode())
-            pending.clear()
-            await asyncio.sleep(0)
-            deadline = time.perf_counter() + budget
-    chunks.append("".join(pending).encode())
-    return chunks
+    """The body as encoded chunks, one per slice (never joined: at 3,000 models the text is
+    ~13 MB, and one join or encode of it is itself a stall)."""
+    return ["".join(batch).encode() async for batch in slices(pieces, budget)]
 
 
 class MetricSource(Protocol):

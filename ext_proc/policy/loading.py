@@ -9,8 +9,10 @@ ninety). Every failure is a PolicyError naming where, never a traceback.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -42,8 +44,22 @@ _PLAIN_FLOAT = re.compile(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyFile:
+    """A validated policy and the SHA-256 of the very bytes it was read from (what
+    ``modelguard_policy_info`` shows, and how a reload tells an unchanged file)."""
+
+    policy: Policy
+    sha256: str
+
+
 def load_policy(path: str | Path) -> Policy:
-    """Read and validate a policy file; raise PolicyError naming every problem.
+    """Read and validate a policy file; raise PolicyError naming every problem."""
+    return load_policy_file(path).policy
+
+
+def load_policy_file(path: str | Path) -> PolicyFile:
+    """``load_policy``, with the file's hash.
 
     The size is checked before reading, and the read is bounded too: a FIFO or /dev/zero has
     no size to check."""
@@ -62,7 +78,7 @@ def load_policy(path: str | Path) -> Policy:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError([f"not UTF-8 text: {exc.reason} at byte {exc.start}"], source) from exc
-    return parse_policy(text, source)
+    return PolicyFile(parse_policy(text, source), hashlib.sha256(data).hexdigest())
 
 
 def parse_policy(text: str, source: str = "policy") -> Policy:

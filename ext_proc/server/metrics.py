@@ -14,7 +14,8 @@ ERRORS = PREFIX + "protocol_errors_total"
 RELOADS = PREFIX + "policy_reloads_total"
 INFO = PREFIX + "policy_info"
 
-RELOAD_RESULTS = ("success", "error", "unchanged")
+SUCCESS, ERROR, UNCHANGED = "success", "error", "unchanged"
+RELOAD_RESULTS = (SUCCESS, ERROR, UNCHANGED)
 """``success``: a new policy is live; ``error``: the file was refused, the old policy serves on;
 ``unchanged``: the file read back the same as the live policy (a touch, a SIGHUP), nothing done."""
 

@@ -23,12 +23,22 @@ from ext_proc.observe.core_metrics import CoreMetrics
 from ext_proc.observe.exposition import Metrics
 from ext_proc.observe.logs import log_transition
 from ext_proc.policy import Policy
+from ext_proc.policy.loading import PolicyFile
 from ext_proc.server.loops import running_loop_name
 from ext_proc.server.metrics import ServerStats
+from ext_proc.server.reload import Reloader, go_live
 from ext_proc.server.servicer import SERVICE_NAME, ExtProcServicer
 from ext_proc.server.settings import DEFAULT_GRACE, GRPC_EXPERIMENTS, MAX_STREAMS_PER_PROCESS, split_address
-from ext_proc.server.signals import ALREADY_DRAINING, DRAIN_SIGNALS, IGNORED_SIGNALS, log_ignored
+from ext_proc.server.signals import (
+    ALREADY_DRAINING,
+    DRAIN_SIGNALS,
+    IGNORED_SIGNALS,
+    NO_RELOAD_WHILE_DRAINING,
+    RELOAD_SIGNAL,
+    log_ignored,
+)
 from ext_proc.server.tls import TlsFiles, server_credentials
+from ext_proc.server.watch import ChangeDetector, watch
 
 log = logging.getLogger("modelguard")
 
@@ -71,8 +81,7 @@ class Service:
         """Serve ``policy`` from the next stream on, keeping the state of what it shares with the
         live one (core/registry.py); streams under way finish on the old guard."""
         guard = Guard(policy, self.registry)
-        self.servicer.use(guard)
-        guard.adopt()
+        go_live(self.servicer, guard)
         return guard
 
     async def start(self, grpc_address: str, admin_address: str, tls: TlsFiles | None = None) -> Ports:
@@ -125,19 +134,23 @@ class Service:
 
 
 async def serve(
-    policy: Policy,
+    loaded: PolicyFile,
+    path: str,
     grpc_address: str,
     admin_address: str,
     grace: float = DEFAULT_GRACE,
     tls: TlsFiles | None = None,
     early: Sequence[int] = (),
+    detector: ChangeDetector | None = None,
 ) -> int:
-    """Serve until TERM or INT; ``early`` are the signals received before this was called
-    (EarlySignals), acted on as if they came now."""
-    service = Service(policy)
+    """Serve ``loaded`` (read from ``path``) until TERM or INT, reloading ``path`` when it changes
+    and on HUP; ``early`` are the signals received before this was called (EarlySignals), acted
+    on as if they came now; ``detector`` watches ``path`` from before it was read."""
+    service = Service(loaded.policy)
+    reloader = Reloader(path, service.servicer, service.registry, service.stats, loaded)
     # Before binding, so that no signal finds the process between binding and its handlers: a
     # TERM or INT that early still gets a clean start and an immediate drain, not a sudden death.
-    stop = _handle_signals(asyncio.get_running_loop(), early)
+    stop = _handle_signals(asyncio.get_running_loop(), reloader, early)
     try:
         ports = await service.start(grpc_address, admin_address, tls)
     except (OSError, ValueError) as exc:
@@ -153,38 +166,56 @@ async def serve(
             "grpc_tls": "off" if tls is None else "mutual" if tls.mutual else "on",
             "admin_address": admin_address,
             "admin_port": ports.admin,
-            "models": [m.name for m in policy.models],
+            "policy": path,
+            "policy_sha256": loaded.sha256,
+            "models": len(loaded.policy.models),
             "event_loop": running_loop_name(),
             "grpc_experiments": os.environ.get(GRPC_EXPERIMENTS, ""),
         },
     )
+    watcher = asyncio.create_task(watch(path, lambda: reloader.reload("file changed"), detector=detector))
     await stop.wait()
+    watcher.cancel()
     log.info("stopping", extra={"event": "stopping", "grace_s": grace})
     await service.stop(grace)
     log.info("stopped", extra={"event": "stopped"})
     return 0
 
 
-def _handle_signals(loop: asyncio.AbstractEventLoop, early: Sequence[int] = ()) -> asyncio.Event:
-    """The event TERM and INT set (ext_proc.server.signals says what each signal means).
+def _handle_signals(loop: asyncio.AbstractEventLoop, reloader: Reloader, early: Sequence[int] = ()) -> asyncio.Event:
+    """The event TERM and INT set; HUP reloads (ext_proc.server.signals says what each signal means).
 
     A second TERM or INT while draining is logged and changes nothing: the drain still ends when
     the in-flight streams do or when ``--grace`` runs out, whichever is first. Stopping at once on
     it would cut the very streams the grace exists for, and SIGKILL is there for that."""
     stop = asyncio.Event()
+    reloads: set[asyncio.Task[str]] = set()  # held until done: the loop keeps only weak references
 
     def on_drain_signal(signum: int) -> None:
         if stop.is_set():
             log_ignored(log, signum, ALREADY_DRAINING)
         stop.set()
 
+    def on_reload_signal() -> None:
+        if stop.is_set():
+            log_ignored(log, RELOAD_SIGNAL, NO_RELOAD_WHILE_DRAINING)
+            return
+        task = loop.create_task(reloader.reload(RELOAD_SIGNAL.name))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     for signum in DRAIN_SIGNALS:
         loop.add_signal_handler(signum, on_drain_signal, signum)
+    loop.add_signal_handler(RELOAD_SIGNAL, on_reload_signal)
     for signum, reason in IGNORED_SIGNALS.items():
         loop.add_signal_handler(signum, log_ignored, log, signum, reason)
-    for number in early:  # read after the handlers are in: none falls between the two
+    # Read after the handlers are in: none falls between the two. Drains first: a reload is moot
+    # for a server told to stop.
+    for number in sorted(early, key=lambda number: number not in DRAIN_SIGNALS):
         if number in DRAIN_SIGNALS:
             on_drain_signal(number)
+        elif number == RELOAD_SIGNAL:
+            on_reload_signal()
         else:
             log_ignored(log, number, IGNORED_SIGNALS[signal.Signals(number)])
     return stop

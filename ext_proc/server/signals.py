@@ -1,11 +1,10 @@
 """What ``modelguard serve`` does on each signal, the same for one server and for the ``--workers`` supervisor.
 
-TERM and INT drain. HUP, USR1 and USR2 are caught only so that they stop being fatal: their
-default action ends the process on the spot, and a stray ``kill -HUP`` (a log rotator's habit, a
-config-management tool's idea of "reload", a closed terminal) dropped every in-flight stream with
-no drain. HUP is kept for reloading the policy, a later change; until then it is logged, so an
-operator who expected a reload sees at once that nothing was reloaded. No grpc import here: the
-supervisor and the CLI load this before gRPC's runtime flags are settled.
+TERM and INT drain. HUP reloads the policy file (server/reload.py; the ``--workers`` supervisor
+passes it to every worker). USR1 and USR2 are caught only so that they stop being fatal: their
+default action ends the process on the spot, dropping every in-flight stream with no drain; each
+is logged, so that it is never a silent no-op. No grpc import here: the supervisor and the CLI
+load this before gRPC's runtime flags are settled.
 """
 
 from __future__ import annotations
@@ -16,14 +15,15 @@ from collections.abc import Mapping
 from types import FrameType
 
 DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+RELOAD_SIGNAL = signal.SIGHUP
 
 IGNORED_SIGNALS: Mapping[signal.Signals, str] = {
-    signal.SIGHUP: "policy reload is not implemented yet; restart to apply a new policy",
     signal.SIGUSR1: "SIGUSR1 has no meaning to modelguard",
     signal.SIGUSR2: "SIGUSR2 has no meaning to modelguard",
 }
 
 ALREADY_DRAINING = "already draining; in-flight streams keep the rest of --grace"
+NO_RELOAD_WHILE_DRAINING = "draining: the policy is not reloaded any more"
 
 
 def log_ignored(logger: logging.Logger, signum: int, reason: str) -> None:
@@ -44,7 +44,7 @@ class EarlySignals:
         self.received: list[int] = []
 
     def install(self) -> None:
-        for signum in (*DRAIN_SIGNALS, *IGNORED_SIGNALS):
+        for signum in (*DRAIN_SIGNALS, RELOAD_SIGNAL, *IGNORED_SIGNALS):
             signal.signal(signum, self._note)
 
     def _note(self, signum: int, _frame: FrameType | None) -> None:

@@ -69,7 +69,7 @@ class ChangeDetector:
 
 async def watch(
     path: str | os.PathLike[str],
-    on_change: Callable[[], Awaitable[None]],
+    on_change: Callable[[], Awaitable[object]],
     interval: float = POLL_INTERVAL,
     *,
     detector: ChangeDetector | None = None,

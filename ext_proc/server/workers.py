@@ -16,10 +16,9 @@ later, separate piece of work.
 The supervisor restarts a worker that dies (at most once a second) and, on SIGTERM or SIGINT,
 passes the signal on and waits for every worker to drain. A worker that keeps dying within its
 first seconds (STARTUP_WINDOW) is not restarted forever: after MAX_FAILED_STARTS in a row the
-supervisor stops the others and exits 1. HUP, USR1 and USR2 are logged and not passed on
-(ext_proc.server.signals): HUP will mean "reload the policy", which is the supervisor's to coordinate,
-not each worker's to act on separately. Workers die with their supervisor, SIGKILL included, on
-Linux (follow_supervisor).
+supervisor stops the others and exits 1. HUP is passed to every worker, each of which reloads the
+policy file (server/reload.py); USR1 and USR2 are logged and not passed on (ext_proc.server.signals).
+Workers die with their supervisor, SIGKILL included, on Linux (follow_supervisor).
 """
 
 from __future__ import annotations
@@ -35,7 +34,14 @@ from collections.abc import MutableMapping, Sequence
 from types import FrameType
 
 from ext_proc.server.settings import split_address
-from ext_proc.server.signals import ALREADY_DRAINING, DRAIN_SIGNALS, IGNORED_SIGNALS, log_ignored
+from ext_proc.server.signals import (
+    ALREADY_DRAINING,
+    DRAIN_SIGNALS,
+    IGNORED_SIGNALS,
+    NO_RELOAD_WHILE_DRAINING,
+    RELOAD_SIGNAL,
+    log_ignored,
+)
 
 log = logging.getLogger("modelguard.workers")
 
@@ -102,6 +108,30 @@ def supervise(
     def on_ignored_signal(signum: int, _frame: FrameType | None) -> None:
         received.append(signum)
 
+    reload_wanted = False
+
+    def on_reload_signal(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal reload_wanted
+        reload_wanted = True
+
+    def pass_reload() -> None:
+        """HUP each live worker: every one reloads the file itself (and each also notices a change
+        of the file by itself)."""
+        nonlocal reload_wanted
+        if not reload_wanted:
+            return
+        reload_wanted = False
+        if stopping:
+            log_ignored(log, RELOAD_SIGNAL, NO_RELOAD_WHILE_DRAINING)
+            return
+        live = [worker for worker in workers if worker.poll() is None]
+        for worker in live:
+            worker.send_signal(RELOAD_SIGNAL)
+        log.info(
+            "SIGHUP passed to the workers",
+            extra={"event": "reload_passed", "signal": RELOAD_SIGNAL.name, "pids": [w.pid for w in live]},
+        )
+
     def log_received() -> None:
         while received:
             signum = received.pop(0)
@@ -115,10 +145,15 @@ def supervise(
 
     for signum in DRAIN_SIGNALS:
         signal.signal(signum, on_signal)
+    signal.signal(RELOAD_SIGNAL, on_reload_signal)
     for signum in IGNORED_SIGNALS:
         signal.signal(signum, on_ignored_signal)
+    workers: list[subprocess.Popen[bytes]] = []
     for number in early:
-        (on_signal if number in DRAIN_SIGNALS else on_ignored_signal)(number, None)
+        if number in DRAIN_SIGNALS:
+            on_signal(number, None)
+        elif number != RELOAD_SIGNAL:  # a HUP before any worker: they read the file as it is now
+            on_ignored_signal(number, None)
     if stopping:  # told to stop before any worker started: nothing to drain
         log_received()
         log.info("stopped before starting workers", extra={"event": "workers_stopped", "exit_codes": []})
@@ -132,6 +167,7 @@ def supervise(
     while not stopping:
         time.sleep(POLL_INTERVAL)
         log_received()
+        pass_reload()
         for index, worker in enumerate(workers):
             code = worker.poll()
             if code is None or stopping:
@@ -178,6 +214,7 @@ def supervise(
     while time.monotonic() < deadline and any(worker.poll() is None for worker in workers):
         time.sleep(POLL_INTERVAL)
         log_received()
+        pass_reload()
     for worker in workers:
         if worker.poll() is None:
             worker.kill()

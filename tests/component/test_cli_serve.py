@@ -235,7 +235,7 @@ def ignored_signal(lines: LogLines, name: str) -> dict[str, object]:
     return lines.wait_for(lambda e: e.get("event") == "signal_ignored" and e.get("signal") == name, timeout=10)[0]
 
 
-def test_serve_logs_and_ignores_hup_usr1_usr2_and_still_drains_on_sigterm() -> None:
+def test_serve_reloads_on_hup_logs_and_ignores_usr1_usr2_and_still_drains_on_sigterm() -> None:
     process = subprocess.Popen(
         serve_command("--grpc-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0", "--grace", "1"),
         stderr=subprocess.PIPE,
@@ -245,12 +245,13 @@ def test_serve_logs_and_ignores_hup_usr1_usr2_and_still_drains_on_sigterm() -> N
         lines = LogLines(process)
         serving = lines.event("serving", timeout=20)[0]
         grpc_port, admin = int(serving["grpc_port"]), f"http://127.0.0.1:{serving['admin_port']}"
-        for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        process.send_signal(signal.SIGHUP)
+        (reload,) = lines.event("policy_unchanged", timeout=10)
+        assert reload["trigger"] == "SIGHUP" and reload["sha256"] == serving["policy_sha256"]
+        for signum in (signal.SIGUSR1, signal.SIGUSR2):
             process.send_signal(signum)
             entry = ignored_signal(lines, signum.name)
             assert entry["level"] == "warning" and process.poll() is None
-            if signum == signal.SIGHUP:
-                assert entry["reason"] == "policy reload is not implemented yet; restart to apply a new policy"
         (first,) = exchange_over_grpc(grpc_port)  # still deciding
         assert first.request_headers.response.clear_route_cache
         assert grpc_health(grpc_port) == health_pb2.HealthCheckResponse.SERVING
@@ -386,7 +387,7 @@ def test_signals_while_the_policy_loads_are_acted_on_once_serving(tmp_path: Path
         assert process.poll() is None, "a signal during start-up killed the process"
         fifo.write_text((Path(__file__).resolve().parents[2] / "examples" / "policy.yaml").read_text())
         assert process.wait(timeout=20) == 0
-        assert str(ignored_signal(lines, "SIGHUP")["reason"]).startswith("policy reload is not implemented")
+        assert ignored_signal(lines, "SIGHUP")["reason"] == "draining: the policy is not reloaded any more"
         events = [entry.get("event") for entry in lines.entries]
         assert events.index("serving") < events.index("stopping") < events.index("stopped")
     finally:

@@ -171,24 +171,28 @@ def test_a_worker_whose_supervisor_is_gone_at_start_up_exits() -> None:
     assert '"event": "supervisor_gone"' in result.stderr and '"event": "serving"' not in result.stderr
 
 
-def test_hup_usr1_usr2_reach_only_the_supervisor_which_logs_them_and_keeps_serving() -> None:
+def test_hup_reaches_every_worker_usr1_usr2_only_the_supervisor_which_logs_them() -> None:
     grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
     with two_workers(grpc_base, admin_base) as workers:
         supervisor, lines, pids = workers.supervisor, workers.lines, workers.pids
         assert wait_for(lambda: ready(admin_base) and ready(admin_base + 1), 30.0, interval=0.1)
-        for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        supervisor.send_signal(signal.SIGHUP)
+        (passed,) = lines.event("reload_passed", timeout=10)
+        assert sorted(passed["pids"]) == sorted(pids)
+        reloads = lines.event("policy_unchanged", timeout=10, count=2)  # each worker read the file again
+        assert {entry["trigger"] for entry in reloads} == {"SIGHUP"}
+        for signum in (signal.SIGUSR1, signal.SIGUSR2):
             supervisor.send_signal(signum)
-        ignored = lines.event("signal_ignored", timeout=10, count=3)
-        assert [entry["signal"] for entry in ignored] == ["SIGHUP", "SIGUSR1", "SIGUSR2"]
+        ignored = lines.event("signal_ignored", timeout=10, count=2)
+        assert [entry["signal"] for entry in ignored] == ["SIGUSR1", "SIGUSR2"]
         assert {entry["logger"] for entry in ignored} == {"modelguard.workers"}  # the supervisor's
-        assert "policy reload is not implemented yet" in ignored[0]["reason"]
         assert supervisor.poll() is None and all(alive(pid) for pid in pids)
         for port in (grpc_base, grpc_base + 1):
             (first,) = exchange_over_grpc(port)
             assert first.request_headers.response.clear_route_cache
         assert ready(admin_base) and ready(admin_base + 1)
         assert not any(entry.get("event") == "worker_restart" for entry in lines.entries)
-        assert sum(e.get("event") == "signal_ignored" for e in lines.entries) == 3  # not passed on
+        assert sum(e.get("event") == "signal_ignored" for e in lines.entries) == 2  # USR1 and USR2: not passed on
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(timeout=20) == 0
         assert wait_for(lambda: not any(alive(pid) for pid in pids), 5.0, interval=0.1)
