@@ -19,7 +19,7 @@ from ext_proc.core.admission import NO_TOKENS, Admitter, Ticket, Token, admit_al
 from ext_proc.core.breaker import BreakerState, CircuitBreaker
 from ext_proc.core.matching import Matcher
 from ext_proc.core.outcomes import DROPPED, OUTCOMES, classify
-from ext_proc.core.registry import NO_STATE, StateRegistry, TierKey, TierState
+from ext_proc.core.registry import NO_STATE, StateRegistry, TierState
 from ext_proc.core.stats import Counter
 from ext_proc.policy import FailureSettings, Match, ModelPolicy, Policy, Respond, Tier
 
@@ -162,7 +162,9 @@ class ModelGuard:
 
 
 def model_guards(policy: Policy, registry: StateRegistry) -> Iterator[ModelGuard]:
-    """The policy's models one by one, each finding (or making) its tiers' state in the registry."""
+    """The policy's models one by one, each finding (or making) its tiers' state in the registry;
+    for one guard (it starts a build of the registry, and the guard made of them takes its mark)."""
+    registry.begin()
     for model in policy.models:
         yield ModelGuard(model, registry)
 
@@ -177,6 +179,7 @@ class Guard:
         self.registry = registry
         self.clock = registry.clock
         self.models: tuple[ModelGuard, ...] = tuple(model_guards(policy, registry) if models is None else models)
+        self.build = registry.build
         self.unmatched = Decision(None, None, UNMATCHED, registry.unmatched)
         self._unmatched_ticket = Ticket(self.unmatched, NO_TOKENS, 0.0)
         self._matcher: Matcher[ModelGuard] = Matcher([(m.policy.match, m) for m in self.models])
@@ -184,8 +187,7 @@ class Guard:
 
     def adopt(self) -> None:
         """Make this guard's policy the registry's: state of models and tiers it lacks is dropped."""
-        tiers: list[TierKey] = [(tier.model_name, tier.name) for tier in self.tiers() if tier.state is not None]
-        self.registry.retain(tiers, [(d.model_name, d.tier_name, d.reason) for d in self.decisions()])
+        self.registry.sweep(self.build)
 
     # -- the hot path --------------------------------------------------------------------
 

@@ -42,7 +42,9 @@ class Counter:
     """A count the hot path bumps (``counter.value += 1``) and a scrape reads; shared by every
     guard that counts the same thing, so a reload does not reset it."""
 
-    __slots__ = ("value",)
+    __slots__ = ("mark", "value")
 
     def __init__(self) -> None:
         self.value = 0
+        self.mark = 0
+        """For the state registry's sweep (core/registry.py)."""

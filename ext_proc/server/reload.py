@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 import time
 
 from ext_proc.core.guard import Guard, model_guards
@@ -43,6 +45,18 @@ def go_live(servicer: ExtProcServicer, guard: Guard) -> None:
     guard.adopt()
 
 
+def _refuse_unless_regular(path: str) -> None:
+    """A FIFO or a device in place of the file would block the read for good (and every reload
+    queued behind it); only a regular file is read. A file that cannot be stat'ed is left for the
+    read to report."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        raise PolicyError(["(file): not a regular file; a reload reads only regular files"], path)
+
+
 class Reloader:
     """Reloads ``path`` into ``servicer`` on request; ``live`` is the file serving now."""
 
@@ -67,6 +81,7 @@ class Reloader:
         async with self._one_at_a_time:
             started = time.monotonic()
             try:
+                _refuse_unless_regular(self.path)
                 loaded = await asyncio.to_thread(load_policy_file, self.path)
             except PolicyError as exc:
                 return self._refused(exc, trigger)

@@ -3,8 +3,10 @@ what /metrics and /v1/state say about it."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import aiohttp
@@ -112,3 +114,14 @@ async def test_an_open_breaker_stays_open_and_a_removed_model_leaves_metrics_and
     assert "ranker" not in await scrape(harness, "/v1/state")
     requests = samples(body, "modelguard_requests_total")
     assert requests[(("model", "recommender"), ("reason", "ok"), ("tier", "primary"))] == 4.0  # kept across
+
+
+async def test_a_fifo_in_place_of_the_file_is_refused_not_read(harness: Harness, tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    reloader = reloader_for(harness, path)
+    path.unlink()
+    os.mkfifo(path)  # nobody writes: a read would block for good, and every reload after it
+    assert await asyncio.wait_for(reloader.reload("test"), 5) == "error"
+    path.unlink()
+    path.write_text(POLICY.replace("min_calls: 4", "min_calls: 6"))
+    assert await asyncio.wait_for(reloader.reload("test"), 5) == "success"
