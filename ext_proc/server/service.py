@@ -112,7 +112,7 @@ class Service:
             raise
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        # Everything built so far (modules, policy, guard, prebuilt answers: ~50k objects) lives as
+        # Everything built so far (modules, policy, guard, its state: ~50k objects) lives as
         # long as the process; frozen, it is no longer walked by the collector's full passes, which
         # otherwise stall the event loop for ~20 ms each under load (measured with gc.callbacks).
         # Collected first, so that no start-up garbage is frozen with it.

@@ -1,4 +1,4 @@
-"""The ext_proc gRPC servicer: protobuf in, one call into the guard, prebuilt protobuf out.
+"""The ext_proc gRPC servicer: protobuf in, one call into the guard, cached serialized protobuf out.
 
 One bidirectional stream per HTTP request. Envoy waits for an answer to every message it
 sends, so every phase gets one, including phases modelguard did not ask for. Whatever happens
