@@ -31,10 +31,8 @@ def request(path: str) -> ProcessingRequest:
 
 
 def route_of(answer: bytes) -> str:
-    message = ProcessingResponse.FromString(answer)
-    found = {
-        o.header.key: o.header.raw_value.decode() for o in message.request_headers.response.header_mutation.set_headers
-    }
+    mutation = ProcessingResponse.FromString(answer).request_headers.response.header_mutation
+    found: dict[str, str] = {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers}
     return found.get("x-modelguard-route", "")
 
 
