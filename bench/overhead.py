@@ -1285,7 +1285,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C, so every process started is stopped on the way out."""
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -1297,7 +1297,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             results = run(options)
     except KeyboardInterrupt:
         say("interrupted: every process the benchmark started has been stopped")
