@@ -63,8 +63,8 @@ from bench.overhead import (
     BenchError,
     Stack,
     Unavailable,
-    sigterm_as_interrupt,
     check_stack,
+    sigterm_as_interrupt,
     start_front_envoy,
     start_upstream,
 )
