@@ -1,7 +1,9 @@
 """The policy file: its typed model (model.py), its bounds (limits.py), reading it from a file
-with YAML treated as hostile (loading.py) and validating it with every error by its path
-(reader.py). What the rest of modelguard uses is re-exported here."""
+with YAML treated as hostile (loading.py), validating it with every error by its path (reader.py,
+its settings sections as tables of field specs: tables.py, fields.py, sections.py) and what a new
+one changes (diff.py). What the rest of modelguard uses is re-exported here."""
 
+from ext_proc.policy.diff import PolicyDiff, diff_policies
 from ext_proc.policy.limits import (
     MAX_DEPTH,
     MAX_ERRORS,
@@ -41,10 +43,12 @@ __all__ = [
     "Match",
     "ModelPolicy",
     "Policy",
+    "PolicyDiff",
     "PolicyError",
     "Respond",
     "Tier",
     "build_policy",
+    "diff_policies",
     "load_policy",
     "parse_policy",
 ]

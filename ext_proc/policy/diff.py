@@ -1,4 +1,8 @@
-"""What a new policy changes against the live one, for the one-line summary a reload logs."""
+"""What a new policy changes against the live one, for the one-line summary a reload logs.
+
+Models are told apart by name, the key their breaker state and metrics live under: a model whose
+match, tiers, breaker or failure settings differ is "changed", not removed and added again.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,32 @@ from dataclasses import dataclass
 from ext_proc.policy.model import Policy
 
 SHOWN_PER_KIND = 5
+"""Names listed per kind in a summary: a reload of 10,000 new models must still log one short line."""
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyDiff:
     added: tuple[str, ...]
+    """In the new policy's order."""
     removed: tuple[str, ...]
+    """In the old policy's order: the new one no longer has them."""
     changed: tuple[str, ...]
+    """In the new policy's order."""
 
     @property
     def unchanged(self) -> bool:
         return not (self.added or self.removed or self.changed)
 
     def summary(self) -> str:
+        """``2 added (a, b), 0 removed, 1 changed (d)``: every kind is named, an empty one too, so
+        that log lines line up and a search for "removed" finds every reload."""
         if self.unchanged:
             return "no model changed"
-        return ", ".join(_kind(names, word) for names, word in
-                         ((self.added, "added"), (self.removed, "removed"), (self.changed, "changed")))  # fmt: skip
+        kinds = ((self.added, "added"), (self.removed, "removed"), (self.changed, "changed"))
+        return ", ".join(_listed(names, word) for names, word in kinds)
 
 
-def _kind(names: tuple[str, ...], word: str) -> str:
+def _listed(names: tuple[str, ...], word: str) -> str:
     if not names:
         return f"0 {word}"
     shown = ", ".join(names[:SHOWN_PER_KIND])
@@ -35,11 +45,10 @@ def _kind(names: tuple[str, ...], word: str) -> str:
 
 
 def diff_policies(old: Policy, new: Policy) -> PolicyDiff:
-    """Models by name: added and changed in the new policy's order, removed in the old one's."""
     before = {model.name: model for model in old.models}
     after = {model.name for model in new.models}
     return PolicyDiff(
-        added=tuple(m.name for m in new.models if m.name not in before),
-        removed=tuple(m.name for m in old.models if m.name not in after),
-        changed=tuple(m.name for m in new.models if m.name in before and before[m.name] != m),
+        added=tuple(model.name for model in new.models if model.name not in before),
+        removed=tuple(model.name for model in old.models if model.name not in after),
+        changed=tuple(model.name for model in new.models if model.name in before and before[model.name] != model),
     )

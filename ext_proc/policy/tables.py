@@ -1,0 +1,102 @@
+"""The settings sections of a policy as tables: each key's spec, and the checks across keys.
+
+Defaults are not here: a key left out takes its model dataclass's default (model.py, as the
+README documents them), or one derived from other keys where the table says so.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ext_proc.policy.fields import CodeSet, Duration, GrpcCode, HttpStatus, Integer, Ratio, Text
+from ext_proc.policy.limits import MAX_WINDOW_CALLS
+from ext_proc.policy.model import BreakerSettings, FailureSettings, Respond
+from ext_proc.policy.sections import Exclusive, Rule, Section, Values
+
+_CONTENT_TYPE_PATTERN = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,254}[\x21-\x7e])?")
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+def _min_calls_default(values: Values) -> int:
+    """A count window shorter than the default min_calls caps it: the breaker could never open."""
+    window_calls: int | None = values["window_calls"]
+    default = BREAKER.defaults.min_calls
+    return min(default, window_calls) if window_calls else default
+
+
+def _probe_default(values: Values) -> object:
+    """A probe is judged by the model's own idea of slow, unless told otherwise."""
+    return values["slow_call_duration"]
+
+
+def _min_calls_within_window(values: Values) -> str | None:
+    window_calls, min_calls = values["window_calls"], values["min_calls"]
+    if window_calls is not None and min_calls is not None and min_calls > window_calls:
+        return f"must not exceed window_calls ({window_calls}), or the breaker never opens"
+    return None
+
+
+def _max_open_at_least_open(values: Values) -> str | None:
+    open_duration, max_open = values["open_duration"], values["max_open_duration"]
+    if open_duration is not None and max_open is not None and max_open < open_duration:
+        return "must be at least open_duration"
+    return None
+
+
+def _no_body_without_one(values: Values) -> str | None:
+    if values["body"] and values["status"] in _NO_BODY_STATUSES:
+        return "must be empty: 204 and 304 answers carry no body"
+    return None
+
+
+BREAKER = Section(
+    BreakerSettings,
+    {
+        "window_calls": Integer(1, MAX_WINDOW_CALLS),
+        "window": Duration(0.1, 3600.0),
+        "min_calls": Integer(1, 100_000),
+        "failure_rate": Ratio(),
+        "slow_call_duration": Duration(0.001, 3600.0),
+        "max_probe_duration": Duration(0.001, 3600.0),
+        "slow_call_rate": Ratio(),
+        "consecutive_failures": Integer(0, 100_000),
+        "open_duration": Duration(0.01, 86400.0),
+        "max_open_duration": Duration(0.01, 86400.0),
+        "half_open_probes": Integer(1, 1000),
+        "jitter": Ratio(allow_zero=True),
+    },
+    exclusive=(
+        Exclusive(
+            ("window", "window_calls"),
+            "set one of window (time-based) or window_calls (count-based), not both",
+        ),
+    ),
+    derived={"min_calls": _min_calls_default, "max_probe_duration": _probe_default},
+    rules=(
+        Rule("min_calls", _min_calls_within_window),
+        Rule("max_open_duration", _max_open_at_least_open),
+    ),
+)
+
+RESPOND = Section(
+    Respond,
+    {
+        "status": Integer(200, 599, "must be an HTTP status from 200 to 599"),
+        "content_type": Text(
+            _CONTENT_TYPE_PATTERN,
+            "must be a content type such as application/json: at most 256 visible ASCII characters"
+            " (spaces only inside)",
+        ),
+        "body": Text(None, "must be a string"),
+        "grpc_status": GrpcCode(ok_refused="must not be OK: an immediate response carries no gRPC message"),
+    },
+    rules=(Rule("body", _no_body_without_one, after="body"),),
+)
+
+FAILURE = Section(
+    FailureSettings,
+    {
+        "statuses": CodeSet(HttpStatus(), "HTTP statuses or classes such as 5xx"),
+        "grpc_statuses": CodeSet(GrpcCode(), "gRPC status names", refused=((0, "must not contain OK"),)),
+    },
+)
