@@ -125,3 +125,23 @@ async def test_a_fifo_in_place_of_the_file_is_refused_not_read(harness: Harness,
     path.unlink()
     path.write_text(POLICY.replace("min_calls: 4", "min_calls: 6"))
     assert await asyncio.wait_for(reloader.reload("test"), 5) == "success"
+
+
+async def test_a_storm_of_triggers_costs_two_reads_not_one_per_trigger(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "policy.yaml"
+    reloader = reloader_for(harness, path)
+    reads: list[str] = []
+    from ext_proc.policy.loading import load_policy_file
+    from ext_proc.server import reload as reload_module
+
+    def counting(where: str) -> PolicyFile:
+        reads.append(where)
+        return load_policy_file(where)
+
+    monkeypatch.setattr(reload_module, "load_policy_file", counting)
+    path.write_text(POLICY.replace("min_calls: 4", "min_calls: 6"))
+    results = await asyncio.gather(*(reloader.reload("SIGHUP") for _ in range(50)))
+    assert results.count("success") == 1 and results.count("unchanged") == 1 and results.count("folded") == 48
+    assert len(reads) == 2
