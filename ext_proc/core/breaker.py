@@ -173,14 +173,20 @@ class CircuitBreaker:
 
     def reconfigure(self, settings: BreakerSettings) -> None:
         """Judge by ``settings`` from now on. A window of another kind or size starts empty (its
-        buckets cannot be re-cut); an open period under way runs its course."""
+        buckets cannot be re-cut); an open period under way runs its course; a half-open breaker
+        that already has the probes the new settings ask for closes (otherwise it would refuse
+        every further probe and never close)."""
         old = self.settings
         self.settings = settings
         if (old.window, old.window_calls) != (settings.window, settings.window_calls):
             self._window = _window_for(settings)
-        if self._state is BreakerState.CLOSED and settings != old:
+        if settings == old:
+            return
+        if self._state is BreakerState.CLOSED:
             self._window.advance(self.clock())
             self._judge(self._window)
+        elif self._state is BreakerState.HALF_OPEN and self._probe_successes >= settings.half_open_probes:
+            self._close()
 
     # -- the hot path --------------------------------------------------------------------
 

@@ -142,3 +142,18 @@ def test_a_late_result_on_a_replaced_breaker_is_not_reported() -> None:
     guard.record(ticket, 503, None)  # would open the old breaker
     assert moves == []
     assert registry.get("recommender", "primary").transitions == {}
+
+
+def test_fewer_probes_asked_than_already_succeeded_closes_a_half_open_breaker() -> None:
+    probes = "{min_calls: 10, consecutive_failures: 0, jitter: 0, open_duration: 1s, half_open_probes: HALF}"
+    guard, registry, clock = start(policy(probes.replace("HALF", "3")))
+    for _ in range(10):
+        serve(guard, 503)
+    clock.advance(2)
+    for _ in range(2):
+        assert tier_of(serve(guard, 200)) == "primary"  # two of three probes succeed
+    breaker = registry.get("recommender", "primary").breaker
+    assert breaker.snapshot()["state"] == "half_open" and breaker.snapshot()["probes_in_flight"] == 0
+    new = reload(registry, policy(probes.replace("HALF", "2")))
+    assert breaker.snapshot()["state"] == "closed"
+    assert tier_of(new.decide(REC)) == "primary"
