@@ -46,6 +46,9 @@ class EarlySignals:
     def install(self) -> None:
         for signum in (*DRAIN_SIGNALS, RELOAD_SIGNAL, *IGNORED_SIGNALS):
             signal.signal(signum, self._note)
+        # A --workers supervisor starts its workers with HUP blocked (its default action kills);
+        # now that it is caught, let it in, including one already pending.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {RELOAD_SIGNAL})
 
     def _note(self, signum: int, _frame: FrameType | None) -> None:
         self.received.append(signum)

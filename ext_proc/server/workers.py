@@ -141,7 +141,14 @@ def supervise(
     environment = {**os.environ, SUPERVISOR_PID: str(os.getpid())}
 
     def start(index: int) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(command(*addresses[index]), env=environment)
+        # HUP blocked across the spawn: the worker inherits the mask and so cannot die of a HUP
+        # passed on before it has its handlers; EarlySignals.install unblocks it, and a HUP that
+        # came meanwhile is then taken as a reload.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {RELOAD_SIGNAL})
+        try:
+            return subprocess.Popen(command(*addresses[index]), env=environment)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     for signum in DRAIN_SIGNALS:
         signal.signal(signum, on_signal)

@@ -144,6 +144,19 @@ def two_workers(grpc_base: int, admin_base: int) -> Iterator[Workers]:
         stop_all(supervisor, pids)
 
 
+def test_hup_while_workers_start_reloads_them_instead_of_killing_them() -> None:
+    grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
+    with two_workers(grpc_base, admin_base) as workers:
+        supervisor, lines = workers.supervisor, workers.lines
+        for _ in range(100):  # for the first second: the workers are still importing, where HUP's
+            supervisor.send_signal(signal.SIGHUP)  # default action would kill them
+            time.sleep(0.01)
+        assert wait_for(lambda: ready(admin_base) and ready(admin_base + 1), 30.0, interval=0.1)
+        lines.event("policy_unchanged", timeout=10, count=2)  # each took a HUP that came early as a reload
+        assert not any(entry.get("event") == "worker_restart" for entry in lines.entries)
+        assert supervisor.poll() is None and all(alive(pid) for pid in workers.pids)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 def test_sigkill_of_the_supervisor_takes_its_workers_with_it() -> None:
     grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
