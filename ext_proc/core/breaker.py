@@ -29,6 +29,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ext_proc.core.admission import Token
 from ext_proc.core.clock import Clock
 from ext_proc.core.outcomes import FAILURE, OVERLOAD
 from ext_proc.core.reasons import HALF_OPEN_PROBE
@@ -69,21 +70,36 @@ TransitionListener = Callable[["CircuitBreaker", Transition], None]
 class BreakerToken:
     """The admission chain's token for a breaker (core/admission.py)."""
 
-    __slots__ = ("admission", "alone", "breaker", "generation", "reason")
+    __slots__ = ("admission", "breaker", "generation", "reason")
 
     def __init__(self, breaker: CircuitBreaker, admission: int, generation: int) -> None:
         self.breaker = breaker
         self.admission = admission
         self.generation = generation
         self.reason = HALF_OPEN_PROBE if admission == PROBE else None
-        self.alone: tuple[BreakerToken] = (self,)
-        """The chain of a tier whose only admitter is this breaker, ready-made."""
 
     def record(self, outcome: str, latency: float, started: float) -> None:
         self.breaker.record(self.admission, self.generation, outcome == FAILURE, outcome == OVERLOAD, latency, started)
 
     def release(self, started: float) -> None:
         self.breaker.release(self.admission, self.generation, started)
+
+
+class _RetiredToken:
+    """The token a retired breaker hands out, should a stale guard still admit through it:
+    recording into a breaker nobody reads is pointless, so it records nothing."""
+
+    __slots__ = ()
+    reason: str | None = None
+
+    def record(self, outcome: str, latency: float, started: float) -> None:
+        return None
+
+    def release(self, started: float) -> None:
+        return None
+
+
+_RETIRED = _RetiredToken()
 
 
 def _window_for(settings: BreakerSettings) -> Window:
@@ -125,7 +141,7 @@ class CircuitBreaker:
         self._window = _window_for(settings)
         self._state = BreakerState.CLOSED
         self.generation = 0
-        self._admitted = BreakerToken(self, ADMITTED, 0)
+        self._admitted: Token = BreakerToken(self, ADMITTED, 0)
         """The token of every plain admission of this generation: shared, so that the common
         request allocates nothing here."""
         self._consecutive = 0
@@ -188,9 +204,15 @@ class CircuitBreaker:
         elif self._state is BreakerState.HALF_OPEN and self._probe_successes >= settings.half_open_probes:
             self._close()
 
+    def retire(self) -> None:
+        """Its tier is gone (a reload): drop the one reference cycle it has (itself <-> its
+        shared token), so that it is freed by reference counting once the streams still holding
+        its tokens end, even frozen out of the collector."""
+        self._admitted = _RETIRED
+
     # -- the hot path --------------------------------------------------------------------
 
-    def admit(self, now: float) -> BreakerToken | None:
+    def admit(self, now: float) -> Token | None:
         """The admission chain's form of ``acquire``."""
         if self._state is BreakerState.CLOSED:
             return self._admitted

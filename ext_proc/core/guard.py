@@ -30,9 +30,24 @@ __all__ = ["NO_TIER", "UNMATCHED", "Decision", "Guard", "ModelGuard", "Ticket", 
 
 
 class Decision:
-    """One of the finitely many answers: a (model, tier, reason), counted as it is given."""
+    """One of the finitely many answers: a (model, tier, reason), counted as it is given.
 
-    __slots__ = ("counter", "failure", "model", "reason", "respond", "state", "tier")
+    It keeps names and values, not the model's or the tier's objects: a guard is then a tree
+    with no reference cycle, so a retired guard is freed by reference counting as soon as its
+    last stream ends, frozen out of the collector (server/reload.py) or not."""
+
+    __slots__ = (
+        "counter",
+        "degraded",
+        "failure",
+        "model_name",
+        "passes_through",
+        "reason",
+        "respond",
+        "route",
+        "state",
+        "tier_name",
+    )
 
     def __init__(
         self,
@@ -42,38 +57,24 @@ class Decision:
         counter: Counter,
         respond: Respond | None = None,
     ) -> None:
-        self.model = model
-        self.tier = tier
+        self.model_name = UNMATCHED if model is None else model.name
+        self.tier_name = tier.name if tier is not None else UNMATCHED if model is None else NO_TIER
+        self.route = None if tier is None else tier.route
+        """Where Envoy sends it; None when modelguard answers or the request passes through."""
         self.reason = reason
         self.respond = respond
         self.counter = counter
         self.state: TierState = NO_STATE if tier is None or tier.state is None else tier.state
         """Where the response is recorded; the null state for a decision that records nothing."""
         self.failure = FailureSettings() if model is None else model.failure
+        self.degraded = model is not None and (tier is None or tier.index > 0)
+        """Not served by the first tier of the ladder."""
+        self.passes_through = model is None
+        """Unmatched: the request goes on untouched (but for the removal of spoofed headers)."""
 
     @property
     def count(self) -> int:
         return self.counter.value
-
-    @property
-    def model_name(self) -> str:
-        return self.model.name if self.model is not None else UNMATCHED
-
-    @property
-    def tier_name(self) -> str:
-        if self.tier is not None:
-            return self.tier.name
-        return UNMATCHED if self.model is None else NO_TIER
-
-    @property
-    def degraded(self) -> bool:
-        """Not served by the first tier of the ladder."""
-        return self.model is not None and (self.tier is None or self.tier.index > 0)
-
-    @property
-    def passes_through(self) -> bool:
-        """Unmatched: the request goes on untouched (but for the removal of spoofed headers)."""
-        return self.model is None
 
 
 class TierGuard:
@@ -208,7 +209,7 @@ class Guard:
                 token = breaker.admit(now)
                 if token is None:
                     continue
-                tokens: tuple[Token, ...] = token.alone
+                tokens: tuple[Token, ...] = (token,)
                 reason = token.reason
             else:
                 chain = admit_all(tier.admitters, now)

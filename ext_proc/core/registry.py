@@ -19,6 +19,7 @@ Counts of requests per (model, tier, reason) live here too, for the same reason.
 from __future__ import annotations
 
 import random
+import weakref
 from collections.abc import Callable
 
 from ext_proc.core.breaker import CircuitBreaker, Transition
@@ -35,7 +36,18 @@ TierKey = tuple[str, str]
 class TierState:
     """One routed tier's breaker and figures."""
 
-    __slots__ = ("breaker", "inflight", "latency", "mark", "model_name", "name", "outcomes", "route", "transitions")
+    __slots__ = (
+        "__weakref__",
+        "breaker",
+        "inflight",
+        "latency",
+        "mark",
+        "model_name",
+        "name",
+        "outcomes",
+        "route",
+        "transitions",
+    )
 
     def __init__(self, model_name: str, name: str, route: str) -> None:
         self.model_name = model_name
@@ -73,6 +85,8 @@ class StateRegistry:
         self._on_transition = on_transition
         self._tiers: dict[TierKey, TierState] = {}
         self._counters: dict[tuple[str, str, str], Counter] = {}
+        self._replaced: list[CircuitBreaker] = []
+        """Breakers a build replaced (a new route), retired when that build's guard goes live."""
         self.build = 0
         """Bumped by each guard built over this registry; what a build asks for is marked with it,
         so that ``sweep`` knows what the guard that goes live no longer has without listing it."""
@@ -93,6 +107,7 @@ class StateRegistry:
             state.breaker = self._breaker(state, settings)
         elif state.route != route:
             state.route = route
+            self._replaced.append(state.breaker)  # the live guard may still admit through it
             state.breaker = self._breaker(state, settings)
         else:
             state.breaker.reconfigure(settings)
@@ -114,15 +129,27 @@ class StateRegistry:
     def sweep(self, build: int) -> None:
         """Drop every state and counter that build ``build`` did not ask for: what its policy no
         longer has. ~10 ms at 10,000 models (listing what to keep instead took 80)."""
-        self._tiers = {key: state for key, state in self._tiers.items() if state.mark == build}
+        kept: dict[TierKey, TierState] = {}
+        for key, state in self._tiers.items():
+            if state.mark == build:
+                kept[key] = state
+            else:
+                state.breaker.retire()
+        self._tiers = kept
+        for breaker in self._replaced:
+            breaker.retire()
+        self._replaced = []
         self._counters = {key: count for key, count in self._counters.items() if count.mark == build}
 
     def tiers(self) -> list[TierState]:
         return list(self._tiers.values())
 
     def _breaker(self, state: TierState, settings: BreakerSettings) -> CircuitBreaker:
+        held = weakref.ref(state)  # not the state itself: state -> breaker -> listener -> state is a cycle
+
         def listener(breaker: CircuitBreaker, transition: Transition) -> None:
-            if breaker is not state.breaker:
+            state = held()
+            if state is None or breaker is not state.breaker:
                 return  # replaced by a reload; a late result on it is nobody's news
             key = (transition.from_state.value, transition.to_state.value)
             state.transitions[key] = state.transitions.get(key, 0) + 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -58,16 +59,20 @@ def load_policy(path: str | Path) -> Policy:
     return load_policy_file(path).policy
 
 
-def load_policy_file(path: str | Path) -> PolicyFile:
+def load_policy_file(path: str | Path, regular_only: bool = False) -> PolicyFile:
     """``load_policy``, with the file's hash.
 
     The size is checked before reading, and the read is bounded too: a FIFO or /dev/zero has
-    no size to check."""
+    no size to check. ``regular_only`` (a reload) refuses anything but a regular file, judged on
+    what was opened, without blocking: a FIFO with no writer would hold the read for good."""
     source = str(path)
     too_big = PolicyError([f"(file): larger than {MAX_FILE_BYTES} bytes (4 MiB), the most a policy may be"], source)
     try:
-        with Path(path).open("rb") as file:
-            if os.fstat(file.fileno()).st_size > MAX_FILE_BYTES:
+        with os.fdopen(os.open(path, os.O_RDONLY | (os.O_NONBLOCK if regular_only else 0)), "rb") as file:
+            status = os.fstat(file.fileno())
+            if regular_only and not stat.S_ISREG(status.st_mode):
+                raise PolicyError(["(file): not a regular file; a reload reads only regular files"], source)
+            if status.st_size > MAX_FILE_BYTES:
                 raise too_big
             data = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:

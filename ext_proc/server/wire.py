@@ -74,13 +74,12 @@ def build_answers(decision: Decision) -> WireAnswers:
     client_headers = [(TIER, decision.tier_name)]
     if decision.degraded:
         client_headers.append((DEGRADED, "true"))
-    tier = decision.tier
-    if tier is not None and tier.route is not None:
+    if decision.route is not None:
         message = ProcessingResponse(
             request_headers=HeadersResponse(
                 response=CommonResponse(
                     header_mutation=HeaderMutation(
-                        set_headers=_set([(ROUTE, tier.route), *client_headers, (REASON, decision.reason)])
+                        set_headers=_set([(ROUTE, decision.route), *client_headers, (REASON, decision.reason)])
                     ),
                     clear_route_cache=True,
                 )

@@ -136,9 +136,9 @@ async def test_a_storm_of_triggers_costs_two_reads_not_one_per_trigger(
     from ext_proc.policy.loading import load_policy_file
     from ext_proc.server import reload as reload_module
 
-    def counting(where: str) -> PolicyFile:
+    def counting(where: str, regular_only: bool = False) -> PolicyFile:
         reads.append(where)
-        return load_policy_file(where)
+        return load_policy_file(where, regular_only)
 
     monkeypatch.setattr(reload_module, "load_policy_file", counting)
     path.write_text(POLICY.replace("min_calls: 4", "min_calls: 6"))

@@ -82,7 +82,7 @@ def test_every_tier_refusing_gives_the_builtin_answer() -> None:
         serve(guard, {":path": "/", "x-model": "ranker"}, 503)
     ticket = guard.decide({"x-model": "ranker"})
     assert route(ticket) == ("ranker", "none", "breaker_open")
-    assert ticket.decision.tier is None and ticket.decision.degraded
+    assert ticket.decision.tier_name == "none" and ticket.decision.route is None and ticket.decision.degraded
 
 
 def test_half_open_probes_then_the_rest_take_the_next_tier() -> None:
