@@ -22,6 +22,8 @@ import os
 from collections.abc import Awaitable, Callable
 
 POLL_INTERVAL = 0.5  # seconds: a change is seen, settled and reported within about two polls
+MAX_UNSETTLED_POLLS = 10
+"""Polls a file may keep changing on before it is reported anyway (5 s)."""
 
 Signature = tuple[int, int, int, int, int]
 StatFn = Callable[[str], os.stat_result]
@@ -35,8 +37,11 @@ class ChangeDetector:
     The signature is ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)`` of the file the path
     resolves to (``stat`` follows symlinks). The one at construction is the baseline. A new
     signature is reported when it is seen on two consecutive polls; one that keeps moving (a write
-    in progress) is not. A missing or unreadable file is never a change: it sets ``missing``, which
-    the next successful poll clears; a file coming back with a different signature is a change.
+    in progress) is not, unless it has kept moving for ``MAX_UNSETTLED_POLLS`` polls in a row: a
+    file rewritten more often than the polls (a tool that keeps touching it) is then read anyway,
+    since a reload validates what it reads and skips bytes it already runs. A missing or
+    unreadable file is never a change: it sets ``missing``, which the next successful poll clears;
+    a file coming back with a different signature is a change.
     """
 
     def __init__(self, path: str | os.PathLike[str], stat: StatFn = os.stat) -> None:
@@ -44,6 +49,7 @@ class ChangeDetector:
         self._stat = stat
         self._current = self._signature()
         self._pending: Signature | None = None
+        self._moving = 0
         self.missing = self._current is None
 
     def _signature(self) -> Signature | None:
@@ -58,12 +64,13 @@ class ChangeDetector:
         seen = self._signature()
         self.missing = seen is None
         if seen is None or seen == self._current:
-            self._pending = None
+            self._pending, self._moving = None, 0
             return False
-        if seen != self._pending:
+        if seen != self._pending and self._moving + 1 < MAX_UNSETTLED_POLLS:
             self._pending = seen  # first sighting, or still moving: wait for it to hold still
+            self._moving += 1
             return False
-        self._current, self._pending = seen, None
+        self._current, self._pending, self._moving = seen, None, 0
         return True
 
 

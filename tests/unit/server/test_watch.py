@@ -279,3 +279,17 @@ async def test_watch_logs_missing_once_per_disappearance(tmp_path: Path, caplog:
         await stat.polls(5)
         assert len(missing_logs()) == 2  # a second disappearance is logged again, once
     await _stop(task)
+
+
+def test_a_file_that_never_holds_still_is_reported_after_max_unsettled_polls(tmp_path: Path) -> None:
+    from ext_proc.server.watch import MAX_UNSETTLED_POLLS
+
+    path = tmp_path / "policy.yaml"
+    path.write_text("v0")
+    detector = ChangeDetector(path)
+    seen = []
+    for index in range(1, 2 * MAX_UNSETTLED_POLLS + 1):
+        path.write_text(f"v{index}" + "x" * index)  # a new size every time: never the same twice
+        seen.append(detector.poll())
+    assert seen.index(True) == MAX_UNSETTLED_POLLS - 1
+    assert seen.count(True) == 2
