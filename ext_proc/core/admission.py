@@ -40,10 +40,8 @@ NO_TOKENS: tuple[Token, ...] = ()
 
 
 def admit_all(admitters: Sequence[Admitter], now: float) -> tuple[Token, ...] | None:
-    """Every admitter's token, or None (with the tokens already taken released) if one refuses."""
-    if len(admitters) == 1:  # the common chain: one breaker
-        token = admitters[0].admit(now)
-        return None if token is None else (token,)
+    """Every admitter's token, or None (with the tokens already taken released) if one refuses.
+    (A tier whose only admitter is its breaker skips this: Guard.decide's fast path.)"""
     taken: list[Token] = []
     for admitter in admitters:
         token = admitter.admit(now)

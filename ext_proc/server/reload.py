@@ -34,6 +34,7 @@ log = logging.getLogger("modelguard.reload")
 
 FOLDED = "folded"
 
+
 async def build_guard(policy: Policy, registry: StateRegistry) -> Guard:
     """``Guard(policy, registry)``, built in slices that give the loop back (10,000 models take
     about half a second to build)."""
@@ -108,44 +109,43 @@ class Reloader:
                 return await self._reload(trigger)
 
     async def _reload(self, trigger: str) -> str:
-        if True:
-            started = time.monotonic()
-            try:
-                loaded, diff = await asyncio.to_thread(_read, self.path, self.live)
-            except PolicyError as exc:
-                return self._refused(exc, trigger)
-            if diff is None:
-                self._stats.reloads[UNCHANGED] += 1
-                log.info(
-                    "policy file unchanged; nothing to reload",
-                    extra={"event": "policy_unchanged", "trigger": trigger, "sha256": loaded.sha256},
-                )
-                return UNCHANGED
-            guard = await build_guard(loaded.policy, self._registry)
-            go_live(self._servicer, guard)
-            # The new guard lives until the next reload: out of the collector's passes, as the
-            # first one is at start-up (server/service.py). A retired guard has no reference
-            # cycle (core/guard.py), so it is freed when its last stream ends, frozen or not.
-            gc.freeze()
-            previous, self.live = self.live, loaded
-            self._stats.policy_sha256 = loaded.sha256
-            self._stats.reloads[SUCCESS] += 1
+        started = time.monotonic()
+        try:
+            loaded, diff = await asyncio.to_thread(_read, self.path, self.live)
+        except PolicyError as exc:
+            return self._refused(exc, trigger)
+        if diff is None:
+            self._stats.reloads[UNCHANGED] += 1
             log.info(
-                "policy reloaded: %s",
-                diff.summary(),
-                extra={
-                    "event": "policy_reloaded",
-                    "trigger": trigger,
-                    "sha256": loaded.sha256,
-                    "previous_sha256": previous.sha256,
-                    "models": len(loaded.policy.models),
-                    "added": len(diff.added),
-                    "removed": len(diff.removed),
-                    "changed": len(diff.changed),
-                    "took_ms": round((time.monotonic() - started) * 1000, 1),
-                },
+                "policy file unchanged; nothing to reload",
+                extra={"event": "policy_unchanged", "trigger": trigger, "sha256": loaded.sha256},
             )
-            return SUCCESS
+            return UNCHANGED
+        guard = await build_guard(loaded.policy, self._registry)
+        go_live(self._servicer, guard)
+        # The new guard lives until the next reload: out of the collector's passes, as the
+        # first one is at start-up (server/service.py). A retired guard has no reference
+        # cycle (core/guard.py), so it is freed when its last stream ends, frozen or not.
+        gc.freeze()
+        previous, self.live = self.live, loaded
+        self._stats.policy_sha256 = loaded.sha256
+        self._stats.reloads[SUCCESS] += 1
+        log.info(
+            "policy reloaded: %s",
+            diff.summary(),
+            extra={
+                "event": "policy_reloaded",
+                "trigger": trigger,
+                "sha256": loaded.sha256,
+                "previous_sha256": previous.sha256,
+                "models": len(loaded.policy.models),
+                "added": len(diff.added),
+                "removed": len(diff.removed),
+                "changed": len(diff.changed),
+                "took_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
+        return SUCCESS
 
     def _refused(self, exc: PolicyError, trigger: str) -> str:
         self._stats.reloads[ERROR] += 1

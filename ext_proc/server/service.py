@@ -168,7 +168,7 @@ async def serve(
             "admin_port": ports.admin,
             "policy": path,
             "policy_sha256": loaded.sha256,
-            "models": len(loaded.policy.models),
+            "models": [m.name for m in loaded.policy.models],
             "event_loop": running_loop_name(),
             "grpc_experiments": os.environ.get(GRPC_EXPERIMENTS, ""),
         },
