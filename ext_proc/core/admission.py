@@ -36,12 +36,20 @@ class Admitter(Protocol):
         ...
 
 
+class Gate(Admitter, Protocol):
+    """The head of a tier's chain (a breaker, or a forced state in front of it), which also says
+    why it refused: the reason the tier that takes a refused request gives it."""
+
+    @property
+    def refusal(self) -> str: ...
+
+
 NO_TOKENS: tuple[Token, ...] = ()
 
 
 def admit_all(admitters: Sequence[Admitter], now: float) -> tuple[Token, ...] | None:
     """Every admitter's token, or None (with the tokens already taken released) if one refuses.
-    (A tier whose only admitter is its breaker skips this: Guard.decide's fast path.)"""
+    (A tier whose only admitter is its gate skips this: Guard.decide's fast path.)"""
     taken: list[Token] = []
     for admitter in admitters:
         token = admitter.admit(now)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from ext_proc.core.admission import Token
 from ext_proc.core.clock import Clock
 from ext_proc.core.outcomes import FAILURE, OVERLOAD
-from ext_proc.core.reasons import HALF_OPEN_PROBE
+from ext_proc.core.reasons import BREAKER_OPEN, HALF_OPEN_PROBE
 from ext_proc.core.windows import CountWindow, TimeWindow, Window, WindowFigures
 from ext_proc.policy import BreakerSettings
 
@@ -110,6 +110,9 @@ def _window_for(settings: BreakerSettings) -> Window:
 
 
 class CircuitBreaker:
+    refusal = BREAKER_OPEN
+    """The reason a request it refuses gives the tier that takes it (the admission chain's gate)."""
+
     __slots__ = (
         "_admitted",
         "_consecutive",
@@ -204,6 +207,36 @@ class CircuitBreaker:
         elif self._state is BreakerState.HALF_OPEN and self._probe_successes >= settings.half_open_probes:
             self._close()
 
+    def reset(self, cause: str) -> None:
+        """Closed, with a fresh window and no backoff: an operator's reset, or the hand-back of a
+        forced tier. Results of calls admitted before it are from another era and not judged."""
+        if self._state is BreakerState.CLOSED:
+            self.generation += 1
+            self._admitted = BreakerToken(self, ADMITTED, self.generation)
+        else:
+            self._move(BreakerState.CLOSED, cause)
+        self._window.reset()
+        self._consecutive = 0
+        self._level = 0
+        self._open_duration = 0.0
+
+    def observe(self, generation: int, failed: bool, overloaded: bool, latency: float) -> None:
+        """Count a call admitted in ``generation`` into the window without judging it: a
+        forced-closed tier's outcomes, shown (``would_open``) but never acted on."""
+        if generation != self.generation:
+            return
+        now = self.clock()
+        if overloaded:
+            self._window.record_overload(now)
+            return
+        self._window.record(now, failed, latency >= self.settings.slow_call_duration)
+        self._consecutive = self._consecutive + 1 if failed else 0
+
+    def would_open(self) -> str | None:
+        """The cause the breaker would open with on the evidence in its window, or None."""
+        self._window.advance(self.clock())
+        return self._verdict(self._window)
+
     def retire(self) -> None:
         """Its tier is gone (a reload): drop the one reference cycle it has (itself <-> its
         shared token), so that it is freed by reference counting once the streams still holding
@@ -296,19 +329,25 @@ class CircuitBreaker:
 
     def _judge(self, window: Window) -> None:
         """Open if the evidence so far crosses a threshold."""
+        cause = self._verdict(window)
+        if cause is not None:
+            self._open(cause, 0)
+
+    def _verdict(self, window: Window) -> str | None:
+        """The threshold the evidence so far crosses, if any."""
         settings = self.settings
         if settings.consecutive_failures and self._consecutive >= settings.consecutive_failures:
-            self._open("consecutive_failures", 0)
-            return
+            return "consecutive_failures"
         calls = window.calls
         if calls < settings.min_calls:
-            return
+            return None
         # Ratios by division, not `failures >= rate * calls`: 0.3 * 10 is 3.0000000000000004
         # in floating point, which would put exactly-at-threshold on the wrong side.
         if window.failures / calls >= settings.failure_rate:
-            self._open("failure_rate", 0)
-        elif window.slow / calls >= settings.slow_call_rate:
-            self._open("slow_call_rate", 0)
+            return "failure_rate"
+        if window.slow / calls >= settings.slow_call_rate:
+            return "slow_call_rate"
+        return None
 
     def _open(self, cause: str, level: int) -> None:
         settings = self.settings
@@ -322,11 +361,7 @@ class CircuitBreaker:
         self._move(BreakerState.HALF_OPEN, "open period elapsed")
 
     def _close(self) -> None:
-        self._move(BreakerState.CLOSED, "probes succeeded")
-        self._window.reset()
-        self._consecutive = 0
-        self._level = 0
-        self._open_duration = 0.0
+        self.reset("probes succeeded")
 
     def _move(self, to_state: BreakerState, cause: str) -> None:
         transition = Transition(

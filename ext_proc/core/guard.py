@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from ext_proc.core import reasons
 from ext_proc.core.admission import NO_TOKENS, Admitter, Ticket, Token, admit_all, reason_of
-from ext_proc.core.breaker import BreakerState, CircuitBreaker
+from ext_proc.core.breaker import BreakerState
 from ext_proc.core.matching import Matcher
 from ext_proc.core.outcomes import DROPPED, OUTCOMES, classify
 from ext_proc.core.registry import NO_STATE, StateRegistry, TierState
@@ -78,20 +78,19 @@ class Decision:
 
 
 class TierGuard:
-    """A rung of the ladder in this policy: its admitters (none for a ``respond`` tier), its
-    decisions, and its state in the registry (None for a ``respond`` tier)."""
+    """A rung of the ladder in this policy: its decisions, its state in the registry (None for a
+    ``respond`` tier), and the admitters after its state's gate (none today)."""
 
     __slots__ = (
-        "admitters",
-        "breaker_only",
         "by_reason",
+        "chain",
         "index",
         "model_name",
         "name",
         "route",
         "served",
-        "served_ticket",
         "state",
+        "tickets",
         "tier",
     )
 
@@ -102,29 +101,31 @@ class TierGuard:
         self.route = tier.route
         self.index = index
         self.state: TierState | None = None
-        self.admitters: tuple[Admitter, ...] = ()
-        self.breaker_only: CircuitBreaker | None = None
-        """The breaker, when it is the tier's only admitter: decide() takes it without the chain."""
+        self.chain: tuple[Admitter, ...] = ()
+        """The admitters after the gate (``TierState.gate``: the breaker or a forced state); when
+        there are none, decide() takes the gate's token without the chain's loop."""
         if tier.route is not None:
             self.state = registry.tier(model.name, tier.name, tier.route, model.policy.breaker)
-            self.admitters = (self.state.breaker,)
-            self.breaker_only = self.state.breaker
         reason = reasons.OK if index == 0 else reasons.BREAKER_OPEN
         self.served = self._decision(model, reason, registry)
         """The answer when this tier serves and no admitter says otherwise."""
-        self.by_reason: dict[str, Decision] = {}
-        """The answers an admitter's reason selects (``half_open_probe``)."""
+        self.by_reason: dict[str | None, Decision] = {None: self.served}
+        """The answers by reason: an admitter's (``half_open_probe``), or, lower down the ladder,
+        why the first tier refused (``breaker_open``, ``forced``)."""
         if self.state is not None:
             self.by_reason[reasons.HALF_OPEN_PROBE] = self._decision(model, reasons.HALF_OPEN_PROBE, registry)
-        self.served_ticket = Ticket(self.served, NO_TOKENS, 0.0)
+        if index > 0:
+            self.by_reason[reasons.BREAKER_OPEN] = self.served
+            self.by_reason[reasons.FORCED] = self._decision(model, reasons.FORCED, registry)
+        self.tickets = {why: Ticket(decision, NO_TOKENS, 0.0) for why, decision in self.by_reason.items()}
         """Shared by every request a ``respond`` tier answers: nothing is recorded for them."""
 
     def _decision(self, model: ModelGuard, reason: str, registry: StateRegistry) -> Decision:
         return Decision(model, self, reason, registry.counter(model.name, self.name, reason), self.tier.respond)
 
     @property
-    def decisions(self) -> tuple[Decision, ...]:
-        return (self.served, *self.by_reason.values())
+    def decisions(self) -> list[Decision]:
+        return list({id(decision): decision for decision in self.by_reason.values()}.values())
 
     def snapshot(self) -> dict[str, object]:
         figures: dict[str, object] = {
@@ -138,11 +139,18 @@ class TierGuard:
         else:
             figures.update(inflight=state.inflight, outcomes=dict(state.outcomes))
             figures.update(state.breaker.snapshot())
+            order = state.order
+            figures.update(
+                state=state.state_name,
+                breaker_state=state.breaker.state.value,
+                forced=None if order is None else order.to_json(),
+                would_open=None if order is None else state.breaker.would_open(),
+            )
         return figures
 
 
 class ModelGuard:
-    __slots__ = ("exhausted", "exhausted_ticket", "failure", "name", "policy", "tiers")
+    __slots__ = ("exhausted", "exhausted_tickets", "failure", "name", "policy", "tiers")
 
     def __init__(self, policy: ModelPolicy, registry: StateRegistry) -> None:
         self.policy = policy
@@ -151,11 +159,13 @@ class ModelGuard:
         self.tiers: tuple[TierGuard, ...] = tuple(
             TierGuard(self, tier, index, registry) for index, tier in enumerate(policy.tiers)
         )
-        self.exhausted = Decision(
-            self, None, reasons.BREAKER_OPEN, registry.counter(self.name, NO_TIER, reasons.BREAKER_OPEN)
-        )
-        """Every tier refused: the built-in 503 (or gRPC UNAVAILABLE) naming the model."""
-        self.exhausted_ticket = Ticket(self.exhausted, NO_TOKENS, 0.0)
+        self.exhausted = {
+            why: Decision(self, None, why, registry.counter(self.name, NO_TIER, why))
+            for why in (reasons.BREAKER_OPEN, reasons.FORCED)
+        }
+        """Every tier refused: the built-in 503 (or gRPC UNAVAILABLE) naming the model, by why the
+        first tier refused."""
+        self.exhausted_tickets = {why: Ticket(decision, NO_TOKENS, 0.0) for why, decision in self.exhausted.items()}
 
     def snapshot(self) -> dict[str, object]:
         """This model's entry in /v1/state."""
@@ -199,29 +209,36 @@ class Guard:
             self.unmatched.counter.value += 1
             return self._unmatched_ticket
         now = self.clock()
+        why: str | None = None  # the refusal of the first tier that refused
         for tier in model.tiers:
             state = tier.state
             if state is None:
-                tier.served.counter.value += 1
-                return tier.served_ticket
-            breaker = tier.breaker_only
-            if breaker is not None:  # the common chain, without the chain's loop
-                token = breaker.admit(now)
-                if token is None:
+                ticket = tier.tickets[why]
+                ticket.decision.counter.value += 1
+                return ticket
+            gate = state.gate
+            token = gate.admit(now)
+            if token is None:
+                if why is None:
+                    why = gate.refusal
+                continue
+            if tier.chain:
+                rest = admit_all(tier.chain, now)
+                if rest is None:
+                    token.release(now)
                     continue
-                tokens: tuple[Token, ...] = (token,)
-                reason = token.reason
+                tokens: tuple[Token, ...] = (token, *rest)
+                reason = reason_of(tokens)
             else:
-                chain = admit_all(tier.admitters, now)
-                if chain is None:
-                    continue
-                tokens, reason = chain, reason_of(chain)
-            decision = tier.served if reason is None else tier.by_reason[reason]
+                tokens = (token,)
+                reason = token.reason
+            decision = tier.by_reason[why if reason is None else reason]
             decision.counter.value += 1
             state.inflight += 1
             return Ticket(decision, tokens, now)
-        model.exhausted.counter.value += 1
-        return model.exhausted_ticket
+        ticket = model.exhausted_tickets[why or reasons.BREAKER_OPEN]
+        ticket.decision.counter.value += 1
+        return ticket
 
     def record(
         self, ticket: Ticket, status: int, grpc_status: int | None, answered_at: float | None = None
@@ -265,7 +282,7 @@ class Guard:
         for model in self.models:
             for tier in model.tiers:
                 found.extend(tier.decisions)
-            found.append(model.exhausted)
+            found.extend(model.exhausted.values())
         return found
 
     def tiers(self) -> list[TierGuard]:

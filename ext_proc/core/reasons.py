@@ -9,6 +9,8 @@ BREAKER_OPEN = "breaker_open"
 """Served lower down the ladder (or refused) because a better tier's breaker is open."""
 HALF_OPEN_PROBE = "half_open_probe"
 """One of the few requests a half-open breaker lets through to test a tier."""
+FORCED = "forced"
+"""Served lower down the ladder (or refused) because an operator forced a better tier open."""
 
 UNMATCHED = "unmatched"
 """Label of requests no model matched (and of their tier and reason)."""

@@ -13,7 +13,10 @@ its backoff, its window and every counter. The rule (README, "Reloading the poli
 - a tier that is new, or now answers directly: fresh, or no breaker at all.
 - a model or tier that is gone: its state is dropped, and its series leave /metrics.
 
-Counts of requests per (model, tier, reason) live here too, for the same reason.
+Counts of requests per (model, tier, reason) live here too, for the same reason, and so do the
+operators' forced states (core/forcing.py): an order is kept by (model, tier) whether or not the
+live policy has that tier, and applies whenever a policy has it, so a reload that drops a tier
+and a later one that brings it back do not lose what an operator said.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import random
 import weakref
 from collections.abc import Callable
 
+from ext_proc.core.admission import Gate
 from ext_proc.core.breaker import CircuitBreaker, Transition
-from ext_proc.core.clock import Clock, monotonic
+from ext_proc.core.clock import Clock, monotonic, wall_clock
+from ext_proc.core.forcing import NEVER, ForceChange, ForcedClosed, ForcedOpen, ForceMode, ForceOrder
 from ext_proc.core.outcomes import OUTCOMES
 from ext_proc.core.reasons import UNMATCHED
 from ext_proc.core.stats import LATENCY_BUCKETS, Counter, Histogram
@@ -39,17 +44,21 @@ class TierState:
     __slots__ = (
         "__weakref__",
         "breaker",
+        "forced_changes",
+        "gate",
         "inflight",
         "latency",
         "mark",
         "model_name",
         "name",
+        "order",
         "outcomes",
+        "registry",
         "route",
         "transitions",
     )
 
-    def __init__(self, model_name: str, name: str, route: str) -> None:
+    def __init__(self, model_name: str, name: str, route: str, registry: StateRegistry | None = None) -> None:
         self.model_name = model_name
         self.name = name
         self.route = route
@@ -60,7 +69,39 @@ class TierState:
         """(from state, to state) -> count."""
         self.mark = 0
         """The last build (``StateRegistry.begin``) that asked for this state."""
+        self.forced_changes: dict[str, int] = {}
+        """State a forced-state change moved to (``forced_open``, ``forced_closed``, ``auto``) -> count."""
+        self.order: ForceOrder | None = None
+        """The operator's order in force, or None: the breaker decides."""
+        self.registry = registry
         self.breaker: CircuitBreaker  # set by the registry, which owns the clock and the listener
+        self.gate: Gate
+        """The head of the admission chain: the breaker, or a forced state standing in front of it."""
+
+    @property
+    def state_name(self) -> str:
+        """What the tier is doing: a breaker state, ``forced_open`` or ``forced_closed``."""
+        order = self.order
+        return self.breaker.state.value if order is None else order.mode.value
+
+    def expire(self, now: float) -> Gate:
+        """The order's deadline has come: back to the breaker (the gate now in force)."""
+        if self.registry is not None:
+            self.registry.expire(self, now)
+        return self.gate
+
+    def regate(self, deadline: float = NEVER) -> None:
+        order = self.order
+        if order is None:
+            self.gate = self.breaker
+        elif order.mode is ForceMode.FORCED_OPEN:
+            self.gate = ForcedOpen(self, deadline)
+        else:
+            self.gate = ForcedClosed(self, deadline)
+
+
+def _handed_back() -> ForceOrder:
+    return ForceOrder(ForceMode.AUTO, "", "", 0.0)
 
 
 NO_STATE = TierState("", "", "")
@@ -68,22 +109,54 @@ NO_STATE = TierState("", "", "")
 tickets hold no tokens and are settled from the start, so it is never written."""
 
 TransitionSink = Callable[[TierState, Transition], None]
+ForceSink = Callable[[ForceChange], None]
+EXPIRY = "expiry"
+"""Who ends an order whose time is up."""
 
 
 def _ignore(_tier: TierState, _transition: Transition) -> None:
     return None
 
 
+def _ignore_change(_change: ForceChange) -> None:
+    return None
+
+
+class UnknownTier(KeyError):
+    """No routed tier of that name in the live policy; ``known`` lists those there are."""
+
+    def __init__(self, model: str, tier: str, known: dict[str, list[str]]) -> None:
+        super().__init__((model, tier))
+        self.model = model
+        self.tier = tier
+        self.known = known
+
+    def __str__(self) -> str:
+        if self.model not in self.known:
+            return f"no model {self.model!r}; models: {', '.join(sorted(self.known)) or '(none)'}"
+        tiers = ", ".join(self.known[self.model]) or "(none)"
+        return f"model {self.model!r} has no routed tier {self.tier!r}; its routed tiers: {tiers}"
+
+
 class StateRegistry:
     """Every tier's state and every request counter, kept across policies."""
 
     def __init__(
-        self, clock: Clock = monotonic, rng: random.Random | None = None, on_transition: TransitionSink = _ignore
+        self,
+        clock: Clock = monotonic,
+        rng: random.Random | None = None,
+        on_transition: TransitionSink = _ignore,
+        on_force: ForceSink = _ignore_change,
+        wall: Clock = wall_clock,
     ) -> None:
         self.clock = clock
+        self.wall = wall
         self._rng = rng or random.Random()
         self._on_transition = on_transition
+        self.on_force = on_force
         self._tiers: dict[TierKey, TierState] = {}
+        self._orders: dict[TierKey, ForceOrder] = {}
+        """Every order in force, for tiers the live policy has or not."""
         self._counters: dict[tuple[str, str, str], Counter] = {}
         self._replaced: list[CircuitBreaker] = []
         """Breakers a build replaced (a new route), retired when that build's guard goes live."""
@@ -103,12 +176,14 @@ class StateRegistry:
         key = (model, tier)
         state = self._tiers.get(key)
         if state is None:
-            state = self._tiers[key] = TierState(model, tier, route)
+            state = self._tiers[key] = TierState(model, tier, route, self)
             state.breaker = self._breaker(state, settings)
+            self._apply(state, self._orders.get(key))
         elif state.route != route:
             state.route = route
             self._replaced.append(state.breaker)  # the live guard may still admit through it
             state.breaker = self._breaker(state, settings)
+            self._apply(state, state.order)
         else:
             state.breaker.reconfigure(settings)
         state.mark = self.build
@@ -135,6 +210,7 @@ class StateRegistry:
                 kept[key] = state
             else:
                 state.breaker.retire()
+                state.gate = state.breaker  # a forced gate and its state refer to each other
         self._tiers = kept
         for breaker in self._replaced:
             breaker.retire()
@@ -143,6 +219,118 @@ class StateRegistry:
 
     def tiers(self) -> list[TierState]:
         return list(self._tiers.values())
+
+    # -- operators' orders ------------------------------------------------------------------
+
+    def known(self) -> dict[str, list[str]]:
+        """Routed tiers of the live policy by model, for an error naming what there is."""
+        found: dict[str, list[str]] = {}
+        for model, tier in self._tiers:
+            found.setdefault(model, []).append(tier)
+        return found
+
+    def find(self, model: str, tier: str) -> TierState:
+        """The state of a routed tier of the live policy, or ``UnknownTier`` naming those there are."""
+        state = self._tiers.get((model, tier))
+        if state is None:
+            raise UnknownTier(model, tier, self.known())
+        return state
+
+    def orders(self) -> dict[TierKey, ForceOrder]:
+        """Every order in force (tiers the live policy lacks included)."""
+        return dict(self._orders)
+
+    def force(self, model: str, tier: str, order: ForceOrder) -> ForceChange:
+        """Put ``order`` in force on a routed tier of the live policy (``UnknownTier`` if none).
+        ``auto`` hands the tier back to its breaker, closed with a fresh window."""
+        state = self.find(model, tier)
+        before = state.state_name
+        ended = state.order
+        if order.mode is ForceMode.AUTO:
+            self._orders.pop((model, tier), None)
+            self._apply(state, None)
+            change = ForceChange(model, tier, before, state.state_name, ended or order, ended_by=order.caller)
+        else:
+            self._orders[(model, tier)] = order
+            self._apply(state, order)
+            change = ForceChange(model, tier, before, state.state_name, order)
+        self._count(state, change)
+        return change
+
+    def restore(self, orders: dict[TierKey, ForceOrder]) -> list[ForceChange]:
+        """Make ``orders`` the orders in force (read back from a state store: at start-up, or
+        when another worker changed them): the changes made, for the tiers the policy has."""
+        changes = []
+        for key in set(self._orders) | set(orders):
+            order = orders.get(key)
+            if self._orders.get(key) == order:
+                continue
+            if order is None:
+                del self._orders[key]
+            else:
+                self._orders[key] = order
+            state = self._tiers.get(key)
+            if state is None:
+                continue
+            before, ended = state.state_name, state.order
+            self._apply(state, order)
+            if order is None:
+                change = ForceChange(key[0], key[1], before, state.state_name, ended or _handed_back(), "state store")
+            else:
+                change = ForceChange(key[0], key[1], before, state.state_name, order)
+            self._count(state, change)
+            changes.append(change)
+        return changes
+
+    def expire(self, state: TierState, now: float) -> None:
+        """Hand ``state`` back to its breaker: its order's time is up."""
+        order = state.order
+        if order is None:
+            return
+        self._orders.pop((state.model_name, state.name), None)
+        before = state.state_name
+        self._apply(state, None)
+        self._count(state, ForceChange(state.model_name, state.name, before, state.state_name, order, EXPIRY))
+
+    def expire_due(self) -> None:
+        """Hand back every tier whose order's time is up, traffic or not (a request to a forced
+        tier does it as it comes; this is for tiers with none, and for the orders' records)."""
+        wall = self.wall()
+        for key, order in list(self._orders.items()):
+            if order.until is not None and order.until <= wall:
+                state = self._tiers.get(key)
+                if state is None:
+                    del self._orders[key]
+                else:
+                    self.expire(state, self.clock())
+
+    def reset(self, model: str, tier: str, caller: str) -> TierState:
+        """Close a tier's breaker with a fresh window and no backoff (a forced state is left as it is)."""
+        state = self.find(model, tier)
+        state.breaker.reset(f"reset by {caller}")
+        return state
+
+    def _apply(self, state: TierState, order: ForceOrder | None) -> None:
+        if order is None:
+            if state.order is not None:
+                state.breaker.reset("forced state ended")
+            state.order = None
+            state.regate()
+            return
+        if order.mode is ForceMode.FORCED_CLOSED and (state.order is None or state.order.mode is not order.mode):
+            state.breaker.reset("forced closed")  # its window shows what happened since
+        state.order = order
+        state.regate(self._deadline(order))
+
+    def _deadline(self, order: ForceOrder) -> float:
+        if order.until is None:
+            return NEVER
+        return self.clock() + (order.until - self.wall())
+
+    def _count(self, state: TierState, change: ForceChange) -> None:
+        to_state = change.to_state if state.order is not None else ForceMode.AUTO.value
+        state.forced_changes[to_state] = state.forced_changes.get(to_state, 0) + 1
+        self.on_force(change)
 
     def _breaker(self, state: TierState, settings: BreakerSettings) -> CircuitBreaker:
         held = weakref.ref(state)  # not the state itself: state -> breaker -> listener -> state is a cycle

@@ -12,28 +12,37 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from ext_proc.core.breaker import BreakerState
+from ext_proc.core.forcing import ForceMode
 from ext_proc.core.guard import Guard
 from ext_proc.observe.exposition import PREFIX, Labels, header, histogram, number
 
 REQUESTS = PREFIX + "requests_total"
 STATE = PREFIX + "breaker_state"
 TRANSITIONS = PREFIX + "breaker_transitions_total"
+FORCED_CHANGES = PREFIX + "forced_state_changes_total"
 OUTCOMES = PREFIX + "outcomes_total"
 INFLIGHT = PREFIX + "inflight"
 LATENCY = PREFIX + "upstream_latency_seconds"
 
 HEADERS = {
     REQUESTS: header(REQUESTS, "counter", "Requests decided, by model, tier and reason."),
-    STATE: header(STATE, "gauge", "1 for the breaker's current state."),
+    STATE: header(STATE, "gauge", "1 for the tier's current state: a breaker state, or forced_open / forced_closed."),
     TRANSITIONS: header(TRANSITIONS, "counter", "Breaker state changes."),
+    FORCED_CHANGES: header(
+        FORCED_CHANGES, "counter", "Forced-state changes by the state they moved to (forced_open, forced_closed, auto)."
+    ),
     OUTCOMES: header(
         OUTCOMES, "counter", "Judged responses: success, failure, overload (429), dropped (stream ended first)."
     ),
     INFLIGHT: header(INFLIGHT, "gauge", "Requests admitted to a tier and not yet answered."),
     LATENCY: header(LATENCY, "histogram", "Time from request headers to response headers, as modelguard saw it."),
 }
-_STATE_VALUES = {current: [(state.value, "1.0" if state is current else "0.0") for state in BreakerState]
-                 for current in BreakerState}  # fmt: skip
+STATE_NAMES = (
+    *(state.value for state in BreakerState), ForceMode.FORCED_OPEN.value, ForceMode.FORCED_CLOSED.value
+)
+"""Every value of the ``state`` label, as /v1/state and ``ctl state`` name them too."""
+_STATE_VALUES = {current: [(name, "1.0" if name == current else "0.0") for name in STATE_NAMES]
+                 for current in STATE_NAMES}  # fmt: skip
 
 
 class CoreMetrics:
@@ -61,7 +70,7 @@ class CoreMetrics:
             model, name = label(state.model_name), label(state.name)
             yield "".join(
                 f'{STATE}{{model="{model}",state="{value}",tier="{name}"}} {flag}\n'
-                for value, flag in _STATE_VALUES[state.breaker.state]
+                for value, flag in _STATE_VALUES[state.state_name]
             )
 
         yield HEADERS[TRANSITIONS]
@@ -74,6 +83,18 @@ class CoreMetrics:
             yield (
                 f'{TRANSITIONS}{{from_state="{label(from_state)}",model="{label(model)}",tier="{label(name)}",'
                 f'to_state="{label(to_state)}"}} {number(count)}\n'
+            )
+
+        yield HEADERS[FORCED_CHANGES]
+        changes = sorted(
+            (state.model_name, state.name, to_state, count)
+            for state in states
+            for to_state, count in state.forced_changes.items()
+        )
+        for model, name, to_state, count in changes:
+            yield (
+                f'{FORCED_CHANGES}{{model="{label(model)}",state="{label(to_state)}",tier="{label(name)}"}} '
+                f"{number(count)}\n"
             )
 
         yield HEADERS[OUTCOMES]

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from ext_proc.core.breaker import Transition
+from ext_proc.core.forcing import ForceChange
 from ext_proc.core.registry import TierState
 
 transitions_log = logging.getLogger("modelguard.breaker")
@@ -61,5 +62,30 @@ def log_transition(tier: TierState, transition: Transition) -> None:
             "open_duration_s": round(transition.open_duration, 3),
             "inflight": tier.inflight,
             "probes_in_flight": transition.probes_in_flight,
+        },
+    )
+
+
+forced_log = logging.getLogger("modelguard.forced")
+
+
+def log_force_change(change: ForceChange) -> None:
+    """Every forced state given, replaced, handed back or expired, with who and why."""
+    order = change.order
+    forced_log.warning(
+        "forced state %s -> %s",
+        change.from_state,
+        change.to_state,
+        extra={
+            "event": "forced_state_changed",
+            "model": change.model,
+            "tier": change.tier,
+            "from_state": change.from_state,
+            "to_state": change.to_state,
+            "mode": order.mode.value,
+            "reason": order.reason,
+            "caller": order.caller,
+            "until": order.until,
+            "ended_by": change.ended_by or None,
         },
     )

@@ -61,8 +61,7 @@ def test_a_guard_settles_every_token_once() -> None:
     )
     log: list[str] = []
     tier = guard.models[0].tiers[0]
-    tier.admitters = (*tier.admitters, FakeAdmitter("limit", True, log))
-    tier.breaker_only = None  # the chain now has two admitters
+    tier.chain = (FakeAdmitter("limit", True, log),)  # the chain now has two admitters: the gate and this
     ticket = guard.decide({":path": "/m/x"})
     assert len(ticket.tokens) == 2
     assert guard.record(ticket, 500, None) == "failure"

@@ -33,12 +33,15 @@ class OracleCollector(Collector):
         yield requests
         states = [tier.state for tier in guard.tiers() if tier.state is not None]
         breaker_state = GaugeMetricFamily(
-            PREFIX + "breaker_state", "1 for the breaker's current state.", labels=["model", "tier", "state"]
+            PREFIX + "breaker_state",
+            "1 for the tier's current state: a breaker state, or forced_open / forced_closed.",
+            labels=["model", "tier", "state"],
         )
+        names = [*(value.value for value in BreakerState), "forced_open", "forced_closed"]
         for state in states:
-            current = state.breaker.state
-            for value in BreakerState:
-                breaker_state.add_metric([state.model_name, state.name, value.value], float(value is current))
+            current = state.state_name
+            for name in names:
+                breaker_state.add_metric([state.model_name, state.name, name], float(name == current))
         yield breaker_state
         transitions = CounterMetricFamily(
             PREFIX + "breaker_transitions",
@@ -50,6 +53,16 @@ class OracleCollector(Collector):
             count = guard.registry.get(model, tier).transitions[(from_state, to_state)]
             transitions.add_metric(list(key), count)
         yield transitions
+        forced = CounterMetricFamily(
+            PREFIX + "forced_state_changes",
+            "Forced-state changes by the state they moved to (forced_open, forced_closed, auto).",
+            labels=["model", "tier", "state"],
+        )
+        for model, tier, to_state, count in sorted(
+            (s.model_name, s.name, to_state, count) for s in states for to_state, count in s.forced_changes.items()
+        ):
+            forced.add_metric([model, tier, to_state], count)
+        yield forced
         outcomes = CounterMetricFamily(
             PREFIX + "outcomes",
             "Judged responses: success, failure, overload (429), dropped (stream ended first).",

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ext_proc.admin.state import render_state
 from ext_proc.core.clock import ManualClock
+from ext_proc.core.forcing import ForceMode, ForceOrder
 from ext_proc.core.guard import Guard
 from ext_proc.core.registry import StateRegistry
 from ext_proc.observe import exposition
@@ -56,6 +57,10 @@ def busy_guard() -> tuple[Guard, ServerStats, ManualClock]:
     guard.decide({":path": "/v2/models/model-4/infer"})  # left in flight
     guard.decide({":path": "/elsewhere"})
     guard.registry.get("model-1", "primary").outcomes["success"] += 1_234_567
+    guard.registry.force("model-2", "primary", ForceOrder(ForceMode.FORCED_OPEN, "drill", "sre", 0.0))
+    guard.registry.force("model-3", "primary", ForceOrder(ForceMode.FORCED_CLOSED, "drill", "sre", 0.0))
+    guard.registry.force("model-3", "primary", ForceOrder(ForceMode.AUTO, "", "sre", 0.0))
+    guard.registry.force("model-3", "primary", ForceOrder(ForceMode.FORCED_CLOSED, "drill", "sre", 0.0))
     stats = ServerStats()
     stats.decision_duration.observe(0.00003)
     for kind in ("unknown_message", 'quote"d', "back\\slash", "new\nline"):
