@@ -8,22 +8,32 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ext_proc import __version__
+from ext_proc.ctl.parser import add_ctl_parser
 from ext_proc.observe.logs import configure
 from ext_proc.policy import PolicyError, load_policy
 from ext_proc.policy.loading import load_policy_file
 from ext_proc.policy.report import error_lines
 from ext_proc.server.loops import AUTO, EVENT_LOOPS, EventLoopUnavailable, loop_factory, run
 from ext_proc.server.settings import (
+    ADMIN_GRPC_OFF,
     DEFAULT_ADMIN_ADDRESS,
+    DEFAULT_ADMIN_GRPC_ADDRESS,
     DEFAULT_GRACE,
     DEFAULT_GRPC_ADDRESS,
     MAX_GRACE,
     apply_grpc_defaults,
+    default_admin_grpc_address,
 )
 from ext_proc.server.signals import EarlySignals
 from ext_proc.server.workers import follow_supervisor
+
+if TYPE_CHECKING:
+    from ext_proc.server.admin_grpc import AdminGrpcSettings
+    from ext_proc.server.tls import TlsFiles
+    from ext_proc.store import StateStore
 
 # Nothing imported above imports grpc: gRPC's runtime flags are applied in main() first.
 
@@ -61,6 +71,23 @@ def _parser() -> argparse.ArgumentParser:
         help=f"admin HTTP address for /metrics, /healthz, /readyz, /v1/state ({DEFAULT_ADMIN_ADDRESS})",
     )
     serve_cmd.add_argument(
+        "--admin-grpc-address",
+        help=f"the operator API (gRPC; modelguard ctl's address): the admin address's host and the port after "
+        f"its block ({DEFAULT_ADMIN_GRPC_ADDRESS} by default; port 0 when --admin-address has port 0); 'off' for none",
+    )
+    serve_cmd.add_argument(
+        "--admin-token-file",
+        metavar="FILE",
+        help="the admin API's bearer token, read again when it changes (or set MODELGUARD_ADMIN_TOKEN); "
+        "without one, changes through the API are refused",
+    )
+    serve_cmd.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where forced states are kept across restarts ($MODELGUARD_STATE_DIR, else "
+        "$XDG_STATE_HOME/modelguard or ~/.local/state/modelguard; in a container, a mounted volume)",
+    )
+    serve_cmd.add_argument(
         "--grace",
         type=grace_seconds,
         default=DEFAULT_GRACE,
@@ -91,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="mutual TLS: require client certificates that chain to these PEM CA certificates",
     )
+    serve_cmd.add_argument("--admin-grpc-tls-cert", metavar="FILE", help="serve the admin gRPC API over TLS")
+    serve_cmd.add_argument("--admin-grpc-tls-key", metavar="FILE", help="the PEM private key of --admin-grpc-tls-cert")
+    serve_cmd.add_argument(
+        "--admin-grpc-tls-client-ca", metavar="FILE", help="admin API mutual TLS: the CA client certificates chain to"
+    )
+
+    add_ctl_parser(commands)
 
     check_cmd = commands.add_parser("check", help="validate a policy file: exit 0, or 1 naming every error")
     check_cmd.add_argument("file", metavar="FILE")
@@ -120,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args.file)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "ctl":
+        from ext_proc.ctl.commands import run_ctl
+
+        return run_ctl(args)
     early = EarlySignals()  # until serve() or supervise() takes over: loading a policy takes a while
     early.install()
     configure(args.log_level)
@@ -139,32 +177,89 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"modelguard serve: {exc}", file=sys.stderr)
         return 2
     apply_grpc_defaults(os.environ)  # before grpc is imported, here or in the workers
-    from ext_proc.server.tls import TlsError, load, tls_files
+    from ext_proc.server.tls import ADMIN_GRPC_TLS, TlsError, load, tls_files
 
     try:
         tls = tls_files(args.grpc_tls_cert, args.grpc_tls_key, args.grpc_tls_client_ca)
+        admin_tls = tls_files(
+            args.admin_grpc_tls_cert, args.admin_grpc_tls_key, args.admin_grpc_tls_client_ca, ADMIN_GRPC_TLS
+        )
     except ValueError as exc:
         print(f"modelguard serve: {exc}", file=sys.stderr)
         return 2
-    if tls is not None:
-        try:
-            load(tls)  # a bad file is an error now, not at the first handshake
-        except TlsError as exc:
-            print(f"modelguard serve: {exc}", file=sys.stderr)
-            return 1
+    for files in (tls, admin_tls):
+        if files is not None:
+            try:
+                load(files)  # a bad file is an error now, not at the first handshake
+            except TlsError as exc:
+                print(f"modelguard serve: {exc}", file=sys.stderr)
+                return 1
+    operator = _operator_settings(args, admin_tls)
+    if isinstance(operator, int):
+        return operator
+    admin_grpc, store = operator
     if args.workers != 1:
-        return _workers(args, [] if tls is None else tls.flags(), early.received)
+        extra = [*([] if tls is None else tls.flags()), *([] if admin_tls is None else admin_tls.flags())]
+        if args.admin_token_file is not None:
+            extra += ["--admin-token-file", str(Path(args.admin_token_file).resolve())]
+        extra += ["--state-dir", str(Path(store.where).resolve())] if args.state_dir is not None else []
+        return _workers(args, extra, early.received)
     from ext_proc.server.service import serve
 
     try:
         return run(
             serve(
-                loaded, args.policy, args.grpc_address, args.admin_address, args.grace, tls, early.received, detector
+                loaded,
+                args.policy,
+                args.grpc_address,
+                args.admin_address,
+                args.grace,
+                tls,
+                early.received,
+                detector,
+                admin_grpc,
+                store,
             ),
             args.event_loop,
         )
     except KeyboardInterrupt:
         return 130
+
+
+def _operator_settings(
+    args: argparse.Namespace, admin_tls: TlsFiles | None
+) -> tuple[AdminGrpcSettings | None, StateStore] | int:
+    """The admin gRPC port's settings and the state store, or an exit code after saying why not."""
+    from ext_proc.admin.auth import TokenError, TokenSource
+    from ext_proc.server.admin_grpc import AdminGrpcSettings
+    from ext_proc.server.forced import UnusableStore
+    from ext_proc.server.workers import worker_identity
+    from ext_proc.store import DirectoryStore, StoreError, default_state_dir
+
+    try:
+        tokens = TokenSource(os.environ, None if args.admin_token_file is None else Path(args.admin_token_file))
+    except TokenError as exc:
+        print(f"modelguard serve: {exc}", file=sys.stderr)
+        return 2
+    directory = DirectoryStore(args.state_dir or default_state_dir())
+    store: StateStore = directory
+    try:
+        directory.prepare()
+    except StoreError as exc:
+        if args.state_dir is not None:  # asked for by name: not having it is an error
+            print(f"modelguard serve: {exc}", file=sys.stderr)
+            return 1
+        print(f"modelguard serve: {exc}; forced states will not survive a restart (give --state-dir)", file=sys.stderr)
+        store = UnusableStore(directory.where, str(exc))
+    if args.admin_grpc_address == ADMIN_GRPC_OFF:
+        return None, store
+    worker, workers = worker_identity(os.environ)
+    try:
+        address = args.admin_grpc_address or default_admin_grpc_address(args.admin_address, args.workers)
+    except ValueError as exc:
+        print(f"modelguard serve: {exc}", file=sys.stderr)
+        return 2
+    return AdminGrpcSettings(address, tokens, admin_tls, worker, workers), store
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -191,17 +286,23 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _workers(args: argparse.Namespace, extra_args: Sequence[str] = (), early: Sequence[int] = ()) -> int:
-    from ext_proc.server.workers import supervise, worker_addresses
+    from ext_proc.server.workers import admin_grpc_addresses, supervise, worker_addresses
 
     if not 1 <= args.workers <= 64:
         print("modelguard serve: --workers must be from 1 to 64", file=sys.stderr)
         return 2
     try:
         addresses = worker_addresses(args.grpc_address, args.admin_address, args.workers)
+        admin_grpc: list[str] = []
+        if args.admin_grpc_address != ADMIN_GRPC_OFF:
+            base = args.admin_grpc_address or default_admin_grpc_address(args.admin_address, args.workers)
+            admin_grpc = admin_grpc_addresses(base, [a for pair in addresses for a in pair], args.workers)
     except ValueError as exc:
         print(f"modelguard serve: {exc}", file=sys.stderr)
         return 2
-    return supervise(args.policy, addresses, args.grace, args.log_level, args.event_loop, extra_args, early)
+    return supervise(
+        args.policy, addresses, args.grace, args.log_level, args.event_loop, extra_args, early, admin_grpc
+    )
 
 
 def _check(path: str) -> int:

@@ -168,6 +168,10 @@ class CircuitBreaker:
                 self._reopen_if_probe_overdue(now)
         return self._state
 
+    def figures(self) -> WindowFigures:
+        """What its window holds now."""
+        return self._window.figures(self.clock())
+
     def snapshot(self) -> dict[str, object]:
         """The breaker's figures for the state endpoint (JSON-ready)."""
         state = self.state

@@ -246,6 +246,8 @@ class StateRegistry:
         state = self.find(model, tier)
         before = state.state_name
         ended = state.order
+        if order.mode is ForceMode.AUTO and ended is None:
+            return ForceChange(model, tier, before, before, order)  # automatic already: nothing to hand back
         if order.mode is ForceMode.AUTO:
             self._orders.pop((model, tier), None)
             self._apply(state, None)

@@ -18,7 +18,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ext_proc.core.guard import Guard, model_guards
 from ext_proc.core.registry import StateRegistry
@@ -33,6 +33,13 @@ from ext_proc.server.servicer import ExtProcServicer
 log = logging.getLogger("modelguard.reload")
 
 FOLDED = "folded"
+
+ReloadListener = Callable[[str, str, str, list[str]], None]
+"""Told of each reload's end: (result, trigger, live sha256, error lines)."""
+
+
+def _nobody(_result: str, _trigger: str, _sha256: str, _errors: list[str]) -> None:
+    return None
 
 
 async def build_guard(policy: Policy, registry: StateRegistry) -> Guard:
@@ -86,8 +93,12 @@ class Reloader:
         registry: StateRegistry,
         stats: ServerStats,
         live: PolicyFile,
+        on_reload: ReloadListener = _nobody,
     ) -> None:
         self.path = path
+        self._on_reload = on_reload
+        self.last_errors: list[str] = []
+        """The error lines of the last refused file (for the admin API's answer)."""
         self._servicer = servicer
         self._registry = registry
         self._stats = stats
@@ -106,7 +117,9 @@ class Reloader:
         async with self._one_at_a_time:
             self._queued = False
             with _collector_paused():
-                return await self._reload(trigger)
+                result = await self._reload(trigger)
+            self._on_reload(result, trigger, self.live.sha256, self.last_errors if result == ERROR else [])
+            return result
 
     async def _reload(self, trigger: str) -> str:
         started = time.monotonic()
@@ -149,7 +162,7 @@ class Reloader:
 
     def _refused(self, exc: PolicyError, trigger: str) -> str:
         self._stats.reloads[ERROR] += 1
-        lines = error_lines(exc)
+        lines = self.last_errors = error_lines(exc)
         log.error(
             "policy reload refused; the current policy keeps serving:\n%s",
             "\n".join(lines),

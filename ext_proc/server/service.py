@@ -15,17 +15,24 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from ext_proc.admin import messages
+from ext_proc.admin.api import AdminApi, Reload, ReloadReport
+from ext_proc.admin.events import EventHub
 from ext_proc.admin.site import Readiness, build_app, start_admin
-from ext_proc.core.clock import Clock, monotonic
+from ext_proc.core.breaker import Transition
+from ext_proc.core.clock import Clock, monotonic, wall_clock
+from ext_proc.core.forcing import ForceChange
 from ext_proc.core.guard import Guard
-from ext_proc.core.registry import StateRegistry
+from ext_proc.core.registry import StateRegistry, TierState
 from ext_proc.observe.core_metrics import CoreMetrics
 from ext_proc.observe.exposition import Metrics
-from ext_proc.observe.logs import log_transition
+from ext_proc.observe.logs import log_force_change, log_transition
 from ext_proc.policy import Policy
 from ext_proc.policy.loading import PolicyFile
+from ext_proc.server.admin_grpc import AdminGrpcServer, AdminGrpcSettings
+from ext_proc.server.forced import DurableOrders, UnusableStore
 from ext_proc.server.loops import running_loop_name
-from ext_proc.server.metrics import ServerStats
+from ext_proc.server.metrics import ERROR, ServerStats
 from ext_proc.server.reload import Reloader, go_live
 from ext_proc.server.servicer import SERVICE_NAME, ExtProcServicer
 from ext_proc.server.settings import DEFAULT_GRACE, GRPC_EXPERIMENTS, MAX_STREAMS_PER_PROCESS, split_address
@@ -39,6 +46,7 @@ from ext_proc.server.signals import (
 )
 from ext_proc.server.tls import TlsFiles, server_credentials
 from ext_proc.server.watch import ChangeDetector, watch
+from ext_proc.store import StateStore
 
 log = logging.getLogger("modelguard")
 
@@ -51,17 +59,37 @@ _GRPC_OPTIONS = [
 ]
 
 
+NO_STORE = UnusableStore("(none)", "no state directory is configured")
+
+
 @dataclass
 class Ports:
     grpc: int
     admin: int
+    admin_grpc: int | None = None
+
+
+async def _no_reload(trigger: str) -> ReloadReport:
+    return ReloadReport(ERROR, "", ["this server has no policy file to reload"])
 
 
 class Service:
-    """One running modelguard: start() binds both ports, stop() drains within a grace period."""
+    """One running modelguard: start() binds its ports, stop() drains within a grace period."""
 
-    def __init__(self, policy: Policy, clock: Clock = monotonic, rng: random.Random | None = None) -> None:
-        self.registry = StateRegistry(clock, rng, on_transition=log_transition)
+    def __init__(
+        self,
+        policy: Policy,
+        clock: Clock = monotonic,
+        rng: random.Random | None = None,
+        store: StateStore = NO_STORE,
+        wall: Clock = wall_clock,
+        worker: int = 0,
+    ) -> None:
+        self.wall = wall
+        self.worker = worker
+        self.hub = EventHub()
+        self.registry = StateRegistry(clock, rng, self._on_transition, self._on_force, wall)
+        self.orders = DurableOrders(self.registry, store)
         self.stats = ServerStats()
         self.servicer = ExtProcServicer(Guard(policy, self.registry), self.stats)
         self.readiness = Readiness()
@@ -71,6 +99,22 @@ class Service:
         self.metrics.register(self.stats)
         self._server: grpc.aio.Server | None = None
         self._admin: web.AppRunner | None = None
+        self._admin_grpc: AdminGrpcServer | None = None
+        self._follower: asyncio.Task[None] | None = None
+
+    # -- what the core and the reloader report: logs, watchers, the store -------------------
+
+    def _on_transition(self, tier: TierState, transition: Transition) -> None:
+        log_transition(tier, transition)
+        self.hub.publish(lambda: messages.transition_event(tier, transition, self.wall(), self.worker))
+
+    def _on_force(self, change: ForceChange) -> None:
+        log_force_change(change)
+        self.orders.note(change)
+        self.hub.publish(lambda: messages.force_event(change, self.wall(), self.worker))
+
+    def on_reload(self, result: str, trigger: str, sha256: str, errors: list[str]) -> None:
+        self.hub.publish(lambda: messages.reload_event(result, trigger, sha256, errors, self.wall(), self.worker))
 
     @property
     def guard(self) -> Guard:
@@ -84,10 +128,21 @@ class Service:
         go_live(self.servicer, guard)
         return guard
 
-    async def start(self, grpc_address: str, admin_address: str, tls: TlsFiles | None = None) -> Ports:
-        """Plaintext gRPC unless ``tls`` names certificate files (TlsError, a ValueError, if they do not load)."""
+    async def start(
+        self,
+        grpc_address: str,
+        admin_address: str,
+        tls: TlsFiles | None = None,
+        admin_grpc: AdminGrpcSettings | None = None,
+        reload: Reload = _no_reload,
+    ) -> Ports:
+        """Plaintext gRPC unless ``tls`` names certificate files (TlsError, a ValueError, if they
+        do not load); the admin gRPC API when ``admin_grpc`` says where. Forced states are read
+        back from the store first, so that the first request already meets them."""
         admin_host, admin_port = split_address(admin_address)
         split_address(grpc_address)
+        await self.orders.restore()
+        self._follower = asyncio.create_task(self.orders.follow())
         credentials = None if tls is None else server_credentials(tls)
         server = grpc.aio.server(options=_GRPC_OPTIONS)
         server.add_generic_rpc_handlers((self.servicer.handler(),))
@@ -110,6 +165,22 @@ class Service:
         except OSError:
             await server.stop(None)
             raise
+        admin_grpc_port = None
+        if admin_grpc is not None:
+            api = AdminApi(
+                lambda: self.servicer.guard,
+                self.registry,
+                self.orders,
+                reload,
+                lambda: self.stats.policy_sha256,
+                admin_grpc.tokens,
+                self.hub,
+                self.wall,
+                admin_grpc.worker,
+                admin_grpc.workers,
+            )
+            self._admin_grpc = AdminGrpcServer(api, admin_grpc)
+            admin_grpc_port = await self._admin_grpc.start()  # on OSError, serve() stops what started
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         # Everything built so far (modules, policy, guard, its state: ~50k objects) lives as
@@ -119,7 +190,7 @@ class Service:
         gc.collect()
         gc.freeze()
         self.readiness.set(True, "serving")
-        return Ports(grpc=grpc_port, admin=bound_admin)
+        return Ports(grpc=grpc_port, admin=bound_admin, admin_grpc=admin_grpc_port)
 
     async def stop(self, grace: float = DEFAULT_GRACE) -> None:
         """Refuse new streams, give in-flight ones ``grace`` seconds, then close everything."""
@@ -131,6 +202,12 @@ class Service:
         if self._admin is not None:
             await self._admin.cleanup()
             self._admin = None
+        if self._admin_grpc is not None:
+            await self._admin_grpc.stop(min(grace, 1.0))
+            self._admin_grpc = None
+        if self._follower is not None:
+            self._follower.cancel()
+            self._follower = None
 
 
 async def serve(
@@ -142,17 +219,24 @@ async def serve(
     tls: TlsFiles | None = None,
     early: Sequence[int] = (),
     detector: ChangeDetector | None = None,
+    admin_grpc: AdminGrpcSettings | None = None,
+    store: StateStore = NO_STORE,
 ) -> int:
     """Serve ``loaded`` (read from ``path``) until TERM or INT, reloading ``path`` when it changes
     and on HUP; ``early`` are the signals received before this was called (EarlySignals), acted
     on as if they came now; ``detector`` watches ``path`` from before it was read."""
-    service = Service(loaded.policy)
-    reloader = Reloader(path, service.servicer, service.registry, service.stats, loaded)
+    service = Service(loaded.policy, store=store, worker=0 if admin_grpc is None else admin_grpc.worker)
+    reloader = Reloader(path, service.servicer, service.registry, service.stats, loaded, service.on_reload)
+
+    async def reload(trigger: str) -> ReloadReport:
+        result = await reloader.reload(trigger)
+        return ReloadReport(result, reloader.live.sha256, reloader.last_errors if result == ERROR else [])
+
     # Before binding, so that no signal finds the process between binding and its handlers: a
     # TERM or INT that early still gets a clean start and an immediate drain, not a sudden death.
     stop = _handle_signals(asyncio.get_running_loop(), reloader, early)
     try:
-        ports = await service.start(grpc_address, admin_address, tls)
+        ports = await service.start(grpc_address, admin_address, tls, admin_grpc, reload)
     except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc, extra={"event": "start_failed"})
         await service.stop(0)
@@ -166,6 +250,12 @@ async def serve(
             "grpc_tls": "off" if tls is None else "mutual" if tls.mutual else "on",
             "admin_address": admin_address,
             "admin_port": ports.admin,
+            "admin_grpc_address": None if admin_grpc is None else admin_grpc.address,
+            "admin_grpc_port": ports.admin_grpc,
+            "admin_grpc_tls": "off" if admin_grpc is None or admin_grpc.tls is None else "on",
+            "admin_token": "none" if admin_grpc is None else admin_grpc.tokens.source,
+            "state_dir": store.where,
+            "forced_states": len(service.registry.orders()),
             "policy": path,
             "policy_sha256": loaded.sha256,
             "models": [m.name for m in loaded.policy.models],

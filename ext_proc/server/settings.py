@@ -15,6 +15,11 @@ from collections.abc import MutableMapping
 
 DEFAULT_GRPC_ADDRESS = "0.0.0.0:50051"
 DEFAULT_ADMIN_ADDRESS = "127.0.0.1:9464"
+DEFAULT_ADMIN_GRPC_ADDRESS = "127.0.0.1:9465"
+"""The operator API: loopback unless told otherwise, since it changes what modelguard does. When
+not given, it is the admin address's host with the port after the admin ports' block
+(``default_admin_grpc_address``): 9465 for one process, and ephemeral when the admin port is."""
+ADMIN_GRPC_OFF = "off"
 DEFAULT_GRACE = 5.0
 MAX_GRACE = 3600.0
 """The longest ``--grace`` accepted: past an hour a drain is a hang, longer than any orchestrator
@@ -35,6 +40,16 @@ DEFAULT_GRPC_EXPERIMENTS = "-event_engine_listener,-event_engine_for_all_other_e
 def apply_grpc_defaults(environ: MutableMapping[str, str]) -> str:
     """Set modelguard's ``GRPC_EXPERIMENTS`` unless one is set already; the value in force."""
     return environ.setdefault(GRPC_EXPERIMENTS, DEFAULT_GRPC_EXPERIMENTS)
+
+
+def default_admin_grpc_address(admin_address: str, workers: int = 1) -> str:
+    """The admin gRPC address when none is given: beside the admin HTTP ports (one per worker)."""
+    host, port = split_address(admin_address)
+    return join_address(host, 0 if port == 0 else port + workers)
+
+
+def join_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def split_address(address: str) -> tuple[str, int]:

@@ -28,9 +28,10 @@ import grpc
 
 log = logging.getLogger("modelguard.tls")
 
-_CERT_FLAG = "--grpc-tls-cert"
-_KEY_FLAG = "--grpc-tls-key"
-_CA_FLAG = "--grpc-tls-client-ca"
+GRPC_TLS = "--grpc-tls"
+"""The flags of the ext_proc port's files: ``--grpc-tls-cert``, ``-key``, ``-client-ca``."""
+ADMIN_GRPC_TLS = "--admin-grpc-tls"
+"""The same for the admin gRPC port."""
 
 # A file's identity and version: a rewrite changes size or mtime, a rename or a symlink swap the inode.
 _Stat = tuple[int, int, int, int] | None
@@ -48,6 +49,8 @@ class TlsFiles:
     cert: Path
     key: Path
     client_ca: Path | None = None
+    prefix: str = GRPC_TLS
+    """Which port's flags name them (GRPC_TLS or ADMIN_GRPC_TLS)."""
 
     @property
     def mutual(self) -> bool:
@@ -55,22 +58,23 @@ class TlsFiles:
 
     def flags(self) -> list[str]:
         """The `modelguard serve` flags that name these files (for the workers)."""
-        args = [_CERT_FLAG, str(self.cert), _KEY_FLAG, str(self.key)]
+        args = [f"{self.prefix}-cert", str(self.cert), f"{self.prefix}-key", str(self.key)]
         if self.client_ca is not None:
-            args += [_CA_FLAG, str(self.client_ca)]
+            args += [f"{self.prefix}-client-ca", str(self.client_ca)]
         return args
 
 
-def tls_files(cert: str | None, key: str | None, client_ca: str | None) -> TlsFiles | None:
+def tls_files(cert: str | None, key: str | None, client_ca: str | None, prefix: str = GRPC_TLS) -> TlsFiles | None:
     """The files named by the three flags; None for plaintext. ValueError for a combination
     that cannot mean anything (a certificate without its key, a client CA without TLS)."""
+    cert_flag, key_flag, ca_flag = f"{prefix}-cert", f"{prefix}-key", f"{prefix}-client-ca"
     if cert is None and key is None:
         if client_ca is not None:
-            raise ValueError(f"{_CA_FLAG} needs {_CERT_FLAG} and {_KEY_FLAG} (mutual TLS is TLS plus client certs)")
+            raise ValueError(f"{ca_flag} needs {cert_flag} and {key_flag} (mutual TLS is TLS plus client certs)")
         return None
     if cert is None or key is None:
-        raise ValueError(f"{_CERT_FLAG} and {_KEY_FLAG} go together: give both or neither")
-    return TlsFiles(Path(cert), Path(key), None if client_ca is None else Path(client_ca))
+        raise ValueError(f"{cert_flag} and {key_flag} go together: give both or neither")
+    return TlsFiles(Path(cert), Path(key), None if client_ca is None else Path(client_ca), prefix)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import time
 from collections.abc import MutableMapping, Sequence
 from types import FrameType
 
-from ext_proc.server.settings import split_address
+from ext_proc.server.settings import join_address, split_address
 from ext_proc.server.signals import (
     ALREADY_DRAINING,
     DRAIN_SIGNALS,
@@ -69,11 +69,37 @@ def worker_addresses(grpc_address: str, admin_address: str, workers: int) -> lis
         raise ValueError("--workers needs fixed ports (not 0): worker i listens on port + i")
     if max(grpc_port, admin_port) + workers - 1 > 65535:
         raise ValueError(f"{workers} workers need ports up to {max(grpc_port, admin_port) + workers - 1}")
-    return [(_join(grpc_host, grpc_port + i), _join(admin_host, admin_port + i)) for i in range(workers)]
+    return [(join_address(grpc_host, grpc_port + i), join_address(admin_host, admin_port + i)) for i in range(workers)]
 
 
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def admin_grpc_addresses(admin_grpc_address: str, taken: Sequence[str], workers: int) -> list[str]:
+    """Each worker's admin gRPC address, counting up like the others; ValueError if they would
+    take a port of ``taken`` (the other addresses of the workers) or run past 65535."""
+    host, port = split_address(admin_grpc_address)
+    if port == 0:
+        raise ValueError("--workers needs a fixed --admin-grpc-address port (not 0): worker i listens on port + i")
+    if port + workers - 1 > 65535:
+        raise ValueError(f"{workers} workers need admin gRPC ports up to {port + workers - 1}")
+    ports = {split_address(address)[1] for address in taken}
+    clash = sorted(ports & set(range(port, port + workers)))
+    if clash:
+        raise ValueError(
+            f"the admin gRPC ports {port}-{port + workers - 1} would take port {clash[0]}, which another "
+            f"port of the workers has: give --admin-grpc-address a port outside every --workers range"
+        )
+    return [join_address(host, port + i) for i in range(workers)]
+
+
+WORKER_INDEX = "MODELGUARD_WORKER_INDEX"
+WORKER_ADMIN_GRPC = "MODELGUARD_WORKER_ADMIN_GRPC"
+"""How a worker learns its index and every worker's admin gRPC address (for ``ctl``'s fan-out)."""
+
+
+def worker_identity(environ: MutableMapping[str, str]) -> tuple[int, tuple[str, ...]]:
+    """(index, every worker's admin gRPC address) in a worker; (0, ()) in a lone server."""
+    index = environ.pop(WORKER_INDEX, "0")
+    peers = environ.pop(WORKER_ADMIN_GRPC, "")
+    return (int(index) if index.isdigit() else 0), tuple(peer for peer in peers.split(",") if peer)
 
 
 def supervise(
@@ -84,14 +110,18 @@ def supervise(
     event_loop: str = "auto",
     extra_args: Sequence[str] = (),
     early: Sequence[int] = (),
+    admin_grpc: Sequence[str] = (),
 ) -> int:
-    """``extra_args`` go to every worker's command line as they are (the TLS flags); ``early`` are
-    the signals received before this was called (EarlySignals), acted on as if they came now."""
+    """``extra_args`` go to every worker's command line as they are (the TLS flags, the state
+    directory); ``early`` are the signals received before this was called (EarlySignals), acted
+    on as if they came now; ``admin_grpc`` is each worker's admin gRPC address (none: off)."""
 
-    def command(grpc_address: str, admin_address: str) -> list[str]:
+    def command(index: int) -> list[str]:
+        grpc_address, admin_address = addresses[index]
         return [
             sys.executable, "-m", "ext_proc.cli", "serve", "--policy", policy,
             "--grpc-address", grpc_address, "--admin-address", admin_address,
+            "--admin-grpc-address", admin_grpc[index] if admin_grpc else "off",
             "--grace", str(grace), "--log-level", log_level, "--event-loop", event_loop,
             *extra_args,
         ]  # fmt: skip
@@ -138,7 +168,7 @@ def supervise(
             log_ignored(log, signum, IGNORED_SIGNALS.get(signal.Signals(signum), ALREADY_DRAINING))
 
     # The environment names this process so that each worker can ask to die with it (follow_supervisor).
-    environment = {**os.environ, SUPERVISOR_PID: str(os.getpid())}
+    environment = {**os.environ, SUPERVISOR_PID: str(os.getpid()), WORKER_ADMIN_GRPC: ",".join(admin_grpc)}
 
     def start(index: int) -> subprocess.Popen[bytes]:
         # HUP blocked across the spawn: the worker inherits the mask and so cannot die of a HUP
@@ -146,7 +176,7 @@ def supervise(
         # came meanwhile is then taken as a reload.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {RELOAD_SIGNAL})
         try:
-            return subprocess.Popen(command(*addresses[index]), env=environment)
+            return subprocess.Popen(command(index), env={**environment, WORKER_INDEX: str(index)})
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 

@@ -28,9 +28,10 @@ class StateStore(Protocol):
         """For logs and errors: the directory, or the backend's address."""
         ...
 
-    def load(self) -> dict[TierKey, ForceOrder]:
-        """Every order stored. What cannot be read is logged and skipped, never raised: a corrupt
-        store must not keep modelguard from serving."""
+    def load(self) -> dict[TierKey, ForceOrder] | None:
+        """Every order stored, or None when the store cannot be read at all. Nothing is raised:
+        what cannot be read is logged and skipped, since a corrupt store must not keep
+        modelguard from serving."""
         ...
 
     def save(self, key: TierKey, order: ForceOrder | None, replacing: ForceOrder | None = None) -> None:

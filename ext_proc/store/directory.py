@@ -7,7 +7,7 @@ one ``--workers`` supervisor share the directory: a write takes an exclusive loc
 lock file beside it), reads what is there, changes one tier's record and writes, so two workers
 writing at once keep both changes.
 
-A file that cannot be parsed is logged and ignored (as if empty), and moved aside
+A file that cannot be parsed is logged and ignored (no orders read from it), and moved aside
 (``forced-states.json.corrupt-<time>``) by the next write rather than overwritten, so nobody's
 evidence is destroyed; a record that cannot be read is logged and skipped, and the others kept.
 """
@@ -81,7 +81,7 @@ class DirectoryStore:
             return None
         return (found.st_ino, found.st_size, found.st_mtime_ns)
 
-    def load(self) -> dict[TierKey, ForceOrder]:
+    def load(self) -> dict[TierKey, ForceOrder] | None:
         if not self.directory.is_dir():
             return {}  # nothing stored yet
         try:
@@ -91,14 +91,14 @@ class DirectoryStore:
             log.error(
                 "state file ignored: %s", exc, extra={"event": "state_file_ignored", "path": str(self.path)}
             )
-            return {}
+            return None
         except OSError as exc:
             log.error(
                 "state file unreadable, ignored: %s",
                 exc.strerror or exc,
                 extra={"event": "state_file_ignored", "path": str(self.path)},
             )
-            return {}
+            return None
 
     def save(self, key: TierKey, order: ForceOrder | None, replacing: ForceOrder | None = None) -> None:
         try:

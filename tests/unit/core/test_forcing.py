@@ -243,3 +243,12 @@ def test_every_change_is_counted_by_the_state_it_moved_to() -> None:
         "auto": 1,
     }
     assert [c.to_state for c in world.changes] == ["forced_open", "forced_closed", "closed"]
+
+
+def test_auto_on_a_tier_that_is_not_forced_changes_nothing() -> None:
+    world = World()
+    for _ in range(4):
+        world.serve(503)
+    change = world.force("primary", ForceMode.AUTO)
+    assert (change.from_state, change.to_state) == ("open", "open")
+    assert world.changes == [] and world.registry.get("recommender", "primary").forced_changes == {}

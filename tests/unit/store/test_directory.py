@@ -90,7 +90,7 @@ def test_kill_9_in_the_middle_of_writes_leaves_a_whole_file(tmp_path: Path) -> N
         writer.send_signal(signal.SIGKILL)
         writer.wait(10)
         orders = DirectoryStore(directory).load()
-        assert list(orders) == [("m", "t")]  # never empty, never half a file
+        assert orders is not None and list(orders) == [("m", "t")]  # never empty, never half a file
         assert json.loads((directory / FILE_NAME).read_text())["version"] == 1
 
 
@@ -98,7 +98,7 @@ def test_a_corrupt_file_is_logged_ignored_then_moved_aside(tmp_path: Path, caplo
     (tmp_path / FILE_NAME).write_text('{"orders": [{"model": "m", "tier"')
     store = DirectoryStore(tmp_path)
     with caplog.at_level(logging.ERROR, "modelguard.store"):
-        assert store.load() == {}
+        assert store.load() is None
     assert any(getattr(r, "event", "") == "state_file_ignored" for r in caplog.records)
     store.save(KEY, OPEN)
     assert store.load() == {KEY: OPEN}
@@ -108,11 +108,11 @@ def test_a_corrupt_file_is_logged_ignored_then_moved_aside(tmp_path: Path, caplo
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"\xff\xfe", b"[]", b'{"orders": 3}', b"null", b'{"orders": [1, "x"]}' + b" " * 10],
+    [b"", b"\xff\xfe", b"[]", b'{"orders": 3}', b"null", b"{" * 100_000],
 )
 def test_files_of_any_shape_never_raise(tmp_path: Path, content: bytes) -> None:
     (tmp_path / FILE_NAME).write_bytes(content)
-    assert DirectoryStore(tmp_path).load() == {}
+    assert DirectoryStore(tmp_path).load() is None
 
 
 def test_a_bad_record_is_skipped_and_the_others_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -128,16 +128,16 @@ def test_a_bad_record_is_skipped_and_the_others_kept(tmp_path: Path, caplog: pyt
         {**good, "tier": 7},
         "a string",
     ]
-    (tmp_path / FILE_NAME).write_text(json.dumps({"version": 1, "orders": [*bad, good]}))
+    (tmp_path / FILE_NAME).write_text(json.dumps({"version": 1, "orders": [*bad, good, 1]}))
     with caplog.at_level(logging.ERROR, "modelguard.store"):
         orders = DirectoryStore(tmp_path).load()
-    assert list(orders) == [("m", "t")]
-    assert sum(getattr(r, "event", "") == "state_record_skipped" for r in caplog.records) == len(bad)
+    assert orders is not None and list(orders) == [("m", "t")]
+    assert sum(getattr(r, "event", "") == "state_record_skipped" for r in caplog.records) == len(bad) + 1
 
 
 def test_a_directory_in_place_of_the_file_is_ignored(tmp_path: Path) -> None:
     (tmp_path / FILE_NAME).mkdir()
-    assert DirectoryStore(tmp_path).load() == {}
+    assert DirectoryStore(tmp_path).load() is None
     with pytest.raises(StoreError):
         DirectoryStore(tmp_path).save(KEY, OPEN)
 
@@ -172,7 +172,7 @@ def test_writers_in_several_processes_keep_each_others_changes(tmp_path: Path) -
     for writer in writers:
         writer.join(60)
         assert writer.exitcode == 0
-    assert len(DirectoryStore(tmp_path).load()) == 120
+    assert len(DirectoryStore(tmp_path).load() or {}) == 120
 
 
 def test_the_default_directory_is_per_user_unless_set() -> None:

@@ -146,12 +146,14 @@ class ForceStateRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., tier: _Optional[str] = ..., mode: _Optional[_Union[Force, str]] = ..., reason: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., caller: _Optional[str] = ...) -> None: ...
 
 class ForceStateResponse(_message.Message):
-    __slots__ = ("tier", "previous_state")
+    __slots__ = ("tier", "previous_state", "warning")
     TIER_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_STATE_FIELD_NUMBER: _ClassVar[int]
+    WARNING_FIELD_NUMBER: _ClassVar[int]
     tier: TierState
     previous_state: str
-    def __init__(self, tier: _Optional[_Union[TierState, _Mapping]] = ..., previous_state: _Optional[str] = ...) -> None: ...
+    warning: str
+    def __init__(self, tier: _Optional[_Union[TierState, _Mapping]] = ..., previous_state: _Optional[str] = ..., warning: _Optional[str] = ...) -> None: ...
 
 class ResetBreakerRequest(_message.Message):
     __slots__ = ("model", "tier", "caller")
