@@ -133,7 +133,7 @@ class UnknownTier(KeyError):
 
     def __str__(self) -> str:
         if self.model not in self.known:
-            return f"no model {self.model!r}; models: {', '.join(sorted(self.known)) or '(none)'}"
+            return f"no model {self.model!r}; models: {', '.join(self.known) or '(none)'}"
         tiers = ", ".join(self.known[self.model]) or "(none)"
         return f"model {self.model!r} has no routed tier {self.tier!r}; its routed tiers: {tiers}"
 

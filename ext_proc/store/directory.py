@@ -102,6 +102,7 @@ class DirectoryStore:
 
     def save(self, key: TierKey, order: ForceOrder | None, replacing: ForceOrder | None = None) -> None:
         try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # made at start, unless since removed
             with self._locked(exclusive=True):
                 try:
                     orders = self._read()
