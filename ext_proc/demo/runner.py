@@ -130,7 +130,11 @@ class Demo:
                 await wait_http(session, host.url + "/v2/health/ready", 30.0, f"model server {host.host_id}")
         if self.options.with_modelguard:
             self.modelguard = ModelguardProcess(
-                self.options.policy, grpc_port=grpc_port, admin_port=mg_admin, log_path=log / "modelguard.log"
+                self.options.policy,
+                grpc_port=grpc_port,
+                admin_port=mg_admin,
+                log_path=log / "modelguard.log",
+                extra_args=["--state-dir", str(log / "state")],  # the demo's own: nobody's forced states
             )
             self.processes.append(self.modelguard)
             self.modelguard.wait_ready(30.0)

@@ -241,6 +241,10 @@ class ModelguardProcess(ManagedProcess):
             f"{LOCALHOST}:{grpc_port}",
             "--admin-address",
             f"{LOCALHOST}:{admin_port}",
+            # No operator API unless asked for in extra_args (the last flag wins): the port beside
+            # the admin port is not known to be free.
+            "--admin-grpc-address",
+            "off",
             *extra_args,
         ]
         super().__init__(argv, log_path, env=env)
