@@ -33,6 +33,7 @@ from ext_proc.core.outcomes import OUTCOMES
 from ext_proc.core.reasons import UNMATCHED
 from ext_proc.core.stats import LATENCY_BUCKETS, Counter, Histogram
 from ext_proc.policy import BreakerSettings
+from ext_proc.policy.durations import shown
 
 TierKey = tuple[str, str]
 """(model, tier)."""
@@ -133,9 +134,9 @@ class UnknownTier(KeyError):
 
     def __str__(self) -> str:
         if self.model not in self.known:
-            return f"no model {self.model!r}; models: {', '.join(self.known) or '(none)'}"
+            return f"no model {shown(self.model)}; models: {', '.join(self.known) or '(none)'}"
         tiers = ", ".join(self.known[self.model]) or "(none)"
-        return f"model {self.model!r} has no routed tier {self.tier!r}; its routed tiers: {tiers}"
+        return f"model {shown(self.model)} has no routed tier {shown(self.tier)}; its routed tiers: {tiers}"
 
 
 class StateRegistry:
@@ -257,6 +258,17 @@ class StateRegistry:
             self._apply(state, order)
             change = ForceChange(model, tier, before, state.state_name, order)
         self._count(state, change)
+        return change
+
+    def forget(self, model: str, tier: str, caller: str) -> ForceChange:
+        """Drop the order kept for a tier the live policy lacks (``UnknownTier`` if there is none)."""
+        order = self._orders.pop((model, tier), None)
+        if order is None or (model, tier) in self._tiers:
+            if order is not None:
+                self._orders[(model, tier)] = order
+            raise UnknownTier(model, tier, self.known())
+        change = ForceChange(model, tier, order.mode.value, ForceMode.AUTO.value, order, caller)
+        self.on_force(change)
         return change
 
     def restore(self, orders: dict[TierKey, ForceOrder]) -> list[ForceChange]:

@@ -70,20 +70,23 @@ class DurableOrders:
 
     async def force(self, model: str, tier: str, order: ForceOrder) -> tuple[ForceChange, str]:
         async with self._lock:
-            state = self._registry.find(model, tier)
+            dormant = order.mode is ForceMode.AUTO and (model, tier) in self.dormant()
+            if not dormant:
+                self._registry.find(model, tier)  # UnknownTier before anything is written
             warning = ""
-            if not (order.mode is ForceMode.AUTO and state.order is None):
-                try:
-                    await asyncio.to_thread(
-                        self.store.save, (model, tier), None if order.mode is ForceMode.AUTO else order
-                    )
-                except StoreError as exc:
-                    warning = f"in force, but not saved ({exc}): it will not survive a restart"
-                    log.error(
-                        "forced state not saved: %s",
-                        exc,
-                        extra={"event": "forced_state_not_saved", "model": model, "tier": tier},
-                    )
+            # Written even for ``auto`` on a tier this process does not see forced: another worker
+            # may have forced it a moment ago, before this one followed the store.
+            try:
+                await asyncio.to_thread(self.store.save, (model, tier), None if order.mode is ForceMode.AUTO else order)
+            except StoreError as exc:
+                warning = f"in force, but not saved ({exc}): it will not survive a restart"
+                log.error(
+                    "forced state not saved: %s",
+                    exc,
+                    extra={"event": "forced_state_not_saved", "model": model, "tier": tier},
+                )
+            if dormant:
+                return self._registry.forget(model, tier, order.caller), warning
             return self._registry.force(model, tier, order), warning
 
     def dormant(self) -> dict[TierKey, ForceOrder]:

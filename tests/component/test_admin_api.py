@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ext_proc.admin.auth import TokenSource
 from ext_proc.api import CALLS, admin_pb2
 from ext_proc.core.clock import ManualClock
+from ext_proc.core.forcing import ForceMode, ForceOrder
 from ext_proc.policy import parse_policy
 from ext_proc.server.admin_grpc import AdminGrpcSettings
 from ext_proc.server.forced import UnusableStore
@@ -321,3 +322,25 @@ async def test_a_restart_on_the_same_state_directory_meets_the_first_request_for
         assert (ticket.decision.tier_name, ticket.decision.reason) == ("light", "forced")
     finally:
         await second.stop(0)
+
+
+async def test_auto_forgets_an_order_kept_for_a_tier_the_policy_lacks(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path)
+    store.save(("retired-model", "primary"), ForceOrder(ForceMode.FORCED_OPEN, "old", "sre", 1.0))
+    service, _, port = await start_admin(store)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            get = CALLS["GetState"]
+            state = await channel.unary_unary(get.path, get.request.SerializeToString, get.response.FromString)(
+                admin_pb2.GetStateRequest()
+            )
+            assert [(o.model, o.tier) for o in state.dormant] == [("retired-model", "primary")]
+            call = CALLS["ForceState"]
+            stub = channel.unary_unary(call.path, call.request.SerializeToString, call.response.FromString)
+            answer = await stub(
+                admin_pb2.ForceStateRequest(model="retired-model", tier="primary", mode=admin_pb2.AUTO), metadata=AUTH
+            )
+            assert answer.previous_state == "forced_open"
+        assert store.load() == {}
+    finally:
+        await service.stop(0)

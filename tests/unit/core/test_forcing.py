@@ -252,3 +252,15 @@ def test_auto_on_a_tier_that_is_not_forced_changes_nothing() -> None:
     change = world.force("primary", ForceMode.AUTO)
     assert (change.from_state, change.to_state) == ("open", "open")
     assert world.changes == [] and world.registry.get("recommender", "primary").forced_changes == {}
+
+
+def test_an_order_kept_for_a_tier_the_policy_lacks_can_be_forgotten() -> None:
+    world = World()
+    world.registry.restore({("ranker", "primary"): world.order(ForceMode.FORCED_OPEN)})
+    with pytest.raises(UnknownTier):
+        world.registry.forget("recommender", "primary", "sre")  # live, and not an order kept
+    change = world.registry.forget("ranker", "primary", "sre")
+    assert (change.from_state, change.to_state, change.ended_by) == ("forced_open", "auto", "sre")
+    assert world.registry.orders() == {} and world.changes == [change]
+    with pytest.raises(UnknownTier):
+        world.registry.forget("ranker", "primary", "sre")
