@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import sys
@@ -249,7 +250,11 @@ def _operator_settings(
         if args.state_dir is not None:  # asked for by name: not having it is an error
             print(f"modelguard serve: {exc}", file=sys.stderr)
             return 1
-        print(f"modelguard serve: {exc}; forced states will not survive a restart (give --state-dir)", file=sys.stderr)
+        logging.getLogger("modelguard").warning(
+            "%s; forced states will not survive a restart (give --state-dir)",
+            exc,
+            extra={"event": "state_dir_unusable", "state_dir": directory.where},
+        )
         store = UnusableStore(directory.where, str(exc))
     if args.admin_grpc_address == ADMIN_GRPC_OFF:
         return None, store

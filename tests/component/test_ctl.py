@@ -208,3 +208,27 @@ def test_with_workers_one_call_reaches_every_worker(tmp_path: Path) -> None:
             supervisor.wait(15)
         except subprocess.TimeoutExpired:
             supervisor.kill()
+
+
+def test_an_unusable_state_dir_given_is_an_error_the_default_one_a_warning(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    given = subprocess.run(
+        serve_command("--grpc-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0",
+                      "--state-dir", str(blocker / "state")),
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert given.returncode == 1 and "state directory" in given.stderr and "Traceback" not in given.stderr
+    environment = {**os.environ, "MODELGUARD_STATE_DIR": str(blocker / "state")}
+    process = subprocess.Popen(
+        serve_command("--grpc-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0"),
+        stderr=subprocess.PIPE, text=True, env=environment,
+    )  # fmt: skip
+    try:
+        lines = LogLines(process)
+        warning = lines.event("state_dir_unusable", timeout=20)[0]
+        assert "will not survive a restart" in warning["msg"]
+        assert lines.event("serving", timeout=20)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)
