@@ -9,7 +9,7 @@ publishing costs one check. The number of watchers is capped, since each holds a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 MAX_WATCHERS = 32
@@ -55,7 +55,7 @@ class EventHub:
                 watcher.queue.get_nowait()
                 watcher.queue.put_nowait(None)  # wakes it to find out
 
-    async def watch(self) -> AsyncIterator[Any]:
+    async def watch(self) -> AsyncGenerator[Any, None]:
         """Events from now on, until the caller stops; FellBehind if it could not keep up,
         TooManyWatchers if there are already MAX_WATCHERS."""
         if len(self._watchers) >= MAX_WATCHERS:

@@ -232,7 +232,9 @@ class Guard:
             else:
                 tokens = (token,)
                 reason = token.reason
-            decision = tier.by_reason[why if reason is None else reason]
+            if reason is None:
+                reason = why
+            decision = tier.served if reason is None else tier.by_reason[reason]
             decision.counter.value += 1
             state.inflight += 1
             return Ticket(decision, tokens, now)

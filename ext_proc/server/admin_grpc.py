@@ -17,7 +17,7 @@ from ext_proc.admin.api import AdminApi
 from ext_proc.admin.auth import TokenSource
 from ext_proc.api import SERVICE_NAME
 from ext_proc.server.settings import split_address
-from ext_proc.server.tls import TlsFiles, server_credentials
+from ext_proc.server.tls import TlsFiles, add_port
 
 log = logging.getLogger("modelguard.admin")
 
@@ -59,15 +59,7 @@ class AdminGrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
-        try:
-            if settings.tls is None:
-                port: int = server.add_insecure_port(settings.address)
-            else:
-                port = server.add_secure_port(settings.address, server_credentials(settings.tls))
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen on {settings.address} for the admin gRPC API: {exc}") from exc
-        if port == 0:
-            raise OSError(f"cannot listen on {settings.address} for the admin gRPC API (port taken?)")
+        port = add_port(server, settings.address, settings.tls, "the admin gRPC API")
         await server.start()
         self._server = server
         for service in ("", SERVICE_NAME):

@@ -44,7 +44,7 @@ from ext_proc.server.signals import (
     RELOAD_SIGNAL,
     log_ignored,
 )
-from ext_proc.server.tls import TlsFiles, server_credentials
+from ext_proc.server.tls import TlsFiles, add_port
 from ext_proc.server.watch import ChangeDetector, watch
 from ext_proc.store import StateStore
 
@@ -143,19 +143,10 @@ class Service:
         split_address(grpc_address)
         await self.orders.restore()
         self._follower = asyncio.create_task(self.orders.follow())
-        credentials = None if tls is None else server_credentials(tls)
         server = grpc.aio.server(options=_GRPC_OPTIONS)
         server.add_generic_rpc_handlers((self.servicer.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        try:
-            if credentials is None:
-                grpc_port = server.add_insecure_port(grpc_address)
-            else:
-                grpc_port = server.add_secure_port(grpc_address, credentials)
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen on {grpc_address} for gRPC: {exc}") from exc
-        if grpc_port == 0:
-            raise OSError(f"cannot listen on {grpc_address} for gRPC (port taken?)")
+        grpc_port = add_port(server, grpc_address, tls, "gRPC")
         await server.start()
         self._server = server
         try:

@@ -195,3 +195,18 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
     """Credentials for `add_secure_port` that follow the files; TlsError when they do not load now."""
     reloader = _Reloader(files)
     return grpc.dynamic_ssl_server_credentials(reloader.initial, reloader, require_client_authentication=files.mutual)
+
+
+def add_port(server: grpc.aio.Server, address: str, files: TlsFiles | None, what: str) -> int:
+    """Bind ``server`` to ``address``, over TLS when ``files`` are given; the port. OSError naming
+    ``what`` the port is for when it cannot listen (a taken port, an address not on this host)."""
+    try:
+        if files is None:
+            port: int = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, server_credentials(files))
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {address} for {what}: {exc}") from exc
+    if port == 0:
+        raise OSError(f"cannot listen on {address} for {what} (port taken?)")
+    return port
