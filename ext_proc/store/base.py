@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -29,7 +28,8 @@ class StateStore(Protocol):
         ...
 
     def load(self) -> dict[TierKey, ForceOrder] | None:
-        """Every order stored, or None when the store cannot be read at all. Nothing is raised:
+        """Every order stored, or None when there is nothing to read (never written, gone) or it
+        cannot be read at all: the orders in force then stay as they are. Nothing is raised:
         what cannot be read is logged and skipped, since a corrupt store must not keep
         modelguard from serving."""
         ...
@@ -80,6 +80,6 @@ def _seconds(record: Mapping[str, object], name: str) -> float | None:
     value = record.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e12:
         raise ValueError(f"{name} must be a non-negative number of seconds")
     return float(value)

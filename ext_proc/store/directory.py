@@ -58,6 +58,10 @@ class DirectoryStore:
         self.directory = Path(directory)
         self.path = self.directory / FILE_NAME
         self._lock_path = self.directory / LOCK_NAME
+        self._last: dict[TierKey, ForceOrder] = {}
+        """What this process last read or wrote: what a write puts back when the file is corrupt."""
+        self._unreadable: list[object] = []
+        """Records of the file it could not read, written back as they were (not its to drop)."""
 
     @property
     def where(self) -> str:
@@ -82,8 +86,8 @@ class DirectoryStore:
         return (found.st_ino, found.st_size, found.st_mtime_ns)
 
     def load(self) -> dict[TierKey, ForceOrder] | None:
-        if not self.directory.is_dir():
-            return {}  # nothing stored yet
+        if not self.directory.is_dir() or not self.path.exists():
+            return None  # nothing to read (never written, or moved away): what is in force stays
         try:
             with self._locked(exclusive=False):
                 return self._read()
@@ -108,7 +112,7 @@ class DirectoryStore:
                     orders = self._read()
                 except _Corrupt as exc:
                     self._move_aside(exc)
-                    orders = {}
+                    orders = dict(self._last)  # not {}: the other tiers' orders must not vanish
                 if replacing is not None and orders.get(key) != replacing:
                     return
                 if order is None:
@@ -143,15 +147,17 @@ class DirectoryStore:
             data = file.read(MAX_FILE_BYTES + 1)
         try:
             document = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _Corrupt(f"not JSON ({exc})") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise _Corrupt(f"not JSON ({str(exc)[:200]})") from None
         if not isinstance(document, dict) or not isinstance(document.get("orders"), list):
             raise _Corrupt('not an object with an "orders" list')
         orders: dict[TierKey, ForceOrder] = {}
+        self._unreadable = []
         for index, record in enumerate(document["orders"]):
             try:
                 key, order = order_from_record(record)
-            except ValueError as exc:
+            except (ValueError, OverflowError) as exc:
+                self._unreadable.append(record)
                 log.error(
                     "state record skipped: %s",
                     exc,
@@ -159,12 +165,13 @@ class DirectoryStore:
                 )
                 continue
             orders[key] = order
+        self._last = dict(orders)
         return orders
 
     def _write(self, orders: dict[TierKey, ForceOrder]) -> None:
         document = {
             "version": FORMAT_VERSION,
-            "orders": [order_to_record(key, order) for key, order in sorted(orders.items())],
+            "orders": [*(order_to_record(key, order) for key, order in sorted(orders.items())), *self._unreadable],
         }
         data = json.dumps(document, indent=1).encode()
         descriptor, temporary = tempfile.mkstemp(prefix=".forced-", suffix=".tmp", dir=self.directory)
@@ -174,6 +181,7 @@ class DirectoryStore:
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, self.path)
+            self._last = dict(orders)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)

@@ -179,3 +179,34 @@ def test_the_default_directory_is_per_user_unless_set() -> None:
     assert default_state_dir({"MODELGUARD_STATE_DIR": "/var/lib/mg"}) == Path("/var/lib/mg")
     assert default_state_dir({"XDG_STATE_HOME": "/x"}) == Path("/x/modelguard")
     assert default_state_dir({}) == Path.home() / ".local" / "state" / "modelguard"
+
+
+def test_a_write_after_corruption_keeps_the_orders_last_read_and_the_records_it_could_not(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path)
+    store.save(KEY, OPEN)
+    assert store.load() == {KEY: OPEN}
+    (tmp_path / FILE_NAME).write_text("{not json")
+    store.save(("ranker", "light"), CLOSED)
+    assert DirectoryStore(tmp_path).load() == {KEY: OPEN, ("ranker", "light"): CLOSED}
+    odd = {"model": "m", "tier": "t", "mode": "from-a-newer-version"}
+    document = json.loads((tmp_path / FILE_NAME).read_text())
+    (tmp_path / FILE_NAME).write_text(json.dumps({"version": 1, "orders": [*document["orders"], odd]}))
+    store.load()
+    store.save(KEY, None)
+    assert odd in json.loads((tmp_path / FILE_NAME).read_text())["orders"]
+
+
+def test_a_missing_file_or_directory_reads_as_nothing_to_read(tmp_path: Path) -> None:
+    assert DirectoryStore(tmp_path / "never").load() is None
+    store = DirectoryStore(tmp_path / "state")
+    store.save(KEY, OPEN)
+    (tmp_path / "state").rename(tmp_path / "moved")
+    assert store.load() is None
+
+
+def test_numbers_and_nesting_that_break_parsers_are_refused_not_raised(tmp_path: Path) -> None:
+    good = {"model": "m", "tier": "t", "mode": "forced_open", "reason": "", "caller": "c", "since": 1.0}
+    (tmp_path / FILE_NAME).write_text(json.dumps({"orders": [{**good, "until": 10**400}, good]}))
+    assert list(DirectoryStore(tmp_path).load() or {}) == [("m", "t")]
+    (tmp_path / FILE_NAME).write_text("[" * 100_000 + "]" * 100_000)
+    assert DirectoryStore(tmp_path).load() is None
