@@ -194,7 +194,7 @@ class CircuitBreaker:
 
     # -- reconfiguring ---------------------------------------------------------------------
 
-    def reconfigure(self, settings: BreakerSettings) -> None:
+    def reconfigure(self, settings: BreakerSettings, judge: bool = True) -> None:
         """Judge by ``settings`` from now on. A window of another kind or size starts empty (its
         buckets cannot be re-cut); an open period under way runs its course; a half-open breaker
         that already has the probes the new settings ask for closes (otherwise it would refuse
@@ -205,7 +205,7 @@ class CircuitBreaker:
             self._window = _window_for(settings)
         if settings == old:
             return
-        if self._state is BreakerState.CLOSED:
+        if self._state is BreakerState.CLOSED and judge:  # not while an operator's order stands in front
             self._window.advance(self.clock())
             self._judge(self._window)
         elif self._state is BreakerState.HALF_OPEN and self._probe_successes >= settings.half_open_probes:
@@ -224,11 +224,9 @@ class CircuitBreaker:
         self._level = 0
         self._open_duration = 0.0
 
-    def observe(self, generation: int, failed: bool, overloaded: bool, latency: float) -> None:
-        """Count a call admitted in ``generation`` into the window without judging it: a
-        forced-closed tier's outcomes, shown (``would_open``) but never acted on."""
-        if generation != self.generation:
-            return
+    def observe(self, failed: bool, overloaded: bool, latency: float) -> None:
+        """Count a call into the window without judging it: a forced-closed tier's outcomes,
+        shown (``would_open``) but never acted on."""
         now = self.clock()
         if overloaded:
             self._window.record_overload(now)

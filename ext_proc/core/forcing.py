@@ -24,7 +24,6 @@ from ext_proc.core.outcomes import FAILURE, OVERLOAD
 from ext_proc.core.reasons import FORCED
 
 if TYPE_CHECKING:
-    from ext_proc.core.breaker import CircuitBreaker
     from ext_proc.core.registry import TierState
 
 NEVER = float("inf")
@@ -91,17 +90,20 @@ class ForcedOpen:
 
 class _ShadowToken:
     """A forced-closed tier's token: the outcome goes into the breaker's window, which judges
-    nothing (``CircuitBreaker.observe``)."""
+    nothing (``CircuitBreaker.observe``), as long as the order that admitted it is still the
+    tier's gate (a hand-back starts the breaker afresh; a late result must not land in it)."""
 
-    __slots__ = ("breaker", "generation")
+    __slots__ = ("era", "state")
     reason: str | None = None
 
-    def __init__(self, breaker: CircuitBreaker) -> None:
-        self.breaker = breaker
-        self.generation = breaker.generation
+    def __init__(self, state: TierState) -> None:
+        self.state = state
+        self.era = state.era
 
     def record(self, outcome: str, latency: float, started: float) -> None:
-        self.breaker.observe(self.generation, outcome == FAILURE, outcome == OVERLOAD, latency)
+        state = self.state
+        if state.era == self.era:
+            state.breaker.observe(outcome == FAILURE, outcome == OVERLOAD, latency)
 
     def release(self, started: float) -> None:
         return None
@@ -116,7 +118,7 @@ class ForcedClosed:
     def __init__(self, state: TierState, deadline: float) -> None:
         self.state = state
         self.deadline = deadline
-        self.token: Token = _ShadowToken(state.breaker)
+        self.token: Token = _ShadowToken(state)
 
     def admit(self, now: float) -> Token | None:
         if now >= self.deadline:

@@ -45,6 +45,7 @@ class TierState:
     __slots__ = (
         "__weakref__",
         "breaker",
+        "era",
         "forced_changes",
         "gate",
         "inflight",
@@ -74,6 +75,8 @@ class TierState:
         """State a forced-state change moved to (``forced_open``, ``forced_closed``, ``auto``) -> count."""
         self.order: ForceOrder | None = None
         """The operator's order in force, or None: the breaker decides."""
+        self.era = 0
+        """Bumped with every new gate: a forced-closed token admitted under another is not recorded."""
         self.registry = registry
         self.breaker: CircuitBreaker  # set by the registry, which owns the clock and the listener
         self.gate: Gate
@@ -92,6 +95,7 @@ class TierState:
         return self.gate
 
     def regate(self, deadline: float = NEVER) -> None:
+        self.era += 1
         order = self.order
         if order is None:
             self.gate = self.breaker
@@ -186,7 +190,7 @@ class StateRegistry:
             state.breaker = self._breaker(state, settings)
             self._apply(state, state.order)
         else:
-            state.breaker.reconfigure(settings)
+            state.breaker.reconfigure(settings, judge=state.order is None)
         state.mark = self.build
         return state
 

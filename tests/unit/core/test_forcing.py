@@ -264,3 +264,18 @@ def test_an_order_kept_for_a_tier_the_policy_lacks_can_be_forgotten() -> None:
     assert world.registry.orders() == {} and world.changes == [change]
     with pytest.raises(UnknownTier):
         world.registry.forget("ranker", "primary", "sre")
+
+
+def test_forced_closed_keeps_recording_after_a_reset_and_a_tighter_reload_does_not_trip_it() -> None:
+    world = World()
+    world.force("primary", ForceMode.FORCED_CLOSED)
+    world.registry.reset("recommender", "primary", "sre")
+    for _ in range(3):
+        world.serve(503)
+    assert world.registry.get("recommender", "primary").breaker.figures().calls == 3
+    tighter = Guard(parse_policy(POLICY.replace("min_calls: 4", "min_calls: 2")), world.registry)
+    tighter.adopt()
+    state = world.registry.get("recommender", "primary")
+    assert state.breaker.state is BreakerState.CLOSED and state.transitions == {}
+    assert tighter.models[0].tiers[0].snapshot()["would_open"] == "failure_rate"
+    assert tighter.decide(REC).decision.tier_name == "primary"
