@@ -23,7 +23,8 @@ from ext_proc.api import CALLS, SERVICE_NAME, admin_pb2
 from ext_proc.core.clock import Clock
 from ext_proc.core.forcing import ForceChange, ForceMode, ForceOrder
 from ext_proc.core.guard import Guard
-from ext_proc.core.registry import StateRegistry, TierKey, UnknownTier
+from ext_proc.core.registry import StateRegistry, TierKey, UnknownTier, listed
+from ext_proc.policy.durations import shown
 
 log = logging.getLogger("modelguard.admin")
 
@@ -104,8 +105,8 @@ class AdminApi:
         guard = self._guard()
         models = [model for model in guard.models if not request.model or model.name == request.model]
         if request.model and not models:
-            names = ", ".join(model.name for model in guard.models) or "(none)"
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.model!r}; models: {names}")
+            names = listed(model.name for model in guard.models)
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no model {shown(request.model)}; models: {names}")
         dormant = [
             admin_pb2.StoredOrder(model=model, tier=tier, forced=messages.forced_state(order))
             for (model, tier), order in sorted(self._orders.dormant().items())

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ext_proc.core.admission import Gate
 from ext_proc.core.breaker import CircuitBreaker, Transition
@@ -127,6 +127,16 @@ def _ignore_change(_change: ForceChange) -> None:
     return None
 
 
+MAX_LISTED = 20
+"""Names an error lists at most (a gRPC status message must fit in its metadata, ~8 KB)."""
+
+
+def listed(names: Iterable[str]) -> str:
+    names = list(names)
+    shown_names = ", ".join(shown(name) if len(name) > 60 else name for name in names[:MAX_LISTED]) or "(none)"
+    return shown_names if len(names) <= MAX_LISTED else f"{shown_names} and {len(names) - MAX_LISTED} more"
+
+
 class UnknownTier(KeyError):
     """No routed tier of that name in the live policy; ``known`` lists those there are."""
 
@@ -138,8 +148,8 @@ class UnknownTier(KeyError):
 
     def __str__(self) -> str:
         if self.model not in self.known:
-            return f"no model {shown(self.model)}; models: {', '.join(self.known) or '(none)'}"
-        tiers = ", ".join(self.known[self.model]) or "(none)"
+            return f"no model {shown(self.model)}; models: {listed(self.known)}"
+        tiers = listed(self.known[self.model])
         return f"model {shown(self.model)} has no routed tier {shown(self.tier)}; its routed tiers: {tiers}"
 
 

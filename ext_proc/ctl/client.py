@@ -57,10 +57,15 @@ def read_token(token_file: str | None) -> str | None:
     """The token from ``--token-file``, else from MODELGUARD_ADMIN_TOKEN; CtlError if the file cannot be read."""
     if token_file is not None:
         try:
-            return Path(token_file).read_text().strip() or None
+            token = Path(token_file).read_text().strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise CtlError(f"cannot read the token file {token_file}: {exc}", UNREACHABLE) from None
-    return os.environ.get(TOKEN_ENV) or None
+        source = token_file
+    else:
+        token, source = os.environ.get(TOKEN_ENV, "").strip(), TOKEN_ENV
+    if token and not all(0x21 <= ord(char) <= 0x7E for char in token):
+        raise CtlError(f"the token from {source} must be printable ASCII without spaces", UNREACHABLE)
+    return token or None
 
 
 def read_pem(path: str | None, what: str) -> bytes | None:
@@ -119,6 +124,8 @@ class Client:
         details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(code)
         address = self.connection.address
         if code in _UNREACHABLE_CODES:
+            if "http1" in details.lower():
+                details += " (an admin HTTP port? under serve --workers N, admin gRPC ports start at admin port + N)"
             return CtlError(f"cannot reach modelguard's admin API at {address}: {details}", UNREACHABLE)
         if code is grpc.StatusCode.UNAUTHENTICATED and self.connection.token is None:
             details += f" (set {TOKEN_ENV} or give --token-file)"

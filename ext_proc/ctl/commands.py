@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import queue
 import sys
 import threading
@@ -33,12 +34,19 @@ from ext_proc.ctl.client import (
     read_token,
 )
 from ext_proc.policy.durations import parse_duration
+from ext_proc.server.settings import join_address, split_address
 
 _MODES = {"force-open": admin_pb2.FORCED_OPEN, "force-closed": admin_pb2.FORCED_CLOSED, "auto": admin_pb2.AUTO}
 
 
 def run_ctl(args: argparse.Namespace) -> int:
     try:
+        if not math.isfinite(args.timeout) or args.timeout <= 0:
+            raise CtlError("--timeout must be a positive number of seconds", UNREACHABLE)
+        try:
+            split_address(args.address)
+        except ValueError as exc:
+            raise CtlError(f"--address: {exc}", UNREACHABLE) from None
         connection = Connection(
             args.address,
             read_token(args.token_file),
@@ -62,6 +70,18 @@ def _with(connection: Connection, address: str | None = None) -> Client:
     return Client(connection if address is None else dataclasses.replace(connection, address=address))
 
 
+def _others(connection: Connection, answer: Any) -> list[str]:
+    """The other workers' admin addresses, reached as the one asked was: the host ctl dialled (a
+    worker names the address it listens on, 0.0.0.0 say, which means nothing from here) and each
+    worker's port."""
+    host = split_address(connection.address)[0]
+    return [
+        join_address(host, split_address(address)[1])
+        for index, address in enumerate(answer.workers)
+        if index != answer.worker
+    ]
+
+
 def _workers(connection: Connection) -> tuple[Any, list[str]]:
     """The state of the server asked and the admin addresses of the other workers (if any)."""
     client = _with(connection)
@@ -69,8 +89,7 @@ def _workers(connection: Connection) -> tuple[Any, list[str]]:
         answer = client.call("GetState", admin_pb2.GetStateRequest())
     finally:
         client.close()
-    others = [address for index, address in enumerate(answer.workers) if index != answer.worker]
-    return answer, others
+    return answer, _others(connection, answer)
 
 
 def _on_others(connection: Connection, others: Sequence[str], act: Callable[[Client], Any]) -> tuple[list[Any], int]:
@@ -94,8 +113,7 @@ def _state(connection: Connection, args: argparse.Namespace) -> int:
         first = client.call("GetState", request)
     finally:
         client.close()
-    others = [address for index, address in enumerate(first.workers) if index != first.worker]
-    rest, failed = _on_others(connection, others, lambda c: c.call("GetState", request))
+    rest, failed = _on_others(connection, _others(connection, first), lambda c: c.call("GetState", request))
     answers = sorted([first, *rest], key=lambda answer: answer.worker)
     print(render.state_json(answers) if args.output == "json" else render.state_table(answers))
     return failed
@@ -112,6 +130,8 @@ def _force(connection: Connection, args: argparse.Namespace) -> int:
                 seconds = parse_duration(args.duration)
             except ValueError as exc:
                 raise CtlError(f"--for {exc}", UNREACHABLE) from None
+            if seconds <= 0:
+                raise CtlError("--for must be longer than 0", UNREACHABLE)
             request.duration.FromNanoseconds(int(seconds * 1e9))
     client = _with(connection)
     try:
@@ -155,8 +175,7 @@ def _on_every_worker(connection: Connection, act: Callable[[Client], Any], show:
     finally:
         client.close()
     show(first)
-    others = [address for index, address in enumerate(state.workers) if index != state.worker]
-    rest, failed = _on_others(connection, others, act)
+    rest, failed = _on_others(connection, _others(connection, state), act)
     for answer in rest:
         show(answer)
     return failed

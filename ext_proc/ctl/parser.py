@@ -3,6 +3,7 @@ applies gRPC's runtime settings)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Any
 
@@ -52,4 +53,10 @@ def add_ctl_parser(commands: Any) -> None:
     verbs.add_parser("reload", help="read the policy file again (as SIGHUP does)")
     watch = verbs.add_parser("watch", help="breaker transitions, forced-state changes and reloads as they happen")
     watch.add_argument("--output", choices=["text", "json"], default="text")
-    watch.add_argument("--count", type=int, default=0, help="stop after this many events (0: never)")
+    watch.add_argument("--count", type=_count, default=0, help="stop after this many events (0: never)")
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
+    return int(text)

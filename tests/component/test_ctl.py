@@ -232,3 +232,25 @@ def test_an_unusable_state_dir_given_is_an_error_the_default_one_a_warning(tmp_p
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--timeout", "nan", "state"), "--timeout"),
+        (("--timeout", "-1", "state"), "--timeout"),
+        (("--address", "nowhere", "state"), "--address"),
+        (("force-open", "m", "t", "--for", "0s"), "--for must be longer than 0"),
+        (("watch", "--count", "-1"), "not a count"),
+    ],
+)
+def test_misuse_is_exit_2_with_a_reason(args: tuple[str, ...], words: str) -> None:
+    done = run_ctl(*args)
+    assert done.returncode == 2 and words in done.stderr
+
+
+def test_a_token_with_a_newline_inside_is_refused_by_ctl_itself(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("abcdefgh\nijklmnopqrst")
+    done = run_ctl("--token-file", str(token), "state")
+    assert done.returncode == 2 and "printable ASCII" in done.stderr

@@ -279,3 +279,13 @@ def test_forced_closed_keeps_recording_after_a_reset_and_a_tighter_reload_does_n
     assert state.breaker.state is BreakerState.CLOSED and state.transitions == {}
     assert tighter.models[0].tiers[0].snapshot()["would_open"] == "failure_rate"
     assert tighter.decide(REC).decision.tier_name == "primary"
+
+
+def test_an_unknown_name_lists_at_most_twenty_names() -> None:
+    models = "".join(
+        f"  - {{name: m{i}, match: {{path_prefix: /m{i}}}, tiers: [{{name: t, route: r}}]}}\n" for i in range(500)
+    )
+    world = World("models:\n" + models)
+    with pytest.raises(UnknownTier) as refused:
+        world.registry.force("x" * 10_000, "t", world.order(ForceMode.FORCED_OPEN))
+    assert str(refused.value).endswith("m19 and 480 more") and len(str(refused.value)) < 400
