@@ -56,6 +56,7 @@ class TierState:
         "order",
         "outcomes",
         "registry",
+        "retired",
         "route",
         "transitions",
     )
@@ -75,6 +76,8 @@ class TierState:
         """State a forced-state change moved to (``forced_open``, ``forced_closed``, ``auto``) -> count."""
         self.order: ForceOrder | None = None
         """The operator's order in force, or None: the breaker decides."""
+        self.retired = False
+        """Replaced by a state for a new route, and no longer decided through."""
         self.era = 0
         """Bumped with every new gate: a forced-closed token admitted under another is not recorded."""
         self.registry = registry
@@ -173,8 +176,9 @@ class StateRegistry:
         self._orders: dict[TierKey, ForceOrder] = {}
         """Every order in force, for tiers the live policy has or not."""
         self._counters: dict[tuple[str, str, str], Counter] = {}
-        self._replaced: list[CircuitBreaker] = []
-        """Breakers a build replaced (a new route), retired when that build's guard goes live."""
+        self._replaced: list[TierState] = []
+        """States a build replaced (a new route), retired when that build's guard goes live: until
+        then the live guard still decides that tier through them, on the old route."""
         self.build = 0
         """Bumped by each guard built over this registry; what a build asks for is marked with it,
         so that ``sweep`` knows what the guard that goes live no longer has without listing it."""
@@ -195,10 +199,8 @@ class StateRegistry:
             state.breaker = self._breaker(state, settings)
             self._apply(state, self._orders.get(key))
         elif state.route != route:
-            state.route = route
-            self._replaced.append(state.breaker)  # the live guard may still admit through it
-            state.breaker = self._breaker(state, settings)
-            self._apply(state, state.order)
+            self._replaced.append(state)
+            state = self._tiers[key] = self._successor(state, route, settings)
         else:
             state.breaker.reconfigure(settings, judge=state.order is None)
         state.mark = self.build
@@ -227,8 +229,10 @@ class StateRegistry:
                 state.breaker.retire()
                 state.gate = state.breaker  # a forced gate and its state refer to each other
         self._tiers = kept
-        for breaker in self._replaced:
-            breaker.retire()
+        for replaced in self._replaced:
+            replaced.retired = True
+            replaced.breaker.retire()
+            replaced.gate = replaced.breaker
         self._replaced = []
         self._counters = {key: count for key, count in self._counters.items() if count.mark == build}
 
@@ -360,12 +364,22 @@ class StateRegistry:
         state.forced_changes[to_state] = state.forced_changes.get(to_state, 0) + 1
         self.on_force(change)
 
+    def _successor(self, old: TierState, route: str, settings: BreakerSettings) -> TierState:
+        """A tier's state for its new route: a fresh breaker (it judges another upstream now), the
+        same series (its counters go on), the same order."""
+        state = TierState(old.model_name, old.name, route, self)
+        state.outcomes, state.latency, state.transitions = old.outcomes, old.latency, old.transitions
+        state.forced_changes = old.forced_changes
+        state.breaker = self._breaker(state, settings)
+        self._apply(state, old.order)
+        return state
+
     def _breaker(self, state: TierState, settings: BreakerSettings) -> CircuitBreaker:
         held = weakref.ref(state)  # not the state itself: state -> breaker -> listener -> state is a cycle
 
         def listener(breaker: CircuitBreaker, transition: Transition) -> None:
             state = held()
-            if state is None or breaker is not state.breaker:
+            if state is None or state.retired or breaker is not state.breaker:
                 return  # replaced by a reload; a late result on it is nobody's news
             key = (transition.from_state.value, transition.to_state.value)
             state.transitions[key] = state.transitions.get(key, 0) + 1

@@ -8,7 +8,7 @@ import pytest
 
 from ext_proc.core.breaker import BreakerState
 from ext_proc.core.clock import ManualClock
-from ext_proc.core.guard import Guard, Ticket
+from ext_proc.core.guard import Guard, ModelGuard, Ticket
 from ext_proc.core.registry import StateRegistry
 from ext_proc.policy import parse_policy
 
@@ -104,10 +104,24 @@ def test_a_new_route_is_a_new_upstream_so_a_fresh_breaker_with_the_same_counters
     primary = registry.get("recommender", "primary")
     assert primary.breaker.state is BreakerState.OPEN
     new = reload(registry, policy(primary_route="rec-primary-v2"))
-    assert registry.get("recommender", "primary") is primary
-    assert primary.breaker.snapshot()["state"] == "closed" and primary.outcomes["failure"] == 10
+    successor = registry.get("recommender", "primary")
+    assert successor.breaker.snapshot()["state"] == "closed" and successor.outcomes["failure"] == 10
+    assert successor.outcomes is primary.outcomes and primary.retired  # the same series
     ticket = new.decide(REC)
     assert tier_of(ticket) == "primary" and ticket.decision.route == "rec-primary-v2"
+
+
+def test_while_a_new_route_is_built_the_live_guard_still_decides_on_the_old_one() -> None:
+    guard, registry, _ = start(policy())
+    for _ in range(10):
+        serve(guard, 503)
+    registry.begin()  # what a sliced reload does between decisions, before the new guard is live
+    ModelGuard(parse_policy(policy(primary_route="rec-primary-v2")).models[0], registry)
+    assert tier_of(guard.decide(REC)) == "light"  # the old upstream's breaker is still open
+    successor = registry.get("recommender", "primary")
+    for _ in range(10):
+        serve(guard, 503)
+    assert successor.breaker.snapshot()["state"] == "closed"  # untouched by the old route's failures
 
 
 def test_removed_models_and_tiers_leave_the_registry() -> None:
