@@ -8,6 +8,7 @@ checked against the live policy and refused with the names there are.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +25,7 @@ from ext_proc.core.clock import Clock
 from ext_proc.core.forcing import ForceChange, ForceMode, ForceOrder
 from ext_proc.core.guard import Guard
 from ext_proc.core.registry import StateRegistry, TierKey, UnknownTier, listed
+from ext_proc.observe.slicing import slices
 from ext_proc.policy.durations import shown
 
 log = logging.getLogger("modelguard.admin")
@@ -85,6 +87,7 @@ class AdminApi:
         self._wall = wall
         self._worker = worker
         self._workers = workers
+        self._one_state_at_a_time = asyncio.Lock()
 
     def handler(self) -> grpc.GenericRpcHandler:
         handlers = {}
@@ -103,8 +106,8 @@ class AdminApi:
     async def GetState(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self._registry.expire_due()
         guard = self._guard()
-        models = [model for model in guard.models if not request.model or model.name == request.model]
-        if request.model and not models:
+        wanted = [model for model in guard.models if not request.model or model.name == request.model]
+        if request.model and not wanted:
             names = listed(model.name for model in guard.models)
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no model {shown(request.model)}; models: {names}")
         dormant = [
@@ -112,9 +115,13 @@ class AdminApi:
             for (model, tier), order in sorted(self._orders.dormant().items())
             if not request.model or model == request.model
         ]
+        models = []
+        async with self._one_state_at_a_time:  # each is built in slices, like /v1/state: never in one go
+            async for batch in slices(messages.model_state(model) for model in wanted):
+                models.extend(batch)
         return admin_pb2.GetStateResponse(
             policy_sha256=self._sha256(),
-            models=[messages.model_state(model) for model in models],
+            models=models,
             unmatched_requests=guard.unmatched.count,
             worker=self._worker,
             workers=self._workers,

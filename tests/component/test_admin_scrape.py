@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 import aiohttp
+import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -213,3 +214,24 @@ async def test_a_slow_reader_that_keeps_reading_gets_everything(
         received += len(chunk)
         await asyncio.sleep(0.1)  # the whole body takes far longer than 0.5 s to read
     writer.close()
+
+
+async def test_the_admin_grpc_state_of_3000_models_never_holds_the_loop_long() -> None:
+    from ext_proc.admin.auth import TokenSource
+    from ext_proc.api import CALLS, admin_pb2
+    from ext_proc.server.admin_grpc import AdminGrpcSettings
+
+    service = Service(policy_with(STATE_MODELS))
+    try:
+        ports = await service.start(
+            "127.0.0.1:0", "127.0.0.1:0", admin_grpc=AdminGrpcSettings("127.0.0.1:0", TokenSource({}))
+        )
+        call = CALLS["GetState"]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{ports.admin_grpc}") as channel:
+            stub = channel.unary_unary(call.path, call.request.SerializeToString, call.response.FromString)
+            answer, stall = await largest_stall(stub(admin_pb2.GetStateRequest(), timeout=30))
+        assert len(answer.models) == STATE_MODELS
+        assert stall < STALL_BOUND_S, f"the loop was held {stall * 1000:.0f} ms"  # in one go: ~150 ms
+    finally:
+        await service.stop(0)
+        gc.unfreeze()
