@@ -129,8 +129,9 @@ class AdminApi:
         )
 
     async def WatchEvents(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        trusted = self._tokens.configured and self._tokens.check(context.invocation_metadata() or ()) is None
         try:
-            async for event in self._hub.watch():
+            async for event in self._hub.watch(trusted):
                 yield event
         except (TooManyWatchers, FellBehind) as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))

@@ -13,6 +13,9 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 MAX_WATCHERS = 32
+RESERVED_WATCHERS = 8
+"""Of MAX_WATCHERS, kept for callers that hold the admin token: whoever merely reaches the port
+cannot take every slot and keep the operator's ``ctl watch`` out."""
 QUEUE_LENGTH = 1024
 
 
@@ -55,11 +58,14 @@ class EventHub:
                 watcher.queue.get_nowait()
                 watcher.queue.put_nowait(None)  # wakes it to find out
 
-    async def watch(self) -> AsyncGenerator[Any, None]:
+    async def watch(self, trusted: bool = False) -> AsyncGenerator[Any, None]:
         """Events from now on, until the caller stops; FellBehind if it could not keep up,
-        TooManyWatchers if there are already MAX_WATCHERS."""
-        if len(self._watchers) >= MAX_WATCHERS:
-            raise TooManyWatchers(f"{MAX_WATCHERS} watchers already")
+        TooManyWatchers if there are already MAX_WATCHERS (for an untrusted caller, that many
+        less RESERVED_WATCHERS)."""
+        limit = MAX_WATCHERS if trusted else MAX_WATCHERS - RESERVED_WATCHERS
+        if len(self._watchers) >= limit:
+            raise TooManyWatchers(f"{len(self._watchers)} watchers already" + ("" if trusted else
+                                  "; slots are kept for callers with the admin token"))  # fmt: skip
         watcher = _Watcher()
         self._watchers.add(watcher)
         try:

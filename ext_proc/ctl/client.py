@@ -109,7 +109,7 @@ class Client:
             call.path, request_serializer=call.request.SerializeToString, response_deserializer=call.response.FromString
         )
         try:
-            yield from stub(request, metadata=self._metadata(False))
+            yield from stub(request, metadata=self._metadata(True))  # the token, if any, earns a kept slot
         except grpc.RpcError as exc:
             raise self._error(exc) from None
 

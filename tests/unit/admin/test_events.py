@@ -7,7 +7,7 @@ import functools
 
 import pytest
 
-from ext_proc.admin.events import MAX_WATCHERS, QUEUE_LENGTH, EventHub, FellBehind, TooManyWatchers
+from ext_proc.admin.events import MAX_WATCHERS, QUEUE_LENGTH, RESERVED_WATCHERS, EventHub, FellBehind, TooManyWatchers
 
 
 async def test_events_reach_every_watcher_in_order_and_nothing_is_built_for_nobody() -> None:
@@ -53,13 +53,18 @@ async def test_a_watcher_that_falls_behind_is_told_and_the_others_go_on() -> Non
     await quick.aclose()
 
 
-async def test_watchers_are_capped() -> None:
+async def test_watchers_are_capped_with_slots_kept_for_token_holders() -> None:
     hub = EventHub()
-    watchers = [hub.watch() for _ in range(MAX_WATCHERS)]
+    watchers = [hub.watch() for _ in range(MAX_WATCHERS - RESERVED_WATCHERS)]
     pending = [asyncio.ensure_future(anext(w)) for w in watchers]
     await asyncio.sleep(0)
-    with pytest.raises(TooManyWatchers):
+    with pytest.raises(TooManyWatchers, match="kept for callers with the admin token"):
         await anext(hub.watch())
+    trusted = [hub.watch(trusted=True) for _ in range(RESERVED_WATCHERS)]
+    pending += [asyncio.ensure_future(anext(w)) for w in trusted]
+    await asyncio.sleep(0)
+    with pytest.raises(TooManyWatchers):
+        await anext(hub.watch(trusted=True))
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
