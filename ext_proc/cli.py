@@ -234,7 +234,8 @@ def _operator_settings(
     from ext_proc.admin.auth import TokenError, TokenSource
     from ext_proc.server.admin_grpc import AdminGrpcSettings
     from ext_proc.server.forced import UnusableStore
-    from ext_proc.server.workers import worker_identity
+    from ext_proc.server.settings import split_address
+    from ext_proc.server.workers import admin_grpc_addresses, worker_identity
     from ext_proc.store import DirectoryStore, StoreError, default_state_dir
 
     try:
@@ -261,6 +262,8 @@ def _operator_settings(
     worker, workers = worker_identity(os.environ)
     try:
         address = args.admin_grpc_address or default_admin_grpc_address(args.admin_address, args.workers)
+        if args.workers == 1 and split_address(address)[1] != 0:
+            admin_grpc_addresses(address, [args.grpc_address, args.admin_address], 1)  # no clash with the others
     except ValueError as exc:
         print(f"modelguard serve: {exc}", file=sys.stderr)
         return 2

@@ -85,7 +85,7 @@ def admin_grpc_addresses(admin_grpc_address: str, taken: Sequence[str], workers:
     if clash:
         raise ValueError(
             f"the admin gRPC ports {port}-{port + workers - 1} would take port {clash[0]}, which another "
-            f"port of the workers has: give --admin-grpc-address a port outside every --workers range"
+            "port of the server has: give --admin-grpc-address a free port (outside every --workers range)"
         )
     return [join_address(host, port + i) for i in range(workers)]
 

@@ -254,3 +254,12 @@ def test_a_token_with_a_newline_inside_is_refused_by_ctl_itself(tmp_path: Path) 
     token.write_text("abcdefgh\nijklmnopqrst")
     done = run_ctl("--token-file", str(token), "state")
     assert done.returncode == 2 and "printable ASCII" in done.stderr
+
+
+def test_a_default_admin_grpc_port_that_clashes_is_refused_with_the_fix() -> None:
+    admin = consecutive_free_ports(2)
+    done = subprocess.run(
+        serve_command("--admin-address", f"127.0.0.1:{admin}", "--grpc-address", f"127.0.0.1:{admin + 1}"),
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2 and "give --admin-grpc-address a free port" in done.stderr
