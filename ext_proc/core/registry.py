@@ -331,8 +331,9 @@ class StateRegistry:
         for key, order in list(self._orders.items()):
             if order.until is not None and order.until <= wall:
                 state = self._tiers.get(key)
-                if state is None:
+                if state is None:  # kept for a tier the policy lacks: dropped, and so from the store
                     del self._orders[key]
+                    self.on_force(ForceChange(key[0], key[1], order.mode.value, ForceMode.AUTO.value, order, EXPIRY))
                 else:
                     self.expire(state, self.clock())
 

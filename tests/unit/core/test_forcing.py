@@ -289,3 +289,13 @@ def test_an_unknown_name_lists_at_most_twenty_names() -> None:
     with pytest.raises(UnknownTier) as refused:
         world.registry.force("x" * 10_000, "t", world.order(ForceMode.FORCED_OPEN))
     assert str(refused.value).endswith("m19 and 480 more") and len(str(refused.value)) < 400
+
+
+def test_an_order_kept_for_an_absent_tier_expires_too_and_says_so() -> None:
+    world = World()
+    order = world.order(ForceMode.FORCED_OPEN, until=world.wall.now + 5)
+    world.registry.restore({("ranker", "primary"): order})
+    world.step(5)
+    world.registry.expire_due()
+    assert world.registry.orders() == {}
+    assert [(c.model, c.ended_by, c.order) for c in world.changes] == [("ranker", EXPIRY, order)]
