@@ -25,6 +25,7 @@ from ext_proc.core.clock import Clock
 from ext_proc.core.forcing import ForceChange, ForceMode, ForceOrder
 from ext_proc.core.guard import Guard
 from ext_proc.core.registry import StateRegistry, TierKey, UnknownTier, listed
+from ext_proc.observe.log_budget import LogBudget
 from ext_proc.observe.slicing import slices
 from ext_proc.policy.durations import shown
 
@@ -88,6 +89,8 @@ class AdminApi:
         self._worker = worker
         self._workers = workers
         self._one_state_at_a_time = asyncio.Lock()
+        self._refusals_logged = LogBudget()
+        """Whoever reaches the port can send refused calls as fast as it likes: not a log flood."""
 
     def handler(self) -> grpc.GenericRpcHandler:
         handlers = {}
@@ -188,11 +191,19 @@ class AdminApi:
         caller = f"{clean(name, 100) or 'unnamed'} ({context.peer()})"
         refusal = self._tokens.check(context.invocation_metadata() or ())
         if refusal is not None:
-            log.warning(
-                "admin call refused: %s",
-                refusal.code,
-                extra={"event": "admin_call_refused", "call": call, "caller": caller, "why": refusal.code},
-            )
+            left_out = self._refusals_logged.take()
+            if left_out is not None:
+                log.warning(
+                    "admin call refused: %s",
+                    refusal.code,
+                    extra={
+                        "event": "admin_call_refused",
+                        "call": call,
+                        "caller": caller,
+                        "why": refusal.code,
+                        "refusals_not_logged_before": left_out,
+                    },
+                )
             denied = grpc.StatusCode.PERMISSION_DENIED
             await context.abort(grpc.StatusCode.UNAUTHENTICATED if refusal.code == UNAUTHENTICATED else denied,
                                 refusal.message)  # fmt: skip

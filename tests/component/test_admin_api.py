@@ -344,3 +344,15 @@ async def test_auto_forgets_an_order_kept_for_a_tier_the_policy_lacks(tmp_path: 
         assert store.load() == {}
     finally:
         await service.stop(0)
+
+
+async def test_a_flood_of_refused_calls_is_not_a_flood_of_log_lines(
+    admin: Admin, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = admin_pb2.ResetBreakerRequest(model="recommender", tier="primary")
+    with caplog.at_level("WARNING", "modelguard.admin"):
+        for _ in range(50):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await admin.call("ResetBreaker", request, ())
+    refused = [r for r in caplog.records if getattr(r, "event", "") == "admin_call_refused"]
+    assert 1 <= len(refused) <= 10
