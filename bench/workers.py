@@ -55,7 +55,8 @@ def measure(workers: int, out: Path, upstream_port: int, duration: int, concurre
     policy = write_policy(out / "policy.yaml")
     supervisor = ManagedProcess(
         [*modelguard_command(), "serve", "--policy", str(policy), "--workers", str(workers),
-         "--grpc-address", f"127.0.0.1:{grpc_base}", "--admin-address", f"127.0.0.1:{admin_base}"],
+         "--grpc-address", f"127.0.0.1:{grpc_base}", "--admin-address", f"127.0.0.1:{admin_base}",
+         "--admin-grpc-address", "off"],
         out / f"modelguard-{workers}.log",
     )  # fmt: skip
     envoy: EnvoyProcess | None = None

@@ -205,6 +205,7 @@ def test_every_worker_serves_mutual_tls(tmp_path: Path) -> None:
     flags = ["--grpc-tls-cert", str(pki.server.cert), "--grpc-tls-key", str(pki.server.key)]
     flags += ["--grpc-tls-client-ca", str(pki.ca_file)]
     flags += ["--grpc-address", f"127.0.0.1:{grpc_base}", "--admin-address", f"127.0.0.1:{admin_base}"]
+    flags += ["--admin-grpc-address", "off"]  # the ports after the admin block are not known to be free
     supervisor = subprocess.Popen(
         serve_command("--workers", "2", "--grace", "1", *flags), stderr=subprocess.PIPE, text=True
     )
@@ -401,7 +402,7 @@ def test_a_supervisor_told_to_stop_while_loading_starts_no_worker(tmp_path: Path
     grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
     process, fifo = start_reading_a_fifo(
         tmp_path, "--workers", "2", "--grpc-address", f"127.0.0.1:{grpc_base}",
-        "--admin-address", f"127.0.0.1:{admin_base}",
+        "--admin-address", f"127.0.0.1:{admin_base}", "--admin-grpc-address", "off",
     )  # fmt: skip
     try:
         lines = LogLines(process)

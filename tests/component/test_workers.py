@@ -49,6 +49,8 @@ def test_two_workers_serve_restart_and_drain() -> None:
     grpc_base, admin_base = consecutive_free_ports(2), consecutive_free_ports(2)
     supervisor = subprocess.Popen(
         serve_command(
+            "--admin-grpc-address",
+            "off",  # the ports after the admin block are not known to be free
             "--workers",
             "2",
             "--grace",
@@ -105,7 +107,7 @@ def alive(pid: int) -> bool:
 def start_two_workers(grpc_base: int, admin_base: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         serve_command(
-            "--workers", "2", "--grace", "1",
+            "--workers", "2", "--grace", "1", "--admin-grpc-address", "off",
             "--grpc-address", f"127.0.0.1:{grpc_base}", "--admin-address", f"127.0.0.1:{admin_base}",
         ),
         stderr=subprocess.PIPE,
