@@ -142,7 +142,7 @@ class TierGuard:
             order = state.order
             figures.update(
                 state=state.state_name,
-                breaker_state=state.breaker.state.value,
+                breaker_state=figures["state"],  # the breaker's own, from its snapshot just taken
                 forced=None if order is None else order.to_json(),
                 would_open=None if order is None else state.breaker.would_open(),
             )

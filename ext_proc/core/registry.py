@@ -108,10 +108,6 @@ class TierState:
             self.gate = ForcedClosed(self, deadline)
 
 
-def _handed_back() -> ForceOrder:
-    return ForceOrder(ForceMode.AUTO, "", "", 0.0)
-
-
 NO_STATE = TierState("", "", "")
 """The null state of decisions that record nothing (unmatched, answered directly, refused): their
 tickets hold no tokens and are settled from the start, so it is never written."""
@@ -294,22 +290,24 @@ class StateRegistry:
         when another worker changed them): the changes made, for the tiers the policy has."""
         changes = []
         for key in set(self._orders) | set(orders):
-            order = orders.get(key)
-            if self._orders.get(key) == order:
+            order, previous = orders.get(key), self._orders.pop(key, None)
+            if previous == order:
+                if order is not None:
+                    self._orders[key] = order
                 continue
-            if order is None:
-                del self._orders[key]
-            else:
+            if order is not None:
                 self._orders[key] = order
             state = self._tiers.get(key)
             if state is None:
                 continue
-            before, ended = state.state_name, state.order
+            before = state.state_name
             self._apply(state, order)
-            if order is None:
-                change = ForceChange(key[0], key[1], before, state.state_name, ended or _handed_back(), "state store")
-            else:
+            if order is not None:
                 change = ForceChange(key[0], key[1], before, state.state_name, order)
+            elif previous is not None:  # handed back: the change names the order that ended
+                change = ForceChange(key[0], key[1], before, state.state_name, previous, "state store")
+            else:
+                continue  # neither before nor now: nothing changed (unreachable, as they differ)
             self._count(state, change)
             changes.append(change)
         return changes
