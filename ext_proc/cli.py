@@ -308,9 +308,7 @@ def _workers(args: argparse.Namespace, extra_args: Sequence[str] = (), early: Se
     except ValueError as exc:
         print(f"modelguard serve: {exc}", file=sys.stderr)
         return 2
-    return supervise(
-        args.policy, addresses, args.grace, args.log_level, args.event_loop, extra_args, early, admin_grpc
-    )
+    return supervise(args.policy, addresses, args.grace, args.log_level, args.event_loop, extra_args, early, admin_grpc)
 
 
 def _check(path: str) -> int:

@@ -24,7 +24,8 @@ from ext_proc.api import CALLS, SERVICE_NAME, admin_pb2
 from ext_proc.core.clock import Clock
 from ext_proc.core.forcing import ForceChange, ForceMode, ForceOrder
 from ext_proc.core.guard import Guard
-from ext_proc.core.registry import StateRegistry, TierKey, UnknownTier, listed
+from ext_proc.core.listing import listed
+from ext_proc.core.registry import StateRegistry, TierKey, UnknownTier
 from ext_proc.observe.log_budget import LogBudget
 from ext_proc.observe.slicing import slices
 from ext_proc.policy.durations import shown

@@ -25,6 +25,7 @@ class ManualClock:
             raise ValueError("a clock does not go backwards")
         self.now += seconds
 
+
 wall_clock: Clock = time.time
 """Wall-clock seconds (Unix time): for what people read and what outlives the process (a forced
 state's expiry), never for measuring intervals."""

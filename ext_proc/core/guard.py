@@ -17,64 +17,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from ext_proc.core import reasons
 from ext_proc.core.admission import NO_TOKENS, Admitter, Ticket, Token, admit_all, reason_of
 from ext_proc.core.breaker import BreakerState
+from ext_proc.core.canary.arms import CanaryGuard
+from ext_proc.core.decision import NO_TIER, UNMATCHED, Decision
 from ext_proc.core.matching import Matcher
 from ext_proc.core.outcomes import DROPPED, OUTCOMES, classify
-from ext_proc.core.registry import NO_STATE, StateRegistry, TierState
-from ext_proc.core.stats import Counter
-from ext_proc.policy import FailureSettings, Match, ModelPolicy, Policy, Respond, Tier
-
-UNMATCHED = reasons.UNMATCHED
-NO_TIER = reasons.NO_TIER
+from ext_proc.core.registry import StateRegistry, TierState
+from ext_proc.policy import Match, ModelPolicy, Policy, Tier
+from ext_proc.protocol.headers import REQUEST_ID
 
 __all__ = ["NO_TIER", "UNMATCHED", "Decision", "Guard", "ModelGuard", "Ticket", "TierGuard"]
-
-
-class Decision:
-    """One of the finitely many answers: a (model, tier, reason), counted as it is given.
-
-    It keeps names and values, not the model's or the tier's objects: a guard is then a tree
-    with no reference cycle, so a retired guard is freed by reference counting as soon as its
-    last stream ends, frozen out of the collector (server/reload.py) or not."""
-
-    __slots__ = (
-        "counter",
-        "degraded",
-        "failure",
-        "model_name",
-        "passes_through",
-        "reason",
-        "respond",
-        "route",
-        "state",
-        "tier_name",
-    )
-
-    def __init__(
-        self,
-        model: ModelGuard | None,
-        tier: TierGuard | None,
-        reason: str,
-        counter: Counter,
-        respond: Respond | None = None,
-    ) -> None:
-        self.model_name = UNMATCHED if model is None else model.name
-        self.tier_name = tier.name if tier is not None else UNMATCHED if model is None else NO_TIER
-        self.route = None if tier is None else tier.route
-        """Where Envoy sends it; None when modelguard answers or the request passes through."""
-        self.reason = reason
-        self.respond = respond
-        self.counter = counter
-        self.state: TierState = NO_STATE if tier is None or tier.state is None else tier.state
-        """Where the response is recorded; the null state for a decision that records nothing."""
-        self.failure = FailureSettings() if model is None else model.failure
-        self.degraded = model is not None and (tier is None or tier.index > 0)
-        """Not served by the first tier of the ladder."""
-        self.passes_through = model is None
-        """Unmatched: the request goes on untouched (but for the removal of spoofed headers)."""
-
-    @property
-    def count(self) -> int:
-        return self.counter.value
 
 
 class TierGuard:
@@ -82,7 +33,9 @@ class TierGuard:
     ``respond`` tier), and the admitters after its state's gate (none today)."""
 
     __slots__ = (
+        "arm",
         "by_reason",
+        "canary",
         "chain",
         "index",
         "model_name",
@@ -106,6 +59,8 @@ class TierGuard:
         there are none, decide() takes the gate's token without the chain's loop."""
         if tier.route is not None:
             self.state = registry.tier(model.name, tier.name, tier.route, model.policy.breaker)
+        settings = model.policy.canary if index == 0 else None
+        self.arm = None if settings is None else reasons.ARM_STABLE
         reason = reasons.OK if index == 0 else reasons.BREAKER_OPEN
         self.served = self._decision(model, reason, registry)
         """The answer when this tier serves and no admitter says otherwise."""
@@ -119,13 +74,16 @@ class TierGuard:
             self.by_reason[reasons.FORCED] = self._decision(model, reasons.FORCED, registry)
         self.tickets = {why: Ticket(decision, NO_TOKENS, 0.0) for why, decision in self.by_reason.items()}
         """Shared by every request a ``respond`` tier answers: nothing is recorded for them."""
+        self.canary = None if settings is None else CanaryGuard(model, self, settings, registry)
 
     def _decision(self, model: ModelGuard, reason: str, registry: StateRegistry) -> Decision:
-        return Decision(model, self, reason, registry.counter(model.name, self.name, reason), self.tier.respond)
+        counter = registry.counter(model.name, self.name, reason)
+        return Decision(model, self, reason, counter, self.tier.respond, self.arm)
 
     @property
     def decisions(self) -> list[Decision]:
-        return list({id(decision): decision for decision in self.by_reason.values()}.values())
+        found = list({id(decision): decision for decision in self.by_reason.values()}.values())
+        return found if self.canary is None else [*found, self.canary.served]
 
     def snapshot(self) -> dict[str, object]:
         figures: dict[str, object] = {
@@ -169,7 +127,14 @@ class ModelGuard:
 
     def snapshot(self) -> dict[str, object]:
         """This model's entry in /v1/state."""
-        return {"match": _match_text(self.policy.match), "tiers": {tier.name: tier.snapshot() for tier in self.tiers}}
+        found: dict[str, object] = {
+            "match": _match_text(self.policy.match),
+            "tiers": {tier.name: tier.snapshot() for tier in self.tiers},
+        }
+        canary = self.tiers[0].canary
+        if canary is not None:
+            found["canary"] = canary.snapshot()
+        return found
 
 
 def model_guards(policy: Policy, registry: StateRegistry) -> Iterator[ModelGuard]:
@@ -194,7 +159,7 @@ class Guard:
         self.unmatched = Decision(None, None, UNMATCHED, registry.unmatched)
         self._unmatched_ticket = Ticket(self.unmatched, NO_TOKENS, 0.0)
         self._matcher: Matcher[ModelGuard] = Matcher([(m.policy.match, m) for m in self.models])
-        self.header_names = self._matcher.header_names
+        self.header_names = self._matcher.header_names | canary_headers(policy)
 
     def adopt(self) -> None:
         """Make this guard's policy the registry's: state of models and tiers it lacks is dropped."""
@@ -222,6 +187,8 @@ class Guard:
                 if why is None:
                     why = gate.refusal
                 continue
+            if tier.canary is not None:  # the first tier only, whose chain is the gate alone
+                return tier.canary.decide(headers, tier, state, token, now)
             if tier.chain:
                 rest = admit_all(tier.chain, now)
                 if rest is None:
@@ -290,6 +257,22 @@ class Guard:
     def tiers(self) -> list[TierGuard]:
         return [tier for model in self.models for tier in model.tiers]
 
+    def states(self) -> list[TierState]:
+        """Every routed tier's state, the canary routes' included: what metrics read."""
+        found = []
+        for tier in self.tiers():
+            if tier.state is not None:
+                found.append(tier.state)
+            if tier.canary is not None:
+                found.append(tier.canary.state)
+        return found
+
+    def canary(self, model: str) -> CanaryGuard | None:
+        for found in self.models:
+            if found.name == model:
+                return found.tiers[0].canary
+        return None
+
     def breaker_states(self) -> list[tuple[TierGuard, BreakerState]]:
         return [(tier, tier.state.breaker.state) for tier in self.tiers() if tier.state is not None]
 
@@ -299,6 +282,18 @@ class Guard:
             "models": {model.name: model.snapshot() for model in self.models},
             "unmatched_requests": self.unmatched.count,
         }
+
+
+def canary_headers(policy: Policy) -> frozenset[str]:
+    """The request headers the policy's canaries read: sticky keys, their fallback, exclusions."""
+    names: set[str] = set()
+    for model in policy.models:
+        canary = model.canary
+        if canary is not None:
+            names.update((canary.sticky_header, REQUEST_ID))
+            if canary.exclude is not None:
+                names.add(canary.exclude.header)
+    return frozenset(names)
 
 
 def _match_text(match: Match) -> dict[str, str]:

@@ -11,6 +11,15 @@ HALF_OPEN_PROBE = "half_open_probe"
 """One of the few requests a half-open breaker lets through to test a tier."""
 FORCED = "forced"
 """Served lower down the ladder (or refused) because an operator forced a better tier open."""
+CANARY = "canary"
+"""Served by the new version of the first tier: the request's key is in the canary's share."""
+
+ARM_CANARY = "canary"
+ARM_STABLE = "stable"
+"""The words of ``x-modelguard-arm``."""
+CANARY_SUFFIX = "@canary"
+"""The canary route's breaker is a tier state named after its tier with this suffix
+(``primary@canary``), which no policy tier name can take."""
 
 UNMATCHED = "unmatched"
 """Label of requests no model matched (and of their tier and reason)."""

@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import random
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from ext_proc.core.admission import Gate
 from ext_proc.core.breaker import CircuitBreaker, Transition
+from ext_proc.core.canary.book import CanaryBook
+from ext_proc.core.canary.run import CanaryChange, ChangeSink
 from ext_proc.core.clock import Clock, monotonic, wall_clock
 from ext_proc.core.forcing import NEVER, ForceChange, ForcedClosed, ForcedOpen, ForceMode, ForceOrder
+from ext_proc.core.listing import listed
 from ext_proc.core.outcomes import OUTCOMES
 from ext_proc.core.reasons import UNMATCHED
 from ext_proc.core.stats import LATENCY_BUCKETS, Counter, Histogram
@@ -126,14 +129,8 @@ def _ignore_change(_change: ForceChange) -> None:
     return None
 
 
-MAX_LISTED = 20
-"""Names an error lists at most (a gRPC status message must fit in its metadata, ~8 KB)."""
-
-
-def listed(names: Iterable[str]) -> str:
-    names = list(names)
-    shown_names = ", ".join(shown(name) if len(name) > 60 else name for name in names[:MAX_LISTED]) or "(none)"
-    return shown_names if len(names) <= MAX_LISTED else f"{shown_names} and {len(names) - MAX_LISTED} more"
+def _ignore_canary(_change: CanaryChange) -> None:
+    return None
 
 
 class UnknownTier(KeyError):
@@ -162,12 +159,15 @@ class StateRegistry:
         on_transition: TransitionSink = _ignore,
         on_force: ForceSink = _ignore_change,
         wall: Clock = wall_clock,
+        on_canary: ChangeSink = _ignore_canary,
     ) -> None:
         self.clock = clock
         self.wall = wall
         self._rng = rng or random.Random()
         self._on_transition = on_transition
         self.on_force = on_force
+        self.canaries = CanaryBook(clock, wall, self._rng, on_canary)
+        """Every model's canary run (core/canary/), kept across policies as breakers are."""
         self._tiers: dict[TierKey, TierState] = {}
         self._orders: dict[TierKey, ForceOrder] = {}
         """Every order in force, for tiers the live policy has or not."""
@@ -231,6 +231,7 @@ class StateRegistry:
             replaced.gate = replaced.breaker
         self._replaced = []
         self._counters = {key: count for key, count in self._counters.items() if count.mark == build}
+        self.canaries.sweep(build)
 
     def tiers(self) -> list[TierState]:
         return list(self._tiers.values())

@@ -37,9 +37,7 @@ HEADERS = {
     INFLIGHT: header(INFLIGHT, "gauge", "Requests admitted to a tier and not yet answered."),
     LATENCY: header(LATENCY, "histogram", "Time from request headers to response headers, as modelguard saw it."),
 }
-STATE_NAMES = (
-    *(state.value for state in BreakerState), ForceMode.FORCED_OPEN.value, ForceMode.FORCED_CLOSED.value
-)
+STATE_NAMES = (*(state.value for state in BreakerState), ForceMode.FORCED_OPEN.value, ForceMode.FORCED_CLOSED.value)
 """Every value of the ``state`` label, as /v1/state and ``ctl state`` name them too."""
 _STATE_VALUES = {current: [(name, "1.0" if name == current else "0.0") for name in STATE_NAMES]
                  for current in STATE_NAMES}  # fmt: skip
@@ -64,7 +62,7 @@ class CoreMetrics:
             model, reason, name = label(decision.model_name), label(decision.reason), label(decision.tier_name)
             yield f'{REQUESTS}{{model="{model}",reason="{reason}",tier="{name}"}} {number(decision.count)}\n'
 
-        states = [tier.state for tier in guard.tiers() if tier.state is not None]
+        states = guard.states()
         yield HEADERS[STATE]
         for state in states:
             model, name = label(state.model_name), label(state.name)

@@ -16,19 +16,25 @@ from ext_proc.policy.limits import (
 )
 from ext_proc.policy.loading import load_policy, parse_policy
 from ext_proc.policy.model import (
+    BUCKETS,
     RESERVED_LABELS,
     BreakerSettings,
+    Canary,
+    Exclude,
     FailureSettings,
+    Guardrails,
     Match,
     ModelPolicy,
     Policy,
     PolicyError,
+    Ramp,
     Respond,
     Tier,
 )
 from ext_proc.policy.reader import build_policy
 
 __all__ = [
+    "BUCKETS",
     "MAX_DEPTH",
     "MAX_ERRORS",
     "MAX_FILE_BYTES",
@@ -39,12 +45,16 @@ __all__ = [
     "MAX_WINDOW_CALLS",
     "RESERVED_LABELS",
     "BreakerSettings",
+    "Canary",
+    "Exclude",
     "FailureSettings",
+    "Guardrails",
     "Match",
     "ModelPolicy",
     "Policy",
     "PolicyDiff",
     "PolicyError",
+    "Ramp",
     "Respond",
     "Tier",
     "build_policy",

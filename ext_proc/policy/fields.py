@@ -200,3 +200,89 @@ class CodeSet:
         if len(value) > MAX_STATUSES:
             raise Invalid(f"at most {MAX_STATUSES} entries, got {len(value)}")
         return value
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    """A finite number from low to high (a bool is not one)."""
+
+    low: float
+    high: float
+
+    def read(self, value: object) -> float:
+        number = None
+        if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**53):
+            number = float(value)
+        if number is None or not self.low <= number <= self.high:  # NaN fails both comparisons
+            raise Invalid(f"must be a number from {self.low:g} to {self.high:g}, got {shown(value)}")
+        return number
+
+
+_PERCENT_PATTERN = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,2})?)%", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class Percent:
+    """A share written as a percentage (``5%``, ``0.5%``), as hundredths of a percent: a bare
+    number is refused, since 5 could mean 5% or 500%."""
+
+    low: int
+    """In hundredths of a percent (1 = 0.01%)."""
+    high: int = 10_000
+
+    def read(self, value: object) -> int:
+        found = _PERCENT_PATTERN.fullmatch(value.strip(" ")) if isinstance(value, str) else None
+        hundredths = round(float(found.group(1)) * 100) if found else -1
+        if not self.low <= hundredths <= self.high:
+            low, high = f"{self.low / 100:g}%", f"{self.high / 100:g}%"
+            raise Invalid(f"must be a percentage from {low} to {high} such as 5%, got {shown(value)}")
+        return hundredths
+
+
+_HEADER_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_\-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderName:
+    """A request header modelguard reads, lowercased as Envoy passes it; ASCII first, since
+    str.lower() maps the Kelvin sign to k. Never a pseudo-header or modelguard's own headers,
+    which Envoy removes from what clients send."""
+
+    def read(self, value: object) -> str:
+        if not isinstance(value, str) or not value.isascii() or not _HEADER_NAME_PATTERN.fullmatch(value.lower()):
+            raise Invalid("required: a header name such as x-model (at most 128 characters)")
+        if value.lower().startswith("x-modelguard-"):
+            raise Invalid("must not be a pseudo-header or an x-modelguard-* header")
+        return value.lower()
+
+
+HEADER_VALUE = Text(  # a request header never carries control characters or surrounding spaces
+    re.compile(r"[^\x00-\x20\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,1022}[^\x00-\x20\x7f-\x9f])?"),
+    "required: the exact header value, at most 1024 characters, without control characters or surrounding spaces",
+)
+ROUTE = Text(  # an HTTP header value for Envoy
+    re.compile(r"[A-Za-z0-9_.:/\-]{1,128}"),
+    "must be 1-128 characters of letters, digits, '_', '.', ':', '/', '-'",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TextSet:
+    """A short non-empty list of strings, each read by ``entry``, as a set."""
+
+    entry: Text
+    most: int
+
+    def read(self, value: object) -> frozenset[str]:
+        if not isinstance(value, list) or not value or len(value) > self.most:
+            raise Invalid(f"must be a list of 1 to {self.most} values")
+        problems: list[tuple[str, str]] = []
+        found: set[str] = set()
+        for index, item in enumerate(value):
+            try:
+                found.add(self.entry.read(item))
+            except Invalid as exc:
+                problems.extend((f"[{index}]{suffix}", message) for suffix, message in exc.problems)
+        if problems:
+            raise Invalid(problems=problems)
+        return frozenset(found)

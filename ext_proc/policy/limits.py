@@ -28,3 +28,5 @@ MAX_WINDOW_CALLS = 10_000
 """A count window keeps one byte per call per routed tier."""
 MAX_ERRORS = 100
 """Errors kept for the message; the rest are counted. 10,000 broken models must not print a million lines."""
+MAX_EXCLUDED_VALUES = 64
+"""Values a canary's ``exclude`` lists: a set lookup per request, whatever its size."""

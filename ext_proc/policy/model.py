@@ -86,6 +86,52 @@ class FailureSettings:
     )
 
 
+BUCKETS = 10_000
+"""A canary weight's resolution: sticky keys hash into this many buckets (0.01% each)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Guardrails:
+    """When a canary is aborted (README, "Canary gating", says how each is tested)."""
+
+    min_calls: int = 20
+    max_failure_rate: float = 0.10
+    max_failure_rate_increase: float = 0.05
+    max_latency_ratio: float = 1.5
+    max_harm: int = 20
+    confidence: float = 0.99
+
+
+@dataclass(frozen=True, slots=True)
+class Ramp:
+    """Raise the weight by ``step`` every ``every`` seconds while healthy, up to ``max`` (buckets)."""
+
+    step: int = 500
+    every: float = 60.0
+    max: int = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Exclude:
+    """Requests whose ``header`` has one of ``values`` never go to the canary."""
+
+    header: str = "x-request-criticality"
+    values: frozenset[str] = frozenset({"critical"})
+
+
+@dataclass(frozen=True, slots=True)
+class Canary:
+    """A new version of the model, served at its first tier to a sticky share of keys."""
+
+    route: str = ""
+    weight: int = 500
+    """Buckets out of BUCKETS (500: 5%)."""
+    sticky_header: str = "x-request-id"
+    exclude: Exclude | None = None
+    guardrails: Guardrails = field(default_factory=Guardrails)
+    ramp: Ramp | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ModelPolicy:
     name: str
@@ -93,6 +139,7 @@ class ModelPolicy:
     tiers: tuple[Tier, ...]
     breaker: BreakerSettings
     failure: FailureSettings
+    canary: Canary | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,11 +16,12 @@ import re
 from typing import TypeVar
 
 from ext_proc.policy.durations import shown
-from ext_proc.policy.fields import Text
+from ext_proc.policy.fields import HEADER_VALUE, ROUTE, HeaderName, Text
 from ext_proc.policy.limits import MAX_DEPTH, MAX_MODELS, MAX_TIERS
 from ext_proc.policy.model import (
     RESERVED_LABELS,
     BreakerSettings,
+    Canary,
     FailureSettings,
     Match,
     ModelPolicy,
@@ -29,7 +30,7 @@ from ext_proc.policy.model import (
     Tier,
 )
 from ext_proc.policy.sections import Collector, Node, Section, kind_of, merged
-from ext_proc.policy.tables import BREAKER, FAILURE, RESPOND
+from ext_proc.policy.tables import BREAKER, CANARY, FAILURE, RESPOND
 from ext_proc.protocol.paths import covering_prefixes, normalize_path
 
 S = TypeVar("S")
@@ -38,20 +39,11 @@ _NAME = Text(
     re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}"),
     "must be 1-63 characters of letters, digits, '_', '.', '-', starting with a letter or digit",
 )
-_ROUTE = Text(  # an HTTP header value for Envoy
-    re.compile(r"[A-Za-z0-9_.:/\-]{1,128}"),
-    "must be 1-128 characters of letters, digits, '_', '.', ':', '/', '-'",
-)
 _AUTHORITY = Text(
     re.compile(r"[\x21-\x7e]{1,260}"),
     "must be a host name, optionally with :port (at most 260 visible ASCII characters;"
     " an international name in its xn-- form)",
 )
-_HEADER_VALUE = Text(  # a request header never carries control characters or surrounding spaces
-    re.compile(r"[^\x00-\x20\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,1022}[^\x00-\x20\x7f-\x9f])?"),
-    "required: the exact header value, at most 1024 characters, without control characters or surrounding spaces",
-)
-_HEADER_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_\-]{0,127}")
 _PATH_PREFIX_PATTERN = re.compile(r"/[\x21-\x7e]{0,1023}")
 _QUERY = re.compile(r"[?#]")
 
@@ -145,7 +137,7 @@ class _Reader(Collector):
         claimed.setdefault(key, (index, model.name))
 
     def model(self, raw: object, path: str, defaults: Node) -> ModelPolicy | None:
-        node = self.mapping(raw, path, {"name", "match", "tiers", "breaker", "failure"})
+        node = self.mapping(raw, path, {"name", "match", "tiers", "breaker", "failure", "canary"})
         if node is None:
             return None
         name = self.name(node.get("name"), f"{path}.name")
@@ -153,9 +145,26 @@ class _Reader(Collector):
         tiers = self.tiers(node.get("tiers"), f"{path}.tiers")
         breaker = self.breaker(defaults.get("breaker"), node.get("breaker"), f"{path}.breaker")
         failure = self.failure(defaults.get("failure"), node.get("failure"), f"{path}.failure")
+        canary = self.canary(node["canary"], f"{path}.canary", tiers) if "canary" in node else None
         if name is None or match is None or tiers is None or breaker is None or failure is None:
             return None
-        return ModelPolicy(name, match, tiers, breaker, failure)
+        if "canary" in node and canary is None:
+            return None
+        return ModelPolicy(name, match, tiers, breaker, failure, canary)
+
+    def canary(self, raw: object, path: str, tiers: tuple[Tier, ...] | None) -> Canary | None:
+        """The canary of a model's first tier, which must be routed, to another route than any tier's."""
+        canary = self.section(raw, path, CANARY)
+        if canary is None or tiers is None:
+            return None
+        if tiers[0].route is None:
+            self.error(path, "a canary needs a first tier with a route: it serves a share of that tier's requests")
+            return None
+        for index, tier in enumerate(tiers):
+            if tier.route == canary.route:
+                self.error(f"{path}.route", f"must differ from the routes of the tiers (tiers[{index}] has it)")
+                return None
+        return canary
 
     def breaker(self, default: object, override: object, path: str) -> BreakerSettings | None:
         return self.settings(merged(BREAKER, default, override), path, BREAKER)
@@ -220,20 +229,13 @@ class _Reader(Collector):
         if node is None:
             return None
         name = self.header_name(node.get("name"), f"{path}.name")
-        value = self.value(_HEADER_VALUE, node.get("value"), f"{path}.value")
+        value = self.value(HEADER_VALUE, node.get("value"), f"{path}.value")
         if name is None or value is None:
             return None
         return Match(header_name=name, header_value=value)
 
     def header_name(self, name: object, path: str) -> str | None:
-        """The name lowercased, as Envoy passes it; ASCII first, since str.lower() maps the Kelvin sign to k."""
-        if not isinstance(name, str) or not name.isascii() or not _HEADER_NAME_PATTERN.fullmatch(name.lower()):
-            self.error(path, "required: a header name such as x-model (at most 128 characters)")
-            return None
-        if name.lower().startswith((":", "x-modelguard-")):
-            self.error(path, "must not be a pseudo-header or an x-modelguard-* header")
-            return None
-        return name.lower()
+        return self.value(HeaderName(), name, path)
 
     def tiers(self, raw: object, path: str) -> tuple[Tier, ...] | None:
         if not isinstance(raw, list) or not raw:
@@ -267,7 +269,7 @@ class _Reader(Collector):
             self.error(path, "must have exactly one of route, respond")
             return None
         if has_route:
-            route = self.value(_ROUTE, node["route"], f"{path}.route")
+            route = self.value(ROUTE, node["route"], f"{path}.route")
             return Tier(name=name, route=route) if name is not None and route is not None else None
         if not last:
             self.error(f"{path}.respond", "only the last tier may respond directly")

@@ -165,6 +165,41 @@ class Collector:
                 self.error(f"{path}.{rule.at}", message)
 
 
+class _Pairs(Collector):
+    """A collector that keeps (path, message) pairs, for a section nested in another's field."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.pairs: list[tuple[str, str]] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.count += 1
+        if len(self.pairs) < MAX_ERRORS:
+            self.pairs.append((path, message))
+
+
+@dataclass(frozen=True, slots=True)
+class Nested(Generic[S]):
+    """A field whose value is a section of its own (``canary.guardrails``): read by its table,
+    every error reported at its path below the field."""
+
+    table: Section[S]
+
+    def read(self, value: object) -> S:
+        pairs = _Pairs()
+        found = pairs.section(value, "", self.table)
+        if found is None or pairs.count:
+            # mapping() names an unknown key without a leading dot when the path is empty
+            raise Invalid(problems=[(_below(path), message) for path, message in pairs.pairs])
+        return found
+
+
+def _below(path: str) -> str:
+    if path == "(root)":
+        return ""
+    return path if path.startswith(".") else f".{path}"
+
+
 def merged(table: Section[Any], default: object, override: object) -> object:
     """A section of ``defaults:`` under a model's own: the model's keys win, and a model choosing one
     key of an exclusive pair drops the other from the defaults. A non-mapping is left for validation

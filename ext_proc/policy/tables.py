@@ -8,10 +8,24 @@ from __future__ import annotations
 
 import re
 
-from ext_proc.policy.fields import CodeSet, Duration, GrpcCode, HttpStatus, Integer, Ratio, Text
-from ext_proc.policy.limits import MAX_WINDOW_CALLS
-from ext_proc.policy.model import BreakerSettings, FailureSettings, Respond
-from ext_proc.policy.sections import Exclusive, Rule, Section, Values
+from ext_proc.policy.fields import (
+    HEADER_VALUE,
+    ROUTE,
+    CodeSet,
+    Duration,
+    GrpcCode,
+    HeaderName,
+    HttpStatus,
+    Integer,
+    Number,
+    Percent,
+    Ratio,
+    Text,
+    TextSet,
+)
+from ext_proc.policy.limits import MAX_EXCLUDED_VALUES, MAX_WINDOW_CALLS
+from ext_proc.policy.model import BreakerSettings, Canary, Exclude, FailureSettings, Guardrails, Ramp, Respond
+from ext_proc.policy.sections import Exclusive, Nested, Rule, Section, Values
 
 _CONTENT_TYPE_PATTERN = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,254}[\x21-\x7e])?")
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -99,4 +113,46 @@ FAILURE = Section(
         "statuses": CodeSet(HttpStatus(), "HTTP statuses or classes such as 5xx"),
         "grpc_statuses": CodeSet(GrpcCode(), "gRPC status names", refused=((0, "must not contain OK"),)),
     },
+)
+
+
+def _ramp_reaches_weight(values: Values) -> str | None:
+    ramp: Ramp | None = values["ramp"]
+    weight: int | None = values["weight"]
+    if ramp is not None and weight is not None and ramp.max < weight:
+        return f"max must be at least the starting weight ({weight / 100:g}%)"
+    return None
+
+
+def _route_required(values: Values) -> str | None:
+    return "required: the route value of the new version" if values["route"] == "" else None
+
+
+GUARDRAILS = Section(
+    Guardrails,
+    {
+        "min_calls": Integer(1, 1_000_000),
+        "max_failure_rate": Ratio(),
+        "max_failure_rate_increase": Ratio(allow_zero=True),
+        "max_latency_ratio": Number(1.0, 1000.0),
+        "max_harm": Integer(1, 1_000_000),
+        "confidence": Number(0.5, 0.999999),
+    },
+)
+RAMP = Section(Ramp, {"step": Percent(1), "every": Duration(1.0, 86400.0), "max": Percent(1)})
+EXCLUDE = Section(Exclude, {"header": HeaderName(), "values": TextSet(HEADER_VALUE, MAX_EXCLUDED_VALUES)})
+_EXCLUDE: Nested[Exclude] = Nested(EXCLUDE)
+_GUARDRAILS: Nested[Guardrails] = Nested(GUARDRAILS)
+_RAMP: Nested[Ramp] = Nested(RAMP)
+CANARY = Section(
+    Canary,
+    {
+        "route": ROUTE,
+        "weight": Percent(1),
+        "sticky_header": HeaderName(),
+        "exclude": _EXCLUDE,
+        "guardrails": _GUARDRAILS,
+        "ramp": _RAMP,
+    },
+    rules=(Rule("route", _route_required), Rule("ramp", _ramp_reaches_weight)),
 )

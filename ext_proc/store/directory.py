@@ -92,9 +92,7 @@ class DirectoryStore:
             with self._locked(exclusive=False):
                 return self._read()
         except _Corrupt as exc:
-            log.error(
-                "state file ignored: %s", exc, extra={"event": "state_file_ignored", "path": str(self.path)}
-            )
+            log.error("state file ignored: %s", exc, extra={"event": "state_file_ignored", "path": str(self.path)})
             return None
         except OSError as exc:
             log.error(

@@ -1,0 +1,70 @@
+"""What the guard answers a request: one of finitely many decisions, built with the guard."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ext_proc.core import reasons
+from ext_proc.core.registry import NO_STATE, TierState
+from ext_proc.core.stats import Counter
+from ext_proc.policy import FailureSettings, Respond
+
+if TYPE_CHECKING:
+    from ext_proc.core.guard import ModelGuard, TierGuard
+
+UNMATCHED = reasons.UNMATCHED
+NO_TIER = reasons.NO_TIER
+
+
+class Decision:
+    """One of the finitely many answers: a (model, tier, reason), counted as it is given.
+
+    It keeps names and values, not the model's or the tier's objects: a guard is then a tree
+    with no reference cycle, so a retired guard is freed by reference counting as soon as its
+    last stream ends, frozen out of the collector (server/reload.py) or not."""
+
+    __slots__ = (
+        "arm",
+        "counter",
+        "degraded",
+        "failure",
+        "model_name",
+        "passes_through",
+        "reason",
+        "respond",
+        "route",
+        "state",
+        "tier_name",
+    )
+
+    def __init__(
+        self,
+        model: ModelGuard | None,
+        tier: TierGuard | None,
+        reason: str,
+        counter: Counter,
+        respond: Respond | None = None,
+        arm: str | None = None,
+        canary: TierState | None = None,
+    ) -> None:
+        self.model_name = UNMATCHED if model is None else model.name
+        self.tier_name = tier.name if tier is not None else UNMATCHED if model is None else NO_TIER
+        self.route = None if tier is None else tier.route if canary is None else canary.route
+        """Where Envoy sends it; None when modelguard answers or the request passes through."""
+        self.reason = reason
+        self.respond = respond
+        self.counter = counter
+        self.arm = arm
+        """``canary`` or ``stable`` at the first tier of a model with a canary; None elsewhere."""
+        self.state: TierState = canary or (NO_STATE if tier is None or tier.state is None else tier.state)
+        """Where the response is recorded (the canary route's own state for the canary's calls); the
+        null state for a decision that records nothing."""
+        self.failure = FailureSettings() if model is None else model.failure
+        self.degraded = model is not None and (tier is None or tier.index > 0)
+        """Not served by the first tier of the ladder."""
+        self.passes_through = model is None
+        """Unmatched: the request goes on untouched (but for the removal of spoofed headers)."""
+
+    @property
+    def count(self) -> int:
+        return self.counter.value

@@ -1,0 +1,119 @@
+"""Judgement on a fake clock with seeded outcomes: false aborts, detection speed, latency-only
+regressions, min_calls and max_harm. Stable and canary calls interleave as at 200 req/s."""
+
+from __future__ import annotations
+
+import random
+import statistics
+from dataclasses import replace
+
+from ext_proc.core.canary.evidence import FAILURE_RATE, FAILURE_RATE_INCREASE, HARM, LATENCY, Evidence
+from ext_proc.policy import Guardrails
+
+RATE = 200.0
+DEFAULTS = Guardrails()
+
+
+class Trial:
+    def __init__(self, seed: int, guardrails: Guardrails = DEFAULTS) -> None:
+        self.rng = random.Random(seed)
+        self.now = 0.0
+        self.evidence = Evidence(guardrails, self.now)
+
+    def latency(self, scale: float = 1.0) -> float:
+        return self.rng.lognormvariate(-3.9, 0.25) * scale  # about 20 ms, p95 about 30 ms
+
+    def run(
+        self,
+        canary_rate: float,
+        stable_rate: float = 0.01,
+        slower: float = 1.0,
+        weight: float = 0.1,
+        calls: int = 10_000,
+    ) -> str | None:
+        """Until ``calls`` canary calls are judged or a guardrail breaks: the one that broke."""
+        evidence = self.evidence
+        while evidence.canary.calls < calls:
+            self.now += 1 / RATE
+            if self.rng.random() < weight:
+                broken = evidence.canary_outcome(self.rng.random() < canary_rate, self.latency(slower), self.now)
+                if broken is not None:
+                    return broken
+            else:
+                evidence.stable_outcome(self.rng.random() < stable_rate, self.latency(), self.now)
+        return None
+
+
+def test_a_healthy_canary_is_not_aborted_in_10000_calls_in_any_of_20_seeds() -> None:
+    for seed in range(20):
+        trial = Trial(seed)
+        assert trial.run(canary_rate=0.01) is None, seed
+        assert trial.evidence.canary.calls == 10_000
+
+
+def test_a_canary_failing_30_percent_against_1_percent_is_aborted_after_a_dozen_failures() -> None:
+    failures = []
+    for seed in range(100):
+        trial = Trial(seed)
+        assert trial.run(canary_rate=0.30) in (FAILURE_RATE, FAILURE_RATE_INCREASE)
+        failures.append(trial.evidence.canary.failures)
+    assert statistics.median(failures) <= 13
+    assert sum(count <= 20 for count in failures) >= 98
+    assert max(failures) <= 30
+
+
+def test_a_canary_twice_as_slow_without_errors_is_aborted_on_latency_within_100_calls() -> None:
+    for seed in range(20):
+        trial = Trial(seed)
+        assert trial.run(canary_rate=0.0, slower=2.0) == LATENCY
+        assert trial.evidence.canary.calls <= 100, seed
+
+
+def test_a_canary_slower_but_within_max_latency_ratio_is_not_aborted() -> None:
+    for seed in range(5):
+        assert Trial(seed).run(canary_rate=0.01, slower=1.3, calls=3000) is None
+
+
+def test_no_verdict_below_min_calls_even_when_every_call_fails() -> None:
+    trial = Trial(1, Guardrails(min_calls=50, max_harm=1000))
+    trial.run(canary_rate=0.0, calls=0)  # stable only, for nothing: no canary calls
+    for _ in range(49):
+        trial.now += 0.01
+        assert trial.evidence.canary_outcome(True, 0.02, trial.now) is None
+    assert trial.evidence.canary_outcome(True, 0.02, trial.now) is not None
+
+
+def test_max_harm_aborts_at_once_below_min_calls() -> None:
+    trial = Trial(1, Guardrails(min_calls=1000, max_harm=5))
+    verdicts = [trial.evidence.canary_outcome(True, 0.02, 1.0 + index) for index in range(6)]
+    assert verdicts[:5] == [None] * 5 and verdicts[5] == HARM  # 6 failures, minus 6 * 0.05 expected: 5.7
+
+
+def test_harm_counts_only_failures_beyond_stable_rate_plus_the_allowed_increase() -> None:
+    trial = Trial(2)
+    for index in range(1000):
+        trial.evidence.stable_outcome(index % 10 == 0, 0.02, 1.0)  # stable fails 10%
+    for index in range(100):
+        trial.evidence.canary_outcome(index % 5 == 0, 0.02, 1.0)  # canary 20%: 20 failures
+    assert abs(trial.evidence.harm - (20 - 100 * (0.10 + 0.05))) < 1e-9
+
+
+def test_a_new_confidence_resizes_the_boundaries_and_keeps_the_evidence() -> None:
+    trial = Trial(3)
+    trial.run(canary_rate=0.05, calls=200)
+    wealth = trial.evidence.failures.log_wealth
+    trial.evidence.reconfigure(replace(Guardrails(), confidence=0.9))
+    assert trial.evidence.failures.log_wealth == wealth
+    assert trial.evidence.failures.boundary < Evidence(Guardrails(), 0.0).failures.boundary
+
+
+def test_the_figures_show_both_arms_and_every_test_with_its_boundary() -> None:
+    trial = Trial(4)
+    trial.run(canary_rate=0.01, calls=300)
+    figures = trial.evidence.figures()
+    arms, tests = figures["arms"], figures["tests"]
+    assert isinstance(arms, dict) and isinstance(tests, dict)
+    assert arms["canary"]["calls"] == 300 and arms["stable"]["calls"] > 2000
+    assert set(tests) == {"failures", LATENCY, HARM}
+    assert tests["failures"]["boundary"] == 1 / ((1 - 0.99) / 2)
+    assert tests["failures"]["null"] <= 0.10
