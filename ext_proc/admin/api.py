@@ -21,6 +21,8 @@ from ext_proc.admin import messages
 from ext_proc.admin.auth import UNAUTHENTICATED, TokenSource
 from ext_proc.admin.events import EventHub, FellBehind, TooManyWatchers
 from ext_proc.api import CALLS, SERVICE_NAME, admin_pb2
+from ext_proc.core.canary.book import UnknownCanary
+from ext_proc.core.canary.run import Action, CanaryChange, CanaryOrder
 from ext_proc.core.clock import Clock
 from ext_proc.core.forcing import ForceChange, ForceMode, ForceOrder
 from ext_proc.core.guard import Guard
@@ -28,6 +30,7 @@ from ext_proc.core.listing import listed
 from ext_proc.core.registry import StateRegistry, TierKey, UnknownTier
 from ext_proc.observe.log_budget import LogBudget
 from ext_proc.observe.slicing import slices
+from ext_proc.policy import BUCKETS
 from ext_proc.policy.durations import shown
 
 log = logging.getLogger("modelguard.admin")
@@ -47,6 +50,11 @@ class Orders(Protocol):
 
     def dormant(self) -> dict[TierKey, ForceOrder]:
         """Orders for tiers the live policy does not have."""
+        ...
+
+    async def canary(self, model: str, order: CanaryOrder | None, caller: str) -> tuple[CanaryChange, str]:
+        """A canary order put in force (None: resume) and a warning as for ``force``;
+        UnknownCanary for a model without a canary."""
         ...
 
 
@@ -184,6 +192,62 @@ class AdminApi:
         caller = await self._authorized(context, "ReloadPolicy", request.caller)
         report = await self._reload(f"admin API ({caller})")
         return admin_pb2.ReloadPolicyResponse(result=report.result, policy_sha256=report.sha256, errors=report.errors)
+
+    # -- canaries -------------------------------------------------------------------------
+
+    async def GetCanary(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        canaries = self._guard().canaries
+        if request.model and request.model not in canaries:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(UnknownCanary(request.model, sorted(canaries))))
+        wanted = [request.model] if request.model else sorted(canaries)
+        return admin_pb2.GetCanaryResponse(
+            canaries=[messages.model_canary(model, canaries[model]) for model in wanted],
+            worker=self._worker,
+            workers=self._workers,
+        )
+
+    async def AbortCanary(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._canary_order(request, context, "AbortCanary", Action.ABORT)
+
+    async def PromoteCanary(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._canary_order(request, context, "PromoteCanary", Action.PROMOTE)
+
+    async def SetCanaryWeight(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._canary_order(request, context, "SetCanaryWeight", Action.WEIGHT)
+
+    async def ResumeCanary(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._canary_order(request, context, "ResumeCanary", None)
+
+    async def _canary_order(
+        self, request: Any, context: grpc.aio.ServicerContext, call: str, action: Action | None
+    ) -> Any:
+        caller = await self._authorized(context, call, request.caller)
+        weight = 0
+        if action is Action.WEIGHT:
+            share = request.weight
+            if not math.isfinite(share) or not 0 < share <= 1 or round(share * BUCKETS) < 1:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "weight must be above 0 (at least 0.0001) and at most 1"
+                )
+            weight = round(share * BUCKETS)
+        try:
+            route = self._registry.canaries.find(request.model).route
+            order = (
+                None
+                if action is None
+                else CanaryOrder(action, route, clean(request.reason), caller, self._wall(), weight)
+            )
+            change, warning = await self._orders.canary(request.model, order, caller)
+        except UnknownCanary as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            raise AssertionError from None
+        canary = self._guard().canaries.get(request.model)
+        found = (
+            admin_pb2.ModelCanary(model=request.model)
+            if canary is None
+            else messages.model_canary(request.model, canary)
+        )
+        return admin_pb2.CanaryOrderResponse(canary=found, previous_state=change.from_state, warning=warning)
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
@@ -9,6 +10,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ext_proc.api import admin_pb2
 from ext_proc.core.breaker import Transition
+from ext_proc.core.canary.arms import CanaryGuard
+from ext_proc.core.canary.run import CanaryChange
 from ext_proc.core.forcing import ForceChange, ForceMode, ForceOrder
 from ext_proc.core.guard import ModelGuard, TierGuard
 from ext_proc.core.registry import TierState
@@ -85,7 +88,11 @@ def _int(value: object) -> int:
 
 
 def model_state(model: ModelGuard) -> Any:
-    return admin_pb2.ModelState(name=model.name, tiers=[tier_state(tier) for tier in model.tiers])
+    message = admin_pb2.ModelState(name=model.name, tiers=[tier_state(tier) for tier in model.tiers])
+    canary = model.tiers[0].canary
+    if canary is not None:
+        message.canary.CopyFrom(canary_state(canary.snapshot()))
+    return message
 
 
 def transition_event(tier: TierState, transition: Transition, at: float, worker: int) -> Any:
@@ -125,5 +132,81 @@ def reload_event(result: str, trigger: str, sha256: str, errors: list[str], at: 
     event.time.CopyFrom(timestamp(at))
     event.policy_reload.CopyFrom(
         admin_pb2.PolicyReload(result=result, trigger=trigger, policy_sha256=sha256, errors=errors)
+    )
+    return event
+
+
+def canary_state(figures: Mapping[str, Any]) -> Any:
+    """A canary's snapshot (CanaryGuard.snapshot, or a change's evidence with its state) as a message."""
+    arms, tests = figures.get("arms", {}), figures.get("tests", {})
+    message = admin_pb2.CanaryState(
+        route=str(figures.get("route", "")),
+        state=str(figures.get("state", "")),
+        weight=float(figures.get("weight", 0.0)),
+        canary=_arm(arms.get("canary", {})),
+        stable=_arm(arms.get("stable", {})),
+        tests=[
+            admin_pb2.CanaryTest(
+                name=name,
+                statistic=float(test["statistic"]),
+                boundary=float(test["boundary"]),
+                null_rate=float(test.get("null", 0.0)),
+            )
+            for name, test in tests.items()
+        ],
+        min_calls=int(figures.get("min_calls", 0)),
+        breaker_state=str(figures.get("breaker", {}).get("state", "")),
+    )
+    if "since" in figures:
+        message.since.CopyFrom(timestamp(float(figures["since"])))
+    order = figures.get("order")
+    if order:
+        message.order.CopyFrom(
+            admin_pb2.CanaryOrder(
+                action=order["action"],
+                route=order["route"],
+                weight=order["weight"],
+                reason=order["reason"],
+                caller=order["caller"],
+                since=timestamp(order["since"]),
+            )
+        )
+    return message
+
+
+def _arm(figures: Mapping[str, Any]) -> Any:
+    return admin_pb2.ArmFigures(
+        calls=int(figures.get("calls", 0)),
+        failures=int(figures.get("failures", 0)),
+        failure_rate=float(figures.get("failure_rate", 0.0)),
+        slow=int(figures.get("slow", 0)),
+        slow_after_seconds=float(figures.get("slow_after") or 0.0),
+        failure_rate_bound=float(figures.get("failure_rate_bound", 0.0)),
+        latency_p95_seconds=float(figures.get("latency_p95") or 0.0),
+    )
+
+
+def model_canary(model: str, canary: CanaryGuard) -> Any:
+    return admin_pb2.ModelCanary(model=model, canary=canary_state(canary.snapshot()))
+
+
+def canary_event(change: CanaryChange, at: float, worker: int) -> Any:
+    event = admin_pb2.Event(worker=worker)
+    event.time.CopyFrom(timestamp(at))
+    figures = {**change.evidence, "route": change.route, "state": change.to_state, "weight": change.to_weight}
+    if change.order is not None:
+        figures["order"] = change.order.to_json()
+    event.canary_change.CopyFrom(
+        admin_pb2.CanaryChange(
+            model=change.model,
+            route=change.route,
+            from_state=change.from_state,
+            to_state=change.to_state,
+            from_weight=change.from_weight,
+            to_weight=change.to_weight,
+            cause=change.cause,
+            caller=change.caller,
+            canary=canary_state(figures),
+        )
     )
     return event

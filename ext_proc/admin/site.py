@@ -1,4 +1,4 @@
-"""The admin HTTP endpoints: /metrics, /healthz, /readyz, /v1/state.
+"""The admin HTTP endpoints: /metrics, /healthz, /readyz, /v1/state, /v1/canary/<model>.
 
 Served on the same event loop as the gRPC server, so a handler that holds the loop holds every
 decision waiting behind it (past Envoy's 0.2 s message_timeout, they fail open). /metrics and
@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ext_proc.admin.bodies import Bodies
 from ext_proc.admin.state import render_state
+from ext_proc.core.canary.book import UnknownCanary
 from ext_proc.core.guard import Guard
 from ext_proc.observe.exposition import Metrics
 
@@ -64,11 +65,22 @@ def build_app(guard: Callable[[], Guard], metrics: Metrics, readiness: Readiness
     async def state(request: web.Request) -> web.StreamResponse:
         return await body(request, lambda: render_state(guard()), JSON)
 
+    async def canary(request: web.Request) -> web.Response:
+        """A model's canary verdict for rollout tools (examples/rollouts/): 200 with ``state``
+        (active, ramping, complete, promoted, aborted), weight and evidence; 404 without one."""
+        model = request.match_info["model"]
+        canaries = guard().canaries
+        found = canaries.get(model)
+        if found is None:
+            return web.json_response({"error": str(UnknownCanary(model, list(canaries)))}, status=404)
+        return web.json_response(found.snapshot())
+
     app = web.Application()
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/state", state)
+    app.router.add_get("/v1/canary/{model}", canary)
     return app
 
 

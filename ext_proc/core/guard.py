@@ -160,6 +160,10 @@ class Guard:
         self._unmatched_ticket = Ticket(self.unmatched, NO_TOKENS, 0.0)
         self._matcher: Matcher[ModelGuard] = Matcher([(m.policy.match, m) for m in self.models])
         self.header_names = self._matcher.header_names | canary_headers(policy)
+        self.canaries: dict[str, CanaryGuard] = {
+            model.name: model.tiers[0].canary for model in self.models if model.tiers[0].canary is not None
+        }
+        """The models' canaries by model name."""
 
     def adopt(self) -> None:
         """Make this guard's policy the registry's: state of models and tiers it lacks is dropped."""
@@ -266,12 +270,6 @@ class Guard:
             if tier.canary is not None:
                 found.append(tier.canary.state)
         return found
-
-    def canary(self, model: str) -> CanaryGuard | None:
-        for found in self.models:
-            if found.name == model:
-                return found.tiers[0].canary
-        return None
 
     def breaker_states(self) -> list[tuple[TierGuard, BreakerState]]:
         return [(tier, tier.state.breaker.state) for tier in self.tiers() if tier.state is not None]

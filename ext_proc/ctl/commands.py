@@ -23,6 +23,7 @@ from typing import Any
 
 from ext_proc.api import admin_pb2
 from ext_proc.ctl import render
+from ext_proc.ctl.canary import run_canary
 from ext_proc.ctl.client import (
     REFUSED,
     UNREACHABLE,
@@ -219,4 +220,5 @@ _VERBS: dict[str, Callable[[Connection, argparse.Namespace], int]] = {
     "reset": _reset,
     "reload": _reload,
     "watch": _watch,
+    "canary": lambda connection, args: run_canary(connection, args, _others),
 }

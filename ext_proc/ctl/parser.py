@@ -51,6 +51,16 @@ def add_ctl_parser(commands: Any) -> None:
     reset.add_argument("model")
     reset.add_argument("tier")
     verbs.add_parser("reload", help="read the policy file again (as SIGHUP does)")
+    canary = verbs.add_parser(
+        "canary",
+        help="canaries: show them, or abort / resume / weight / promote one",
+        description="ctl canary [MODEL] shows state, weight, both arms and the tests; ctl canary abort MODEL "
+        "[--reason TEXT], resume MODEL, weight MODEL PERCENT, promote MODEL change one (durably).",
+    )
+    canary.add_argument("words", nargs="*", metavar="[ACTION] MODEL [PERCENT]")
+    canary.add_argument("--model", default="", help="show only this model (a model named like an action)")
+    canary.add_argument("--reason", default="", help="why, for the log and for the next person")
+    canary.add_argument("--output", choices=["table", "json"], default="table")
     watch = verbs.add_parser("watch", help="breaker transitions, forced-state changes and reloads as they happen")
     watch.add_argument("--output", choices=["text", "json"], default="text")
     watch.add_argument("--count", type=_count, default=0, help="stop after this many events (0: never)")

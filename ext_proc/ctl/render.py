@@ -72,7 +72,7 @@ def state_table(answers: Sequence[Any]) -> str:
 
 
 def state_json(answers: Sequence[Any]) -> str:
-    documents = [_as_dict(answer) for answer in answers]
+    documents = [as_dict(answer) for answer in answers]
     return json.dumps(documents[0] if len(documents) == 1 else {"workers": documents}, indent=2, sort_keys=True)
 
 
@@ -97,6 +97,13 @@ def event_line(event: Any) -> str:
         change = event.forced_state_change
         who = f"ended by {change.ended_by}" if change.ended_by else forced_text(change.forced)
         return f"{prefix} {change.model}/{change.tier} {change.from_state} -> {change.to_state} ({who})"
+    if kind == "canary_change":
+        change = event.canary_change
+        return (
+            f"{prefix} {change.model} canary {change.from_state} -> {change.to_state} at {change.to_weight * 100:g}% "
+            f"({change.cause}; canary {change.canary.canary.failures}/{change.canary.canary.calls} failed, "
+            f"stable {change.canary.stable.failures}/{change.canary.stable.calls})"
+        )
     if kind == "policy_reload":
         reload = event.policy_reload
         return f"{prefix} policy reload {reload.result} ({reload.trigger}) sha256 {reload.policy_sha256[:12]}"
@@ -104,10 +111,10 @@ def event_line(event: Any) -> str:
 
 
 def event_json(event: Any) -> str:
-    return json.dumps(_as_dict(event), sort_keys=True)
+    return json.dumps(as_dict(event), sort_keys=True)
 
 
-def _as_dict(message: Any) -> dict[str, Any]:
+def as_dict(message: Any) -> dict[str, Any]:
     """Zero figures included: a script reading ``calls`` should find 0, not nothing."""
     found: dict[str, Any] = MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from ext_proc.core.breaker import BreakerState
+from ext_proc.core.canary.run import CanaryState
 from ext_proc.core.forcing import ForceMode
 from ext_proc.core.guard import Guard
 from ext_proc.observe.exposition import PREFIX, Labels, header, histogram, number
+from ext_proc.policy import BUCKETS
 
 REQUESTS = PREFIX + "requests_total"
 STATE = PREFIX + "breaker_state"
@@ -23,6 +25,8 @@ FORCED_CHANGES = PREFIX + "forced_state_changes_total"
 OUTCOMES = PREFIX + "outcomes_total"
 INFLIGHT = PREFIX + "inflight"
 LATENCY = PREFIX + "upstream_latency_seconds"
+CANARY_WEIGHT = PREFIX + "canary_weight"
+CANARY_STATE = PREFIX + "canary_state"
 
 HEADERS = {
     REQUESTS: header(REQUESTS, "counter", "Requests decided, by model, tier and reason."),
@@ -36,7 +40,13 @@ HEADERS = {
     ),
     INFLIGHT: header(INFLIGHT, "gauge", "Requests admitted to a tier and not yet answered."),
     LATENCY: header(LATENCY, "histogram", "Time from request headers to response headers, as modelguard saw it."),
+    CANARY_WEIGHT: header(CANARY_WEIGHT, "gauge", "Share of sticky keys a model's canary serves (0 to 1)."),
+    CANARY_STATE: header(
+        CANARY_STATE, "gauge", "1 for the canary's state: active, ramping, complete, promoted or aborted."
+    ),
 }
+_CANARY_VALUES = {current: [(state.value, "1.0" if state is current else "0.0") for state in CanaryState]
+                  for current in CanaryState}  # fmt: skip
 STATE_NAMES = (*(state.value for state in BreakerState), ForceMode.FORCED_OPEN.value, ForceMode.FORCED_CLOSED.value)
 """Every value of the ``state`` label, as /v1/state and ``ctl state`` name them too."""
 _STATE_VALUES = {current: [(name, "1.0" if name == current else "0.0") for name in STATE_NAMES]
@@ -109,3 +119,17 @@ class CoreMetrics:
         yield HEADERS[LATENCY]
         for state in states:
             yield histogram(LATENCY, f'model="{label(state.model_name)}",tier="{label(state.name)}"', state.latency)
+        yield from _canaries(guard, label)
+
+
+def _canaries(guard: Guard, label: Labels) -> Iterator[str]:
+    runs = [canary.run for canary in guard.canaries.values()]
+    yield HEADERS[CANARY_WEIGHT]
+    for run in runs:
+        yield f'{CANARY_WEIGHT}{{model="{label(run.model)}"}} {number(run.weight / BUCKETS)}\n'
+    yield HEADERS[CANARY_STATE]
+    for run in runs:
+        model = label(run.model)
+        yield "".join(
+            f'{CANARY_STATE}{{model="{model}",state="{value}"}} {flag}\n' for value, flag in _CANARY_VALUES[run.state]
+        )

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from ext_proc.core.breaker import Transition
+from ext_proc.core.canary.run import CanaryChange
 from ext_proc.core.forcing import ForceChange
 from ext_proc.core.registry import TierState
 
@@ -87,5 +88,29 @@ def log_force_change(change: ForceChange) -> None:
             "caller": order.caller,
             "until": order.until,
             "ended_by": change.ended_by or None,
+        },
+    )
+
+
+canary_log = logging.getLogger("modelguard.canary")
+
+
+def log_canary_change(change: CanaryChange) -> None:
+    """Every canary state or weight change, with the evidence behind it (both arms, the tests)."""
+    canary_log.warning(
+        "canary %s -> %s",
+        change.from_state,
+        change.to_state,
+        extra={
+            "event": "canary_changed",
+            "model": change.model,
+            "route": change.route,
+            "from_state": change.from_state,
+            "to_state": change.to_state,
+            "from_weight": change.from_weight,
+            "to_weight": change.to_weight,
+            "cause": change.cause,
+            "caller": change.caller,
+            "evidence": change.evidence,
         },
     )

@@ -1,5 +1,7 @@
-"""Forced states made durable: the admin API's orders go to the state store before they take
-effect, are read back at start-up, and are followed while serving.
+"""Forced states and canary orders made durable: the admin API's orders go to the state store
+before they take effect, are read back at start-up, and are followed while serving. A canary's
+abort decided by its guardrails (on the request path, which never writes) is stored by the next
+tick, and counts as stored meanwhile, so that a read of the store cannot undo it.
 
 Following is how ``--workers`` share them: every worker reads the same state directory, so an
 order given to any one worker (by ``modelguard ctl`` or by any gRPC client) is written there and
@@ -16,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ext_proc.core.canary.run import JUDGE, CanaryChange, CanaryOrder
 from ext_proc.core.forcing import ForceChange, ForceMode, ForceOrder
 from ext_proc.core.registry import EXPIRY, StateRegistry, TierKey
-from ext_proc.store import StateStore, StoreError
+from ext_proc.store import CANARY_KEY, Order, StateStore, StoreError
 
 log = logging.getLogger("modelguard.forced")
 
@@ -38,10 +41,10 @@ class UnusableStore:
     def where(self) -> str:
         return self._where
 
-    def load(self) -> dict[TierKey, ForceOrder] | None:
+    def load(self) -> dict[TierKey, Order] | None:
         return None
 
-    def save(self, key: TierKey, order: ForceOrder | None, replacing: ForceOrder | None = None) -> None:
+    def save(self, key: TierKey, order: Order | None, replacing: Order | None = None) -> None:
         raise StoreError(self._why)
 
     def version(self) -> object:
@@ -56,12 +59,37 @@ class DurableOrders:
         self.store = store
         self._lock = asyncio.Lock()
         self._expired: list[tuple[TierKey, ForceOrder]] = []
+        self._unsaved: dict[str, CanaryOrder] = {}
+        """Guardrail aborts not yet in the store, by model."""
         self._seen: object = None
 
     def note(self, change: ForceChange) -> None:
         """The registry's changes (a sink): an expired order is to be removed from the store."""
         if change.ended_by == EXPIRY:
             self._expired.append(((change.model, change.tier), change.order))
+
+    def note_canary(self, change: CanaryChange) -> None:
+        """The canaries' changes (a sink): a guardrail's abort is to be stored."""
+        if change.caller == JUDGE and change.order is not None:
+            self._unsaved[change.model] = change.order
+
+    async def canary(self, model: str, order: CanaryOrder | None, caller: str) -> tuple[CanaryChange, str]:
+        """Put an operator's canary order in force (None: resume), stored first; UnknownCanary
+        before anything is written."""
+        async with self._lock:
+            canaries = self._registry.canaries
+            canaries.find(model)
+            self._unsaved.pop(model, None)
+            warning = await self._save((model, CANARY_KEY), order)
+            return canaries.give(model, order, caller), warning
+
+    async def _save(self, key: TierKey, order: Order | None) -> str:
+        try:
+            await asyncio.to_thread(self.store.save, key, order)
+        except StoreError as exc:
+            log.error("order not saved: %s", exc, extra={"event": "order_not_saved", "model": key[0], "key": key[1]})
+            return f"in force, but not saved ({exc}): it will not survive a restart"
+        return ""
 
     async def restore(self) -> None:
         """Read the store and put its orders in force (at start-up, and when it changed)."""
@@ -73,18 +101,9 @@ class DurableOrders:
             dormant = order.mode is ForceMode.AUTO and (model, tier) in self.dormant()
             if not dormant:
                 self._registry.find(model, tier)  # UnknownTier before anything is written
-            warning = ""
             # Written even for ``auto`` on a tier this process does not see forced: another worker
             # may have forced it a moment ago, before this one followed the store.
-            try:
-                await asyncio.to_thread(self.store.save, (model, tier), None if order.mode is ForceMode.AUTO else order)
-            except StoreError as exc:
-                warning = f"in force, but not saved ({exc}): it will not survive a restart"
-                log.error(
-                    "forced state not saved: %s",
-                    exc,
-                    extra={"event": "forced_state_not_saved", "model": model, "tier": tier},
-                )
+            warning = await self._save((model, tier), None if order.mode is ForceMode.AUTO else order)
             if dormant:
                 return self._registry.forget(model, tier, order.caller), warning
             return self._registry.force(model, tier, order), warning
@@ -94,9 +113,12 @@ class DurableOrders:
         return {key: order for key, order in self._registry.orders().items() if key not in known}
 
     async def tick(self) -> None:
-        """Expiries, then whatever another process wrote."""
+        """Expiries and guardrail aborts, then whatever another process wrote."""
         async with self._lock:
             self._registry.expire_due()
+            for model, abort in list(self._unsaved.items()):
+                if not await self._save((model, CANARY_KEY), abort) and self._unsaved.get(model) == abort:
+                    del self._unsaved[model]
             expired, self._expired = self._expired, []
             for key, order in expired:
                 try:
@@ -118,5 +140,10 @@ class DurableOrders:
         version = self.store.version()
         orders = await asyncio.to_thread(self.store.load)
         self._seen = version
-        if orders is not None:  # unreadable: the orders in force stay as they are
-            self._registry.restore(orders)  # each change is logged and published by the registry's sink
+        if orders is None:  # unreadable: the orders in force stay as they are
+            return
+        forced = {key: order for key, order in orders.items() if isinstance(order, ForceOrder)}
+        canaries = {key[0]: order for key, order in orders.items() if isinstance(order, CanaryOrder)}
+        canaries.update(self._unsaved)
+        self._registry.restore(forced)  # each change is logged and published by the registry's sinks
+        self._registry.canaries.restore(canaries)

@@ -20,13 +20,14 @@ from ext_proc.admin.api import AdminApi, Reload, ReloadReport
 from ext_proc.admin.events import EventHub
 from ext_proc.admin.site import Readiness, build_app, start_admin
 from ext_proc.core.breaker import Transition
+from ext_proc.core.canary.run import CanaryChange
 from ext_proc.core.clock import Clock, monotonic, wall_clock
 from ext_proc.core.forcing import ForceChange
 from ext_proc.core.guard import Guard
 from ext_proc.core.registry import StateRegistry, TierState
 from ext_proc.observe.core_metrics import CoreMetrics
 from ext_proc.observe.exposition import Metrics
-from ext_proc.observe.logs import log_force_change, log_transition
+from ext_proc.observe.logs import log_canary_change, log_force_change, log_transition
 from ext_proc.policy import Policy
 from ext_proc.policy.loading import PolicyFile
 from ext_proc.server.admin_grpc import AdminGrpcServer, AdminGrpcSettings
@@ -88,7 +89,7 @@ class Service:
         self.wall = wall
         self.worker = worker
         self.hub = EventHub()
-        self.registry = StateRegistry(clock, rng, self._on_transition, self._on_force, wall)
+        self.registry = StateRegistry(clock, rng, self._on_transition, self._on_force, wall, self._on_canary)
         self.orders = DurableOrders(self.registry, store)
         self.stats = ServerStats()
         self.servicer = ExtProcServicer(Guard(policy, self.registry), self.stats)
@@ -112,6 +113,11 @@ class Service:
         log_force_change(change)
         self.orders.note(change)
         self.hub.publish(lambda: messages.force_event(change, self.wall(), self.worker))
+
+    def _on_canary(self, change: CanaryChange) -> None:
+        log_canary_change(change)
+        self.orders.note_canary(change)
+        self.hub.publish(lambda: messages.canary_event(change, self.wall(), self.worker))
 
     def on_reload(self, result: str, trigger: str, sha256: str, errors: list[str]) -> None:
         self.hub.publish(lambda: messages.reload_event(result, trigger, sha256, errors, self.wall(), self.worker))

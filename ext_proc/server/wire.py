@@ -6,7 +6,7 @@ dictionary lookup instead of building and serializing messages. Only a request c
 
 The response phase has no answers of its own: modelguard judges the response and ends the
 stream (see server.py), and Envoy copies the tags for the client (``x-modelguard-tier``,
-``x-modelguard-degraded``) from the request headers set here onto the response
+``x-modelguard-degraded``, ``x-modelguard-arm``) from the request headers set here onto the response
 (``response_headers_to_add`` with ``%REQ(...)%`` in envoy/envoy.yaml).
 """
 
@@ -30,7 +30,7 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 
 from ext_proc.core.guard import Decision
 from ext_proc.protocol.grpc_codes import GRPC_STATUS_CODES
-from ext_proc.protocol.headers import DEGRADED, REASON, ROUTE, TIER
+from ext_proc.protocol.headers import ARM, DEGRADED, REASON, ROUTE, TIER
 
 _OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 _UNAVAILABLE = GRPC_STATUS_CODES["UNAVAILABLE"]
@@ -74,6 +74,8 @@ def build_answers(decision: Decision) -> WireAnswers:
     client_headers = [(TIER, decision.tier_name)]
     if decision.degraded:
         client_headers.append((DEGRADED, "true"))
+    if decision.arm is not None:
+        client_headers.append((ARM, decision.arm))
     if decision.route is not None:
         message = ProcessingResponse(
             request_headers=HeadersResponse(

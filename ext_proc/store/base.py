@@ -1,14 +1,21 @@
-"""The state store's interface and the form an order takes outside the process."""
+"""The state store's interface and the form an order takes outside the process: forced states by
+(model, tier), and canary orders by (model, ``CANARY_KEY``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Protocol
 
+from ext_proc.core.canary.run import Action, CanaryOrder
 from ext_proc.core.forcing import ForceMode, ForceOrder
+from ext_proc.policy import BUCKETS
 
 TierKey = tuple[str, str]
 """(model, tier)."""
+Order = ForceOrder | CanaryOrder
+CANARY_KEY = "@canary"
+"""The second half of the key of a model's canary order (no tier name can be it)."""
+CANARY_KIND = "canary"
 
 MAX_TEXT = 500
 """The longest reason or caller kept: a record is for people to read, not a place to store data."""
@@ -27,14 +34,14 @@ class StateStore(Protocol):
         """For logs and errors: the directory, or the backend's address."""
         ...
 
-    def load(self) -> dict[TierKey, ForceOrder] | None:
+    def load(self) -> dict[TierKey, Order] | None:
         """Every order stored, or None when there is nothing to read (never written, gone) or it
         cannot be read at all: the orders in force then stay as they are. Nothing is raised:
         what cannot be read is logged and skipped, since a corrupt store must not keep
         modelguard from serving."""
         ...
 
-    def save(self, key: TierKey, order: ForceOrder | None, replacing: ForceOrder | None = None) -> None:
+    def save(self, key: TierKey, order: Order | None, replacing: Order | None = None) -> None:
         """Store ``order`` for ``key`` (None: remove it); with ``replacing``, only if the stored
         order is still that one (an expiry must not remove a newer order). StoreError if it cannot."""
         ...
@@ -44,14 +51,18 @@ class StateStore(Protocol):
         ...
 
 
-def order_to_record(key: TierKey, order: ForceOrder) -> dict[str, object]:
+def order_to_record(key: TierKey, order: Order) -> dict[str, object]:
+    if isinstance(order, CanaryOrder):
+        return {"model": key[0], "kind": CANARY_KIND, **order.to_json()}
     return {"model": key[0], "tier": key[1], **order.to_json()}
 
 
-def order_from_record(record: object) -> tuple[TierKey, ForceOrder]:
+def order_from_record(record: object) -> tuple[TierKey, Order]:
     """ValueError naming what is wrong with a stored record."""
     if not isinstance(record, Mapping):
         raise ValueError("a record must be an object")
+    if record.get("kind") == CANARY_KIND:
+        return _canary_from_record(record)
     model, tier = _text(record, "model"), _text(record, "tier")
     if not model or not tier:
         raise ValueError("model and tier must not be empty")
@@ -67,6 +78,24 @@ def order_from_record(record: object) -> tuple[TierKey, ForceOrder]:
         raise ValueError("since is missing")
     order = ForceOrder(mode, _text(record, "reason"), _text(record, "caller"), since, until)
     return (model, tier), order
+
+
+def _canary_from_record(record: Mapping[str, object]) -> tuple[TierKey, CanaryOrder]:
+    model, route = _text(record, "model"), _text(record, "route")
+    if not model or not route:
+        raise ValueError("model and route must not be empty")
+    try:
+        action = Action(record.get("action"))
+    except ValueError:
+        raise ValueError(f"action must be abort, promote or weight, not {record.get('action')!r}") from None
+    weight = record.get("weight", 0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
+        raise ValueError("weight must be a share from 0 to 1")
+    since = _seconds(record, "since")
+    if since is None:
+        raise ValueError("since is missing")
+    order = CanaryOrder(action, route, _text(record, "reason"), _text(record, "caller"), since, round(weight * BUCKETS))
+    return (model, CANARY_KEY), order
 
 
 def _text(record: Mapping[str, object], name: str) -> str:

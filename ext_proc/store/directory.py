@@ -25,8 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ext_proc.core.forcing import ForceOrder
-from ext_proc.store.base import StoreError, TierKey, order_from_record, order_to_record
+from ext_proc.store.base import Order, StoreError, TierKey, order_from_record, order_to_record
 
 log = logging.getLogger("modelguard.store")
 
@@ -58,7 +57,7 @@ class DirectoryStore:
         self.directory = Path(directory)
         self.path = self.directory / FILE_NAME
         self._lock_path = self.directory / LOCK_NAME
-        self._last: dict[TierKey, ForceOrder] = {}
+        self._last: dict[TierKey, Order] = {}
         """What this process last read or wrote: what a write puts back when the file is corrupt."""
         self._unreadable: list[object] = []
         """Records of the file it could not read, written back as they were (not its to drop)."""
@@ -85,7 +84,7 @@ class DirectoryStore:
             return None
         return (found.st_ino, found.st_size, found.st_mtime_ns)
 
-    def load(self) -> dict[TierKey, ForceOrder] | None:
+    def load(self) -> dict[TierKey, Order] | None:
         if not self.directory.is_dir() or not self.path.exists():
             return None  # nothing to read (never written, or moved away): what is in force stays
         try:
@@ -102,7 +101,7 @@ class DirectoryStore:
             )
             return None
 
-    def save(self, key: TierKey, order: ForceOrder | None, replacing: ForceOrder | None = None) -> None:
+    def save(self, key: TierKey, order: Order | None, replacing: Order | None = None) -> None:
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # made at start, unless since removed
             with self._locked(exclusive=True):
@@ -133,7 +132,7 @@ class DirectoryStore:
         finally:
             os.close(descriptor)  # releases the lock
 
-    def _read(self) -> dict[TierKey, ForceOrder]:
+    def _read(self) -> dict[TierKey, Order]:
         try:
             descriptor = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -149,7 +148,7 @@ class DirectoryStore:
             raise _Corrupt(f"not JSON ({str(exc)[:200]})") from None
         if not isinstance(document, dict) or not isinstance(document.get("orders"), list):
             raise _Corrupt('not an object with an "orders" list')
-        orders: dict[TierKey, ForceOrder] = {}
+        orders: dict[TierKey, Order] = {}
         self._unreadable = []
         for index, record in enumerate(document["orders"]):
             try:
@@ -166,7 +165,7 @@ class DirectoryStore:
         self._last = dict(orders)
         return orders
 
-    def _write(self, orders: dict[TierKey, ForceOrder]) -> None:
+    def _write(self, orders: dict[TierKey, Order]) -> None:
         document = {
             "version": FORMAT_VERSION,
             "orders": [*(order_to_record(key, order) for key, order in sorted(orders.items())), *self._unreadable],

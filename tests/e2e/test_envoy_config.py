@@ -245,6 +245,7 @@ def test_reference_config_copies_modelguard_tags_onto_the_response() -> None:
     assert added == {
         "x-modelguard-tier": ("%REQ(x-modelguard-tier)%", "OVERWRITE_IF_EXISTS_OR_ADD"),
         "x-modelguard-degraded": ("%REQ(x-modelguard-degraded)%", "OVERWRITE_IF_EXISTS_OR_ADD"),
+        "x-modelguard-arm": ("%REQ(x-modelguard-arm)%", "OVERWRITE_IF_EXISTS_OR_ADD"),
     }
 
 

@@ -134,6 +134,7 @@ class CanaryRun:
         "order",
         "route",
         "settings",
+        "since",
         "sink",
         "stable_token",
         "state",
@@ -218,7 +219,7 @@ class CanaryRun:
             "route": self.route,
             "state": self.state.value,
             "weight": self.weight / BUCKETS,
-            "since": self.wall() - (self.clock() - self.evidence.started),
+            "since": self.since,
             "order": None if order is None else order.to_json(),
             "ramp": None if self.settings.ramp is None else _ramp_json(self.settings),
             **self.evidence.figures(),
@@ -235,6 +236,8 @@ class CanaryRun:
 
     def _start(self) -> None:
         now = self.clock()
+        self.since = self.wall()
+        """Wall-clock seconds when the evidence started."""
         self.evidence = Evidence(self.settings.guardrails, now)
         self.stable_token = _StableToken(self, self.evidence)
         self.canary_token = _CanaryToken(self, self.evidence)

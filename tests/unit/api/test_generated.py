@@ -11,9 +11,7 @@ def test_the_committed_modules_are_what_the_proto_generates(tmp_path: Path) -> N
     written = generate.generate(tmp_path)
     assert [p.relative_to(tmp_path).as_posix() for p in written] == list(generate.GENERATED)
     stale = [
-        name
-        for name in generate.GENERATED
-        if (tmp_path / name).read_bytes() != (generate.OUT / name).read_bytes()
+        name for name in generate.GENERATED if (tmp_path / name).read_bytes() != (generate.OUT / name).read_bytes()
     ]
     assert not stale, (
         f"{', '.join(stale)} differ from what {generate.PROTO} generates: "
@@ -25,6 +23,17 @@ def test_the_committed_modules_are_what_the_proto_generates(tmp_path: Path) -> N
 
 def test_every_call_of_the_service_is_bound() -> None:
     assert SERVICE_NAME == "modelguard.admin.v1.Admin"
-    assert sorted(CALLS) == ["ForceState", "GetState", "ReloadPolicy", "ResetBreaker", "WatchEvents"]
+    assert sorted(CALLS) == [
+        "AbortCanary",
+        "ForceState",
+        "GetCanary",
+        "GetState",
+        "PromoteCanary",
+        "ReloadPolicy",
+        "ResetBreaker",
+        "ResumeCanary",
+        "SetCanaryWeight",
+        "WatchEvents",
+    ]
     assert [name for name, call in CALLS.items() if call.streaming] == ["WatchEvents"]
     assert CALLS["ForceState"].path == "/modelguard.admin.v1.Admin/ForceState"

@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ext_proc.core.breaker import BreakerState
+from ext_proc.core.canary.run import CanaryState
 from ext_proc.core.guard import Guard
 from ext_proc.core.stats import Histogram
 from ext_proc.server.metrics import ServerStats
@@ -31,7 +32,7 @@ class OracleCollector(Collector):
         for decision in guard.decisions():
             requests.add_metric([decision.model_name, decision.tier_name, decision.reason], decision.count)
         yield requests
-        states = [tier.state for tier in guard.tiers() if tier.state is not None]
+        states = guard.states()
         breaker_state = GaugeMetricFamily(
             PREFIX + "breaker_state",
             "1 for the tier's current state: a breaker state, or forced_open / forced_closed.",
@@ -85,6 +86,21 @@ class OracleCollector(Collector):
         yield outcomes
         yield inflight
         yield latency
+        weights = GaugeMetricFamily(
+            PREFIX + "canary_weight", "Share of sticky keys a model's canary serves (0 to 1).", labels=["model"]
+        )
+        canary_states = GaugeMetricFamily(
+            PREFIX + "canary_state",
+            "1 for the canary's state: active, ramping, complete, promoted or aborted.",
+            labels=["model", "state"],
+        )
+        for canary in guard.canaries.values():
+            run = canary.run
+            weights.add_metric([run.model], run.weight / 10_000)
+            for word in CanaryState:
+                canary_states.add_metric([run.model, word.value], float(word is run.state))
+        yield weights
+        yield canary_states
         duration = HistogramMetricFamily(
             PREFIX + "decision_duration_seconds", "Time inside modelguard to decide a request's tier."
         )

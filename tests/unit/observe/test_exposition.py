@@ -13,6 +13,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ext_proc.admin.state import render_state
+from ext_proc.core.canary.run import Action, CanaryOrder
 from ext_proc.core.clock import ManualClock
 from ext_proc.core.forcing import ForceMode, ForceOrder
 from ext_proc.core.guard import Guard
@@ -48,16 +49,19 @@ def busy_guard() -> tuple[Guard, ServerStats, ManualClock]:
     document = policy_document(MODELS)
     for model in document["models"]:
         model["breaker"] = {"consecutive_failures": 2, "jitter": 0}
+    document["models"][0]["canary"] = {"route": "primary-v2", "weight": "50%"}
+    document["models"][1]["canary"] = {"route": "primary-v2", "weight": "12.5%"}
     clock = ManualClock()
     guard = Guard(build_policy(document), StateRegistry(clock, random.Random(3)))
     for index in range(40):
-        ticket = guard.decide({":path": f"/v2/models/model-{index % 3}/infer"})
+        ticket = guard.decide({":path": f"/v2/models/model-{index % 3}/infer", "x-request-id": f"r{index}"})
         clock.advance(0.003 * index)
         guard.record(ticket, 500 if index % 3 == 0 else 200, None)
     guard.decide({":path": "/v2/models/model-4/infer"})  # left in flight
     guard.decide({":path": "/elsewhere"})
     guard.registry.get("model-1", "primary").outcomes["success"] += 1_234_567
     guard.registry.force("model-2", "primary", ForceOrder(ForceMode.FORCED_OPEN, "drill", "sre", 0.0))
+    guard.registry.canaries.give("model-1", CanaryOrder(Action.ABORT, "primary-v2", "drill", "sre", 0.0), "sre")
     guard.registry.force("model-3", "primary", ForceOrder(ForceMode.FORCED_CLOSED, "drill", "sre", 0.0))
     guard.registry.force("model-3", "primary", ForceOrder(ForceMode.AUTO, "", "sre", 0.0))
     guard.registry.force("model-3", "primary", ForceOrder(ForceMode.FORCED_CLOSED, "drill", "sre", 0.0))
