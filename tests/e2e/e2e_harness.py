@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import shlex
 import sys
 import threading
@@ -144,6 +145,11 @@ class Upstream:
         self.name = name
         self._lock = threading.Lock()
         self._fault = False
+        self._error_rate = 0.0
+        self._delay = 0.0
+        self._rng = random.Random(name)
+        self.answered: list[tuple[float, int]] = []
+        """(wall-clock time, status) of every answer, in order."""
         self._served: dict[int, int] = {}
         self._last_headers: dict[str, str] = {}
         self._server = _QuietHTTPServer((LOCALHOST, 0), self._make_handler())
@@ -169,6 +175,11 @@ class Upstream:
     def set_fault(self, on: bool) -> None:
         with self._lock:
             self._fault = on
+
+    def set_behaviour(self, error_rate: float = 0.0, delay: float = 0.0) -> None:
+        """Answer 503 to a seeded ``error_rate`` share of requests, each after ``delay`` seconds."""
+        with self._lock:
+            self._error_rate, self._delay = error_rate, delay
 
     @property
     def fault(self) -> bool:
@@ -199,9 +210,14 @@ class Upstream:
         if length:
             handler.rfile.read(length)
         with self._lock:
-            fault = self._fault
+            delay = self._delay
+            fault = self._fault or (self._error_rate > 0 and self._rng.random() < self._error_rate)
+        if delay:
+            time.sleep(delay)
+        with self._lock:
             status = 503 if fault else 200
             self._served[status] = self._served.get(status, 0) + 1
+            self.answered.append((time.time(), status))
             self._last_headers = {k.lower(): v for k, v in handler.headers.items()}
         payload: dict[str, Any] = {"server": self.name, "path": handler.path}
         if fault:
