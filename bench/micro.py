@@ -5,6 +5,9 @@ Measures CPU time (process_time) per request for:
   core, path to normalize
             the same with paths that need normalizing before matching (an escape, a doubled
             slash, a dot segment): what such a spelling costs over the fast check
+  core, every model with a canary
+            the same where every model has a canary at 10% keyed by x-request-id: the arm's hash,
+            the stable or canary token, and the judgement of every canary response
   adapter   what the servicer does per request: parse the request-headers ProcessingRequest,
             extract headers, decide, pick the prebuilt answer; then parse the response-headers
             message, judge it, pick the prebuilt answer (everything but the gRPC machinery)
@@ -87,6 +90,14 @@ def bench(requests: int, models: int) -> dict[str, Any]:
         for i in range(n):
             record(decide(header_dicts[i & 63]), 200, None)
 
+    canary_guard = Guard(policy_with(models, canaries=models), StateRegistry(rng=random.Random(1)))
+    keyed = [{**headers, "x-request-id": f"5f0c6e1e-8d4f-4d0b-9f65-{i:012x}"} for i, headers in enumerate(header_dicts)]
+
+    def core_canary(n: int) -> None:
+        decide, record = canary_guard.decide, canary_guard.record
+        for i in range(n):
+            record(decide(keyed[i & 63]), 200, None)
+
     def core_normalized(n: int) -> None:
         decide, record = guard.decide, guard.record
         for i in range(n):
@@ -119,6 +130,7 @@ def bench(requests: int, models: int) -> dict[str, Any]:
         "models": models,
         "core_us": round(measure(core, requests), 3),
         "core_normalized_path_us": round(measure(core_normalized, requests), 3),
+        "core_canary_us": round(measure(core_canary, requests), 3),
         "adapter_us": round(measure(adapter, requests), 3),
         "protobuf_parse_us": round(measure(parse_only, requests), 3),
     }
@@ -134,13 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = [bench(args.requests, m) for m in args.models]
     print(
-        "| models | core decide+record (µs) | core, a path to normalize (µs) | adapter per request (µs) "
-        "| of which protobuf parse (µs) |"
+        "| models | core decide+record (µs) | core, a path to normalize (µs) | core, every model with a canary (µs) "
+        "| adapter per request (µs) | of which protobuf parse (µs) |"
     )
-    print("|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
-            f"| {row['models']} | {row['core_us']} | {row['core_normalized_path_us']} | {row['adapter_us']} "
+            f"| {row['models']} | {row['core_us']} | {row['core_normalized_path_us']} | {row['core_canary_us']} "
+            f"| {row['adapter_us']} "
             f"| {row['protobuf_parse_us']} |"
         )
     if args.json:

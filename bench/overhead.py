@@ -6,7 +6,7 @@ one upstream, a second Envoy answering every request with a small JSON `direct_r
   (a)  Envoy, no ext_proc filter                                        the ceiling
   (b)  Envoy + a no-op grpc.aio processor (bench/noop_processor.py)     the floor for any Python processor
   (c)  Envoy + envoy-extproc-sdk's do-nothing processor, in its own venv  the existing Python peer
-  (d)  Envoy + modelguard (20 models, 3 tiers each, path_prefix matches), as it runs: on uvloop
+  (d)  Envoy + modelguard (20 models, 3 tiers each, 5 with a canary at 10%, path_prefix matches), as it runs: on uvloop
   (bu) (b) with modelguard's runtime settings (uvloop, gRPC flags), (da) (d) with plain grpc.aio
        settings: each pair like for like
 
@@ -95,6 +95,8 @@ SMOKE_CONFIGS = ("a", "b", "d")
 MODELS = 20
 PRIMARY_ROUTE = "recommender-resnet50"
 LIGHT_ROUTE = "recommender-mobilenet"
+CANARY_ROUTE = "recommender-resnet50-v2"
+CANARIES = 5
 MODEL_CLUSTERS = ("recommender-resnet50", "recommender-mobilenet", "recommender-resnet50-v2")
 PROCESSOR_CLUSTER = "modelguard"
 LOAD_FRACTIONS = (0.25, 0.5, 0.75)
@@ -332,8 +334,11 @@ def start_upstream(out: Path, name: str = "upstream") -> EnvoyProcess:
 
 def write_policy(path: Path) -> Path:
     """20 models, each primary -> recommender-resnet50, light -> recommender-mobilenet, then a
-    respond tier: every model's routes exist in the reference Envoy config."""
-    document = policy_document(MODELS, primary_route=PRIMARY_ROUTE, light_route=LIGHT_ROUTE)
+    respond tier, and 5 of them with a canary at 10% -> recommender-resnet50-v2 (keyed by the
+    x-request-id Envoy gives each request): every model's routes exist in the reference Envoy config."""
+    document = policy_document(
+        MODELS, primary_route=PRIMARY_ROUTE, light_route=LIGHT_ROUTE, canaries=CANARIES, canary_route=CANARY_ROUTE
+    )
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     load_policy(path)  # fail here, not in the subprocess
     return path

@@ -1,4 +1,5 @@
-"""Synthetic policies for the benchmarks: N models, each with a primary, a light and a respond tier."""
+"""Synthetic policies for the benchmarks: N models, each with a primary, a light and a respond tier,
+some with a canary."""
 
 from __future__ import annotations
 
@@ -7,10 +8,17 @@ from typing import Any
 from ext_proc.policy import Policy, build_policy
 
 
-def policy_document(models: int, primary_route: str | None = None, light_route: str | None = None) -> dict[str, Any]:
+def policy_document(
+    models: int,
+    primary_route: str | None = None,
+    light_route: str | None = None,
+    canaries: int = 0,
+    canary_route: str | None = None,
+) -> dict[str, Any]:
     """The YAML document; routes default to per-model names (model-3-primary), or all models share
-    the given ones (so that one Envoy route table serves every model)."""
-    return {
+    the given ones (so that one Envoy route table serves every model). ``canaries`` models, spread
+    evenly (model-0, model-4, ... for 5 of 20), get a canary at 10% of keys."""
+    document = {
         "models": [
             {
                 "name": f"model-{i}",
@@ -24,7 +32,11 @@ def policy_document(models: int, primary_route: str | None = None, light_route: 
             for i in range(models)
         ]
     }
+    for i in range(0, models, models // canaries if canaries else models + 1)[:canaries]:
+        route = canary_route or f"model-{i}-v2"
+        document["models"][i]["canary"] = {"route": route, "weight": "10%"}
+    return document
 
 
-def policy_with(models: int) -> Policy:
-    return build_policy(policy_document(models))
+def policy_with(models: int, canaries: int = 0) -> Policy:
+    return build_policy(policy_document(models, canaries=canaries))
