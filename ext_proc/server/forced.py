@@ -61,6 +61,8 @@ class DurableOrders:
         self._expired: list[tuple[TierKey, ForceOrder]] = []
         self._unsaved: dict[str, CanaryOrder] = {}
         """Guardrail aborts not yet in the store, by model."""
+        self._logged: dict[str, CanaryOrder] = {}
+        """The last abort of each model whose failure to be stored was logged."""
         self._seen: object = None
 
     def note(self, change: ForceChange) -> None:
@@ -116,9 +118,7 @@ class DurableOrders:
         """Expiries and guardrail aborts, then whatever another process wrote."""
         async with self._lock:
             self._registry.expire_due()
-            for model, abort in list(self._unsaved.items()):
-                if not await self._save((model, CANARY_KEY), abort) and self._unsaved.get(model) == abort:
-                    del self._unsaved[model]
+            await self._save_aborts()
             expired, self._expired = self._expired, []
             for key, order in expired:
                 try:
@@ -127,6 +127,24 @@ class DurableOrders:
                     log.error("expired order not removed from the store: %s", exc, extra={"event": "store_error"})
             if self.store.version() != self._seen:
                 await self._read()
+
+    async def _save_aborts(self) -> None:
+        """Store the guardrails' aborts; one that cannot be stored stays in force here (and is
+        tried again every tick, logged once)."""
+        for model, abort in list(self._unsaved.items()):
+            try:
+                await asyncio.to_thread(self.store.save, (model, CANARY_KEY), abort)
+            except StoreError as exc:
+                if self._logged.get(model) != abort:
+                    self._logged[model] = abort
+                    log.error(
+                        "canary abort not saved: %s; it holds in this process, not across a restart",
+                        exc,
+                        extra={"event": "order_not_saved", "model": model, "key": CANARY_KEY},
+                    )
+                continue
+            if self._unsaved.get(model) == abort:
+                del self._unsaved[model]
 
     async def follow(self, interval: float = FOLLOW_INTERVAL) -> None:
         while True:

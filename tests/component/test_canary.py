@@ -24,6 +24,7 @@ from ext_proc.core.canary.buckets import Buckets
 from ext_proc.core.clock import ManualClock
 from ext_proc.policy import parse_policy
 from ext_proc.server.admin_grpc import AdminGrpcSettings
+from ext_proc.server.forced import UnusableStore
 from ext_proc.server.service import Service
 from ext_proc.store import DirectoryStore
 from tests.component.conftest import Harness, set_headers
@@ -244,3 +245,25 @@ async def test_ctl_canary_shows_aborts_weighs_promotes_and_resumes(world: World)
     assert code == 1 and "models with a canary: recommender" in err
     code, _, err = await ctl(world, "canary", "weight", "recommender", "lots")
     assert code == 2 and "PERCENT" in err
+
+
+async def test_a_guardrail_abort_the_store_cannot_keep_holds_and_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = Service(parse_policy(POLICY), clock=ManualClock(), rng=random.Random(7), store=UnusableStore("x", "no"))
+    run = service.guard.canaries["recommender"].run
+    guard = service.guard
+    for round_ in range(200):
+        for user in IN_STABLE[:9]:
+            guard.record(guard.decide({":path": PATH, "x-user-id": user}), 200, None)
+        guard.record(guard.decide({":path": PATH, "x-user-id": IN_CANARY[round_]}), 503 if round_ % 2 else 200, None)
+        if run.state.value == "aborted":
+            break
+    assert run.state.value == "aborted"
+    with caplog.at_level("ERROR", logger="modelguard.forced"):
+        for _ in range(3):
+            await service.orders.tick()
+    assert run.state.value == "aborted"
+    assert [record.message for record in caplog.records].count(
+        "canary abort not saved: no; it holds in this process, not across a restart"
+    ) == 1
