@@ -2,8 +2,12 @@
 
 Open loop on purpose: a closed loop (next request when the last one answers) slows down when
 the model does, which hides the pile-up that real clients cause during an incident. Each
-request is recorded with what the client saw (status, latency, which tier and host served it)
-in a JSON-lines file; a summary of each second is printed to stdout for a live view.
+request is recorded with what the client saw (status, latency, which tier, canary arm and host
+served it) in a JSON-lines file; a summary of each second is printed to stdout for a live view.
+
+Each request comes from one of ``--users`` users, drawn at random (seeded, so runs repeat) and
+named in ``x-user-id``: the key a canary's sticky assignment hashes, as a real client population
+would send it. A few thousand users make the canary's share of requests close to its weight.
 
 Run as a process of its own (``python -m ext_proc.demo.loadgen``), so its work does not share
 an event loop with anything it measures.
@@ -16,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import math
+import random
 import signal
 import sys
 import time
@@ -30,6 +35,10 @@ import aiohttp
 from ext_proc.samples import percentile
 
 INPUT_SIZE = 64
+USER_HEADER = "x-user-id"
+CANARY_ARM = "canary"
+"""The x-modelguard-arm value of a request served by the canary's route."""
+DEFAULT_USERS = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +53,7 @@ class Sample:
     host: str  # x-demo-host of the model server that answered; "" for answers from Envoy
     variant: str
     error: str | None
+    arm: str = ""  # x-modelguard-arm of the answer (canary or stable); "" when not on an arm
 
     @property
     def failed(self) -> bool:
@@ -80,9 +90,13 @@ class LoadGenerator:
         timeout: float = 10.0,
         max_inflight: int = 2000,
         progress: IO[str] | None = None,
+        users: int = DEFAULT_USERS,
+        seed: int = 1,
     ) -> None:
         if rate <= 0 or duration <= 0:
             raise ValueError("rate and duration must be positive")
+        if users < 0:
+            raise ValueError("users must be 0 (no user header) or more")
         self.url = url
         self.rate = rate
         self.duration = duration
@@ -90,6 +104,8 @@ class LoadGenerator:
         self.timeout = timeout
         self.max_inflight = max_inflight
         self.progress = progress
+        self.users = users
+        self._rng = random.Random(seed)
         self.sent = 0
         self.skipped = 0
         self._inflight: set[asyncio.Task[None]] = set()
@@ -119,7 +135,7 @@ class LoadGenerator:
                 if len(self._inflight) >= self.max_inflight:
                     self.skipped += 1
                     continue
-                task = asyncio.create_task(self._one(session, index))
+                task = asyncio.create_task(self._one(session, index, self._user()))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
                 self.sent += 1
@@ -130,17 +146,24 @@ class LoadGenerator:
             reporter.cancel()
             self._flush_second()
 
-    async def _one(self, session: aiohttp.ClientSession, index: int) -> None:
+    def _user(self) -> dict[str, str] | None:
+        """The headers naming the user of the next request (None with no user population)."""
+        if not self.users:
+            return None
+        return {USER_HEADER: f"user-{self._rng.randrange(self.users)}"}
+
+    async def _one(self, session: aiohttp.ClientSession, index: int, headers: dict[str, str] | None) -> None:
         sent_at = time.time()
         started = time.perf_counter()
         status, error = 0, None
-        tier = host = variant = ""
+        tier = host = variant = arm = ""
         degraded = False
         try:
-            async with session.post(self.url, data=request_body(index)) as response:
+            async with session.post(self.url, data=request_body(index), headers=headers) as response:
                 await response.read()
                 status = response.status
                 tier = response.headers.get("x-modelguard-tier", "")
+                arm = response.headers.get("x-modelguard-arm", "")
                 degraded = response.headers.get("x-modelguard-degraded", "") == "true"
                 host = response.headers.get("x-demo-host", "")
                 variant = response.headers.get("x-demo-variant", "")
@@ -148,7 +171,7 @@ class LoadGenerator:
             error = "timeout"
         except aiohttp.ClientError as exc:
             error = type(exc).__name__
-        sample = Sample(sent_at, time.perf_counter() - started, status, tier, degraded, host, variant, error)
+        sample = Sample(sent_at, time.perf_counter() - started, status, tier, degraded, host, variant, error, arm)
         self.out.write(json.dumps(asdict(sample)) + "\n")
         self._second.append(sample)
 
@@ -170,6 +193,8 @@ class LoadGenerator:
             "failed": sum(s.failed for s in done),
             "inflight": len(self._inflight),
             "tiers": dict(tiers),
+            "arms": dict(Counter(s.arm for s in done if s.arm)),
+            "canary_failed": sum(s.failed for s in done if s.arm == CANARY_ARM),
             "p50_ms": latency_ms(latencies, 0.5),
             "p99_ms": latency_ms(latencies, 0.99),
         }
@@ -192,11 +217,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds")
     parser.add_argument("--timeout", type=float, default=10.0, help="client timeout per request, seconds")
     parser.add_argument("--out", required=True, type=Path, help="JSON-lines file of samples")
+    parser.add_argument(
+        "--users", type=int, default=DEFAULT_USERS, help=f"user population for {USER_HEADER}; 0: no header (5000)"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the user draws (1)")
     args = parser.parse_args(argv)
+    if args.users < 0:
+        parser.error("--users must be 0 or more")
 
     async def run() -> None:
         with args.out.open("w", encoding="utf-8") as out:
-            generator = LoadGenerator(args.url, args.rate, args.duration, out, args.timeout, progress=sys.stdout)
+            generator = LoadGenerator(
+                args.url,
+                args.rate,
+                args.duration,
+                out,
+                args.timeout,
+                progress=sys.stdout,
+                users=args.users,
+                seed=args.seed,
+            )
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, generator.stop)

@@ -7,7 +7,7 @@ endpoints ignore faults on purpose: a node whose GPU overheats still passes its 
 which is why a breaker judging real responses is needed.
 
 This module must not import NumPy at its top: ``main`` sets the BLAS thread variables first
-(the demo runs about seven processes on two cores), and only then imports the models.
+(the demo runs about ten processes on two cores), and only then imports the models.
 
 Every response carries ``x-demo-host`` and ``x-demo-variant`` so that the load generator can tell
 which host and which variant answered, even through Envoy.
@@ -551,7 +551,7 @@ class ModelServer:
             return "error", json_error(fault.error_status, "injected fault: model failed", host=self.host_id)
 
         # On the event loop thread: a few milliseconds for the demo's single rows (about 26 ms for
-        # a full 64-row batch of the primary), and no thread pool to size on a box where seven
+        # a full 64-row batch of the primary), and no thread pool to size on a box where ten
         # processes share two cores.
         try:
             scores = self.model.predict_flat(parsed.values, parsed.batch_size)
@@ -723,7 +723,7 @@ def _parser() -> argparse.ArgumentParser:
         description="A demo model server (Open Inference Protocol v2) with runtime fault injection.",
     )
     parser.add_argument("--model", default="recommender", help="model name (recommender)")
-    parser.add_argument("--variant", default="primary", help="model variant: primary or light (primary)")
+    parser.add_argument("--variant", default="primary", help="model variant: primary, light or v2 (primary)")
     parser.add_argument("--host-id", help="this host's id, in x-demo-host (MODEL-VARIANT)")
     parser.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"listen port; 0: free ({DEFAULT_PORT})")

@@ -1,12 +1,13 @@
 """Small, real NumPy models for the demo's model servers.
 
 The demo needs two variants of one model whose cost really differs, so that moving traffic from
-the heavier one to the lighter one is visible in CPU time and latency, and whose answers are real
+the heavier one to the lighter one is visible in CPU time and latency (plus a new version of the
+heavier one, for the canary), and whose answers are real
 (deterministic, valid probabilities), so that a degraded answer is still an answer. The weights are
 random but come from a fixed seed: every process that builds a variant holds the same model, and
 the same input batch always gives the same scores.
 
-BLAS threads: the demo runs about seven processes on two cores, and a multi-threaded BLAS in each
+BLAS threads: the demo runs about ten processes on two cores, and a multi-threaded BLAS in each
 of them would only fight over the cores. `ext_proc.demo.model_server.main` sets
 ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` (to ``--blas-threads``,
 default 1) before NumPy is first imported; this module imports NumPy at its top, so whoever imports
@@ -151,6 +152,9 @@ SPECS: dict[tuple[str, str], ModelSpec] = {
         ModelSpec("recommender", "primary", INPUT_SIZE, (3072, 3072, 3072), OUTPUT_SIZE, seed=1001),
         # About 6 k parameters: well under a millisecond, the cheap fallback.
         ModelSpec("recommender", "light", INPUT_SIZE, (64,), OUTPUT_SIZE, seed=2002),
+        # The canary's new version of the primary: the same network retrained (other weights), so
+        # it costs what the primary costs and answers a little differently.
+        ModelSpec("recommender", "v2", INPUT_SIZE, (3072, 3072, 3072), OUTPUT_SIZE, seed=1003),
     )
 }
 

@@ -1,5 +1,6 @@
-"""The demo's timeline: what clients saw each second, what the breakers did, and the figures
-that say whether modelguard helped (time to detect, to reroute, to recover; errors seen)."""
+"""The demo's timeline: what clients saw each second, what the breakers and the canary did, and
+the figures that say whether modelguard helped (time to detect, to reroute, to recover; errors
+seen). The canary's own figures and band are in canary.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ext_proc.demo.loadgen import Sample, latency_ms
+from ext_proc.demo import canary
+from ext_proc.demo.canary import CanaryChange, CanarySummary
+from ext_proc.demo.loadgen import CANARY_ARM, Sample, latency_ms
 
 STATE_CODES = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -54,6 +57,11 @@ class Row:
     p99_ms: float
     breaker: str
     ejected_hosts: int
+    arms: dict[str, int] = field(default_factory=dict)
+    """Requests per x-modelguard-arm (canary, stable); requests on no arm are not counted."""
+    canary_failed: int = 0
+    canary: str = ""
+    """The canary's state at the end of the second; "" without a canary."""
 
 
 @dataclass
@@ -73,6 +81,7 @@ class Summary:
     light_share_during_fault: float
     primary_share_at_end: float
     expectations: dict[str, bool] = field(default_factory=dict)
+    canary: CanarySummary | None = None
 
     @property
     def passed(self) -> bool:
@@ -107,7 +116,11 @@ def timeline(
     model: str,
     primary_tier: str,
     protected: bool,
+    canary_changes: Sequence[CanaryChange] = (),
+    canary_start: str = "",
 ) -> list[Row]:
+    """One row per second of the run. ``canary_start``: the canary's state before its first logged
+    change ("" when the model has none, and then no row has a canary state)."""
     seconds = max(1, int(end - start + 0.999))
     by_second: list[list[Sample]] = [[] for _ in range(seconds)]
     for sample in samples:
@@ -137,6 +150,9 @@ def timeline(
                 p99_ms=latency_ms(latencies, 0.99),
                 breaker=state if protected else "n/a",
                 ejected_hosts=ejected,
+                arms=dict(Counter(s.arm for s in group if s.arm)),
+                canary_failed=sum(s.failed for s in group if s.arm == CANARY_ARM),
+                canary=canary.state_at(canary_changes, model, canary_start, moment) if canary_start else "",
             )
         )
     return rows
@@ -151,7 +167,10 @@ def summarize(
     light_tier: str,
     protected: bool,
     end: float,
+    canary_changes: Sequence[CanaryChange] | None = None,
 ) -> Summary:
+    """The run's figures and expectations; ``canary_changes`` None: the model has no canary (or no
+    modelguard judged it), so there are no canary figures."""
     single = _event(events, "single_host_fault")
     whole = _event(events, "whole_model_fault")
     clear = _event(events, "fault_cleared")
@@ -177,7 +196,8 @@ def summarize(
         protected=protected,
         requests=len(samples),
         failed=sum(s.failed for s in samples),
-        single_host_fault_failed=sum(s.failed for s in between(single_t, whole_t)),
+        # The bad host's cost to clients: a canary still running then fails on its own account.
+        single_host_fault_failed=sum(s.failed for s in between(single_t, whole_t) if s.arm != CANARY_ARM),
         whole_fault_requests=len(in_fault),
         whole_fault_failed=sum(s.failed for s in in_fault),
         whole_fault_p99_ms=latency_ms(fault_latencies, 0.99),
@@ -204,19 +224,29 @@ def summarize(
             ),
             "primary serves >= 90% in the last 10 s": summary.primary_share_at_end >= 0.9,
         }
+        if canary_changes is not None:
+            summary.canary = canary.summarize(samples, canary_changes, model)
+            summary.expectations.update(canary.expectations(summary.canary))
     else:
         summary.expectations = {"traffic flowed (no modelguard)": summary.requests > 0}
     return summary
 
 
 def table(rows: Sequence[Row], tier_order: Sequence[str]) -> str:
+    """The markdown timeline; with a canary, three more columns: requests on its arm, how many of
+    them failed, and its state (the second it turns ``aborted`` marks the abort)."""
     columns = [*tier_order]
     for row in rows:
         for name in row.tiers:
             if name not in columns:
                 columns.append(name)
+    with_canary = any(row.canary for row in rows)
     header = ["t(s)", "req", *columns, "errors", "p50 ms", "p99 ms", "breaker", "ejected"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * (len(header) - 2) + ":---|---:|"]
+    align = "|" + "---:|" * (len(header) - 2) + ":---|---:|"
+    if with_canary:
+        header += ["canary arm", "canary errors", "canary"]
+        align += "---:|---:|:---|"
+    lines = ["| " + " | ".join(header) + " |", align]
     for row in rows:
         shares = [f"{row.tiers.get(c, 0) / row.requests:.0%}" if row.requests else "-" for c in columns]
         cells = [
@@ -226,9 +256,28 @@ def table(rows: Sequence[Row], tier_order: Sequence[str]) -> str:
             str(row.failed),
             f"{row.p50_ms:g}",
             f"{row.p99_ms:g}",
+            row.breaker,
+            str(row.ejected_hosts),
         ]
-        lines.append("| " + " | ".join([*cells, row.breaker, str(row.ejected_hosts)]) + " |")
+        if with_canary:
+            cells += [str(row.arms.get(CANARY_ARM, 0)), str(row.canary_failed), row.canary]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def marks(events: Sequence[Event], canary_changes: Sequence[CanaryChange], start: float) -> str:
+    """The scenario's steps and the canary's changes, in time order, each with its cause: what the
+    table's columns show only as a state."""
+    found = [(e.t - start, e.label) for e in events]
+    found += [(c.t - start, f"canary {change_text(c)}") for c in canary_changes]
+    return "\n".join(f"- t={t:5.1f} s  {label}" for t, label in sorted(found))
+
+
+def change_text(change: CanaryChange) -> str:
+    return (
+        f"{change.from_state} -> {change.to_state} ({change.from_weight:.0%} -> {change.to_weight:.0%}): "
+        f"{change.cause}" + (f", by {change.caller}" if change.caller else "")
+    )
 
 
 def write_json(
@@ -244,85 +293,28 @@ def write_json(
     path.write_text(json.dumps(document, indent=2), encoding="utf-8")
 
 
-def chart(
-    path: Path,
-    rows: Sequence[Row],
-    events: Sequence[Event],
-    start: float,
-    tier_order: Sequence[str],
-    title: str,
-) -> None:
-    """A three-panel PNG: who served each second (and errors), latency, breaker and ejections."""
-    import matplotlib
+def render_summary(summary: Summary) -> str:
+    """The summary the demo prints last: the figures, then each expectation and whether it held."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def seconds(value: float | None) -> str:
+        return "never" if value is None else f"{value:.2f} s"
 
-    seconds = [r.second for r in rows]
-    fig, (served, latency, state, ejected) = plt.subplots(
-        4, 1, figsize=(12, 9), sharex=True, gridspec_kw={"height_ratios": [3, 2, 0.5, 0.9]}
-    )
-    names = [*tier_order]
-    for row in rows:
-        for name in row.tiers:
-            if name not in names and name != FAILED:
-                names.append(name)
-    names = [n for n in names if any(row.tiers.get(n) for row in rows)]  # only who served
-    names.append(FAILED)
-    fixed = {FAILED: "#d62728", "envoy": "#bbbbbb"}
-    spare = iter(["#2f6db5", "#f0a030", "#8c564b", "#17becf", "#bcbd22", "#7f7f7f", "#e377c2"])
-    colors = [fixed.get(name) or next(spare, "#cccccc") for name in names]
-    stacks = [[row.tiers.get(name, 0) for row in rows] for name in names]
-    labels = ["failed for the client" if n == FAILED else f"served by {n}" for n in names]
-    served.stackplot(seconds, stacks, labels=labels, colors=colors, alpha=0.85, step="post")
-    served.set_ylabel("requests / s")
-    served.set_ylim(0, max((r.requests for r in rows), default=1) * 1.35)
-    served.legend(loc="upper left", fontsize=8, ncol=len(names) + 1, framealpha=0.9)
-    served.set_title(title, fontsize=12, pad=22)
-
-    latency.plot(seconds, [max(r.p50_ms, 0.1) for r in rows], label="p50", color="#2ca02c", drawstyle="steps-post")
-    latency.plot(seconds, [max(r.p99_ms, 0.1) for r in rows], label="p99", color="#9467bd", drawstyle="steps-post")
-    latency.set_yscale("log")
-    latency.set_ylabel("client latency (ms)")
-    latency.legend(loc="upper left", fontsize=8)
-
-    state_colors = {"closed": "#2ca02c", "half_open": "#f5c518", "open": "#d62728", "n/a": "#dddddd"}
-    for row in rows:
-        state.axvspan(row.second, row.second + 1, color=state_colors.get(row.breaker, "#dddddd"))
-    state.set_yticks([])
-    state.set_ylabel("breaker", rotation=0, ha="right", va="center")
-    legend = "green closed · yellow half-open · red open" if any(r.breaker != "n/a" for r in rows) else "no modelguard"
-    state.text(
-        0.995,
-        0.5,
-        f"{tier_order[0]}: {legend}",
-        transform=state.transAxes,
-        ha="right",
-        va="center",
-        fontsize=8,
-        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
-    )
-
-    most = max(3, max((r.ejected_hosts for r in rows), default=0))
-    ejected.plot(seconds, [r.ejected_hosts for r in rows], color="black", drawstyle="steps-post")
-    ejected.set_ylim(-0.2, most + 0.5)
-    ejected.set_yticks(range(0, most + 1))
-    ejected.set_ylabel("hosts ejected\nby Envoy", fontsize=8)
-    ejected.set_xlabel("seconds since the load started")
-
-    for event in events:
-        x = event.t - start
-        for axis in (served, latency, state, ejected):
-            axis.axvline(x, color="#444444", linestyle="--", linewidth=0.8)
-        served.annotate(
-            event.label,
-            (x, 1.01),
-            xycoords=("data", "axes fraction"),
-            ha="left",
-            va="bottom",
-            fontsize=8,
-            color="#444444",
-        )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    lines = [
+        f"requests {summary.requests}, client-visible errors {summary.failed}",
+        f"one bad primary host: {summary.single_host_fault_failed} client errors, {summary.false_trips} breaker trips",
+        f"whole-model fault: {summary.whole_fault_failed} of {summary.whole_fault_requests} requests failed "
+        f"for clients, p99 {summary.whole_fault_p99_ms:g} ms",
+    ]
+    if summary.protected:
+        lines += [
+            f"fault -> breaker open {seconds(summary.fault_to_breaker_open_s)}, "
+            f"-> first light answer {seconds(summary.fault_to_first_light_s)}; light share while open "
+            f"{summary.light_share_during_fault:.0%}",
+            f"fault cleared -> first primary answer {seconds(summary.clear_to_first_primary_s)}, "
+            f"-> breaker closed {seconds(summary.clear_to_breaker_closed_s)}",
+        ]
+    if summary.canary is not None:
+        lines += canary.render(summary.canary)
+    lines.append("expectations:")
+    lines += [f"  [{'ok' if held else 'FAILED'}] {name}" for name, held in summary.expectations.items()]
+    return "\n".join(lines)

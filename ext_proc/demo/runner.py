@@ -1,10 +1,11 @@
 """``modelguard demo``: the whole stack on this machine, the incident, and its timeline.
 
-Starts, as separate processes on free 127.0.0.1 ports: 3 primary and 2 light model servers,
-modelguard, Envoy (the reference config from envoy/envoy.yaml) and an open-loop load
-generator; then plays the scenario (scenario.py) by injecting faults into the model servers,
-prints a line per second while it runs, and ends with a timeline table, a JSON report and a
-PNG chart. Every process it started is stopped on the way out, Ctrl-C included.
+Starts, as separate processes on free 127.0.0.1 ports: 3 primary and 2 light model servers and
+the canary's v2 host, modelguard, Envoy (the reference config from envoy/envoy.yaml) and an
+open-loop load generator; then plays the scenario (scenario.py) by injecting faults into the model
+servers, prints a line per second while it runs (with the breaker's and the canary's states, as
+modelguard's admin port tells them), and ends with a timeline table, a JSON report and a PNG
+chart. Every process it started is stopped on the way out, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import json
 import signal
 import sys
 import time
-from calendar import timegm
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,8 +23,9 @@ from typing import Any
 
 import aiohttp
 
-from ext_proc.demo import report, scenario
-from ext_proc.demo.loadgen import read_samples
+from ext_proc.demo import chart, report, scenario
+from ext_proc.demo.loadgen import CANARY_ARM, read_samples
+from ext_proc.demo.logs import read_canary_changes, read_transitions
 from ext_proc.policy import load_policy
 from ext_proc.processes import (
     EnvoyProcess,
@@ -82,6 +83,12 @@ class Demo:
         self.polls: list[report.Poll] = []
         self.breaker = "closed" if options.with_modelguard else "n/a"
         self.phase = "normal"
+        self.has_canary = False
+        """Whether the policy gives the model a canary that modelguard runs (and the demo shows)."""
+        self.canary_state = ""
+        self.canary_weight = 0.0
+        self.load_started = time.time()
+        """When the load started (set again as it starts), for the times of the live view's lines."""
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -89,6 +96,7 @@ class Demo:
         self.out.mkdir(parents=True, exist_ok=True)
         policy = load_policy(self.options.policy)
         tiers = [t.name for t in policy.model(MODEL).tiers]
+        self.has_canary = self.options.with_modelguard and policy.model(MODEL).canary is not None
         try:
             await self._start_stack()
             start, end = await self._play()
@@ -100,6 +108,7 @@ class Demo:
         log = self.out
         say(f"starting the stack in {self.out} ...")
         hosts = [(h, "primary") for h in scenario.PRIMARY_HOSTS] + [(h, "light") for h in scenario.LIGHT_HOSTS]
+        hosts += [(h, "v2") for h in scenario.CANARY_HOSTS]
         ports = free_ports(len(hosts) + 4)
         for (host_id, variant), port in zip(hosts, ports, strict=False):
             argv = [
@@ -141,7 +150,7 @@ class Demo:
         cluster_ports = {
             PRIMARY_CLUSTER: [h.port for h in self.hosts if h.variant == "primary"],
             LIGHT_CLUSTER: [h.port for h in self.hosts if h.variant == "light"],
-            CANARY_CLUSTER: [self.hosts[0].port],
+            CANARY_CLUSTER: [h.port for h in self.hosts if h.variant == "v2"],
             "modelguard": [grpc_port],
         }
         config = render_envoy_config(
@@ -181,7 +190,7 @@ class Demo:
             str(samples_path),
             stdout=asyncio.subprocess.PIPE,
         )
-        start = time.time()
+        start = self.load_started = time.time()
         say(
             f"load: {options.rate:g} req/s for {options.duration:g} s "
             + ("with" if options.with_modelguard else "WITHOUT")
@@ -223,7 +232,8 @@ class Demo:
                     raise RuntimeError(f"{host_id} refused fault {fault}: {await response.text()}")
 
     async def _poll(self, session: aiohttp.ClientSession) -> None:
-        """Every half second: the primary breaker's state and Envoy's ejected primary hosts."""
+        """Every half second: the primary breaker's state, the canary's, and Envoy's ejected
+        primary hosts."""
         assert self.envoy is not None
         stat = f"cluster.{PRIMARY_CLUSTER}.outlier_detection.ejections_active"
         while True:
@@ -236,7 +246,23 @@ class Demo:
                     async with session.get(f"{self.modelguard.admin_url}/v1/state") as response:
                         state = await response.json()
                     self.breaker = state["models"][MODEL]["tiers"]["primary"]["state"]
+                if self.has_canary:
+                    await self._poll_canary(session)
             await asyncio.sleep(0.5)
+
+    async def _poll_canary(self, session: aiohttp.ClientSession) -> None:
+        """The canary's state and weight (GET /v1/canary/<model>); a change is said as it is seen,
+        with the reason of the order behind it (a guardrail's abort names the guardrail)."""
+        assert self.modelguard is not None
+        async with session.get(f"{self.modelguard.admin_url}/v1/canary/{MODEL}") as response:
+            found = await response.json()
+        state, weight = str(found["state"]), float(found["weight"])
+        if self.canary_state and state != self.canary_state:
+            order = found.get("order") or {}
+            why = f" ({order.get('reason')}, by {order.get('caller')})" if order else ""
+            at = time.time() - self.load_started
+            say(f"--- t={at:5.1f}s  canary {self.canary_state} -> {state}, weight {weight:.0%}{why}")
+        self.canary_state, self.canary_weight = state, weight
 
     async def _live(self, loadgen: asyncio.subprocess.Process, start: float) -> None:
         assert loadgen.stdout is not None
@@ -253,20 +279,56 @@ class Demo:
                 say(
                     f"t={second['t'] - start:5.1f}s  {second.get('answered', 0):4d} answered  "
                     f"errors {second.get('failed', 0):3d}  p99 {second.get('p99_ms', 0):7.1f} ms  "
-                    f"breaker {self.breaker:9s} ejected {ejected}  | {shares}"
+                    f"breaker {self.breaker:9s} ejected {ejected}  | {shares}" + self._canary_view(second)
                 )
+
+    def _canary_view(self, second: dict[str, Any]) -> str:
+        """The live line's canary part: its state and weight, and this second's canary-arm calls."""
+        if not self.has_canary:
+            return ""
+        on_arm = second.get("arms", {}).get(CANARY_ARM, 0)
+        return (
+            f"  | canary {self.canary_state or '?'} {self.canary_weight:.0%}: "
+            f"{on_arm} calls, {second.get('canary_failed', 0)} failed"
+        )
 
     # -- the report ------------------------------------------------------------------------
 
     def _report(self, start: float, end: float, tiers: list[str]) -> int:
         samples = read_samples(self.out / "samples.jsonl")
-        transitions = read_transitions(self.out / "modelguard.log") if self.options.with_modelguard else []
+        log = self.out / "modelguard.log"
+        transitions = read_transitions(log) if self.options.with_modelguard else []
+        changes = [c for c in read_canary_changes(log) if c.model == MODEL] if self.has_canary else []
+        # Before its first change the canary was as the first change found it; with none, as polled.
+        first_state = changes[0].from_state if changes else self.canary_state or "active"
         protected = self.options.with_modelguard
-        rows = report.timeline(samples, start, end, transitions, self.polls, MODEL, tiers[0], protected)
-        summary = report.summarize(samples, self.events, transitions, MODEL, tiers[0], tiers[1], protected, end)
+        rows = report.timeline(
+            samples,
+            start,
+            end,
+            transitions,
+            self.polls,
+            MODEL,
+            tiers[0],
+            protected,
+            canary_changes=changes,
+            canary_start=first_state if self.has_canary else "",
+        )
+        summary = report.summarize(
+            samples,
+            self.events,
+            transitions,
+            MODEL,
+            tiers[0],
+            tiers[1],
+            protected,
+            end,
+            canary_changes=changes if self.has_canary else None,
+        )
         order = tiers if protected else [f"{t} (unprotected)" for t in ("primary", "light")]
         text = report.table(rows, order)
-        (self.out / "timeline.md").write_text(text + "\n", encoding="utf-8")
+        timeline_md = text + "\n\n" + report.marks(self.events, changes, start) + "\n"
+        (self.out / "timeline.md").write_text(timeline_md, encoding="utf-8")
         report.write_json(
             self.out / "report.json",
             summary,
@@ -280,13 +342,14 @@ class Demo:
                     "with_modelguard": protected,
                 },
                 "transitions": [{**asdict(t), "t": round(t.t - start, 3)} for t in transitions],
+                "canary_changes": [{**asdict(c), "t": round(c.t - start, 3)} for c in changes],
             },
         )
         if self.options.chart:
             title = "modelguard demo: recommender" + ("" if protected else " (WITHOUT modelguard)")
-            report.chart(self.out / "timeline.png", rows, self.events, start, order, title)
+            chart.draw(self.out / "timeline.png", rows, self.events, start, order, title, changes)
         say("\n" + text + "\n")
-        say(render_summary(summary))
+        say(report.render_summary(summary))
         say(
             f"report: {self.out / 'report.json'}   chart: {self.out / 'timeline.png'}   "
             f"timeline: {self.out / 'timeline.md'}"
@@ -297,58 +360,6 @@ class Demo:
         for process in reversed(self.processes):
             with contextlib.suppress(Exception):
                 process.stop()
-
-
-def render_summary(summary: report.Summary) -> str:
-    def seconds(value: float | None) -> str:
-        return "never" if value is None else f"{value:.2f} s"
-
-    lines = [
-        f"requests {summary.requests}, client-visible errors {summary.failed}",
-        f"one bad primary host: {summary.single_host_fault_failed} client errors, {summary.false_trips} breaker trips",
-        f"whole-model fault: {summary.whole_fault_failed} of {summary.whole_fault_requests} requests failed "
-        f"for clients, p99 {summary.whole_fault_p99_ms:g} ms",
-    ]
-    if summary.protected:
-        lines += [
-            f"fault -> breaker open {seconds(summary.fault_to_breaker_open_s)}, "
-            f"-> first light answer {seconds(summary.fault_to_first_light_s)}; light share while open "
-            f"{summary.light_share_during_fault:.0%}",
-            f"fault cleared -> first primary answer {seconds(summary.clear_to_first_primary_s)}, "
-            f"-> breaker closed {seconds(summary.clear_to_breaker_closed_s)}",
-        ]
-    lines.append("expectations:")
-    lines += [f"  [{'ok' if held else 'FAILED'}] {name}" for name, held in summary.expectations.items()]
-    return "\n".join(lines)
-
-
-def read_transitions(log_path: Path) -> list[report.Transition]:
-    """Breaker transitions from modelguard's JSON log, with their wall-clock times."""
-    found: list[report.Transition] = []
-    if not log_path.exists():
-        return found
-    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if '"breaker_transition"' not in line:
-            continue
-        with contextlib.suppress(ValueError, KeyError):
-            entry = json.loads(line)
-            found.append(
-                report.Transition(
-                    t=_epoch(entry["ts"]),
-                    model=entry["model"],
-                    tier=entry["tier"],
-                    from_state=entry["from_state"],
-                    to_state=entry["to_state"],
-                    cause=entry["cause"],
-                )
-            )
-    return found
-
-
-def _epoch(stamp: str) -> float:
-    """The log's UTC timestamp (2026-11-21T05:55:02.134Z) as seconds since the epoch."""
-    base, _, millis = stamp.rstrip("Z").partition(".")
-    return timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) + int(millis or 0) / 1000
 
 
 async def wait_http(session: aiohttp.ClientSession, url: str, timeout: float, what: str) -> None:

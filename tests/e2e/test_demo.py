@@ -1,5 +1,6 @@
-"""`modelguard demo` end to end, shortened: real Envoy, modelguard, five model-server processes,
-the load generator, the incident script, and the report it writes."""
+"""`modelguard demo` end to end, shortened: real Envoy, modelguard, six model-server processes
+(the canary's bad v2 among them), the load generator, the incident script, and the report it
+writes."""
 
 from __future__ import annotations
 
@@ -51,13 +52,32 @@ def test_demo_incident_with_and_without_modelguard(tmp_path: Path) -> None:
     assert summary["whole_fault_failed"] <= 0.2 * summary["whole_fault_requests"]  # bounded client errors
     assert summary["clear_to_breaker_closed_s"] is not None  # recovery
     assert summary["primary_share_at_end"] >= 0.9
-    assert [e["kind"] for e in report["events"]] == ["single_host_fault", "whole_model_fault", "fault_cleared"]
+    assert [e["kind"] for e in report["events"]] == [
+        "canary_fault",
+        "single_host_fault",
+        "whole_model_fault",
+        "fault_cleared",
+    ]
     assert (tmp_path / "with" / "timeline.png").read_bytes()[:4] == b"\x89PNG"
     assert "breaker open" in output and "expectations:" in output
+
+    # The bad v2 at 10% of users: aborted by a guardrail, after few failures, and for good.
+    canary = summary["canary"]
+    assert canary["aborted"] is True, canary
+    assert canary["abort_cause"].startswith("guardrail"), canary
+    assert 0 < canary["failed_before_abort"] <= 20, canary
+    assert canary["canary_after_abort"] == 0 and canary["stable_after_abort"] > 0, canary
+    assert canary["first_call_to_abort_s"] is not None, canary
+    (abort,) = [c for c in report["canary_changes"] if c["to_state"] == "aborted"]
+    assert (abort["from_weight"], abort["to_weight"]) == (0.1, 0.0)
+    assert "canary active -> aborted" in output  # the live view saw it
+    timeline = (tmp_path / "with" / "timeline.md").read_text()
+    assert "canary active -> aborted (10% -> 0%): guardrail" in timeline
 
     code, output, unprotected = run_demo(tmp_path / "without", "--without-modelguard")
     assert code == 0, output
     bare = unprotected["summary"]
+    assert bare["canary"] is None  # no modelguard, no canary: v2 gets no traffic
     # Same scenario without the ext_proc filter: most calls in the whole-model fault fail.
     assert bare["whole_fault_failed"] >= 0.5 * bare["whole_fault_requests"]
     assert bare["whole_fault_failed"] >= 5 * max(1, summary["whole_fault_failed"])

@@ -110,12 +110,20 @@ def test_predict_flat_refuses_bad_values(light: Model) -> None:
 
 
 def test_registry() -> None:
-    assert variants("recommender") == ["primary", "light"]
+    assert variants("recommender") == ["primary", "light", "v2"]
     assert variants("nope") == []
     assert spec_for("recommender", "light") is SPECS[("recommender", "light")]
     with pytest.raises(ValueError, match="known: recommender/primary"):
         spec_for("recommender", "huge")
     assert variant_for("recommender", "light").variant == "light"
+
+
+def test_the_canary_version_costs_what_the_primary_costs_with_other_weights() -> None:
+    """v2 is the primary retrained: the same layers (so the canary's latency is the primary's) and
+    another seed (so it is a different model, not a copy)."""
+    primary, v2 = spec_for("recommender", "primary"), spec_for("recommender", "v2")
+    assert v2.layer_sizes == primary.layer_sizes
+    assert v2.seed != primary.seed
 
 
 def test_weights_are_read_only(light: Model) -> None:

@@ -6,9 +6,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ext_proc.demo import report
+from ext_proc.demo import chart, report
 from ext_proc.demo.loadgen import Sample, latency_ms, read_samples
-from ext_proc.demo.runner import read_transitions, render_summary
+from ext_proc.demo.logs import read_transitions
+from ext_proc.demo.report import render_summary
 
 START = 1_000_000.0
 
@@ -114,7 +115,7 @@ def test_chart_and_json_are_written(tmp_path: Path) -> None:
         samples, START, START + 60, TRANSITIONS, [report.Poll(START + 12, 1)], "recommender", "primary", True
     )
     summary = report.summarize(samples, EVENTS, TRANSITIONS, "recommender", "primary", "light", True, START + 60)
-    report.chart(tmp_path / "t.png", rows, EVENTS, START, ["primary", "light", "default"], "demo")
+    chart.draw(tmp_path / "t.png", rows, EVENTS, START, ["primary", "light", "default"], "demo")
     report.write_json(tmp_path / "r.json", summary, rows, EVENTS, {"x": 1})
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     document = json.loads((tmp_path / "r.json").read_text())
