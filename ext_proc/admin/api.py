@@ -21,7 +21,7 @@ from ext_proc.admin import messages
 from ext_proc.admin.auth import UNAUTHENTICATED, TokenSource
 from ext_proc.admin.events import EventHub, FellBehind, TooManyWatchers
 from ext_proc.api import CALLS, SERVICE_NAME, admin_pb2
-from ext_proc.core.canary.book import UnknownCanary
+from ext_proc.core.canary.book import RouteChanged, UnknownCanary
 from ext_proc.core.canary.run import Action, CanaryChange, CanaryOrder
 from ext_proc.core.clock import Clock
 from ext_proc.core.forcing import ForceChange, ForceMode, ForceOrder
@@ -231,15 +231,16 @@ class AdminApi:
                 )
             weight = round(share * BUCKETS)
         try:
-            route = self._registry.canaries.find(request.model).route
-            order = (
-                None
-                if action is None
-                else CanaryOrder(action, route, clean(request.reason), caller, self._wall(), weight)
-            )
+            order = None
+            if action is not None:
+                route = self._registry.canaries.find(request.model).route
+                order = CanaryOrder(action, route, clean(request.reason), caller, self._wall(), weight)
             change, warning = await self._orders.canary(request.model, order, caller)
         except UnknownCanary as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            raise AssertionError from None
+        except RouteChanged as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{exc}: ask again")
             raise AssertionError from None
         canary = self._guard().canaries.get(request.model)
         found = (

@@ -72,14 +72,16 @@ def _order(connection: Connection, words: Sequence[str], reason: str) -> int:
 
 
 def _share(text: str) -> float:
-    """``10%`` or ``10``: a percentage of keys, as a share."""
-    number = text[:-1] if text.endswith("%") else text
+    """``10%``: a percentage of keys, as a share. The sign is required, as in the policy: is a
+    bare 0.5 half a percent or half the keys?"""
     try:
-        percent = float(number)
+        percent = float(text[:-1]) if text.endswith("%") and text[:-1].replace(".", "", 1).isdigit() else -1.0
     except ValueError:
-        raise CtlError(f"PERCENT must be a number such as 10 or 10%, not {text!r}", UNREACHABLE) from None
+        percent = -1.0
     if not 0 < percent <= 100:
-        raise CtlError("PERCENT must be above 0 and at most 100", UNREACHABLE)
+        raise CtlError(
+            f"PERCENT must be a percentage above 0% and at most 100%, such as 10%, not {text!r}", UNREACHABLE
+        )
     return percent / 100
 
 

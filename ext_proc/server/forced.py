@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ext_proc.core.canary.run import JUDGE, CanaryChange, CanaryOrder
+from ext_proc.core.canary.run import CanaryChange, CanaryOrder
 from ext_proc.core.forcing import ForceChange, ForceMode, ForceOrder
 from ext_proc.core.registry import EXPIRY, StateRegistry, TierKey
 from ext_proc.store import CANARY_KEY, Order, StateStore, StoreError
@@ -72,15 +72,17 @@ class DurableOrders:
 
     def note_canary(self, change: CanaryChange) -> None:
         """The canaries' changes (a sink): a guardrail's abort is to be stored."""
-        if change.caller == JUDGE and change.order is not None:
+        if change.verdict and change.order is not None:
             self._unsaved[change.model] = change.order
 
     async def canary(self, model: str, order: CanaryOrder | None, caller: str) -> tuple[CanaryChange, str]:
-        """Put an operator's canary order in force (None: resume), stored first; UnknownCanary
-        before anything is written."""
+        """Put an operator's canary order in force (None: resume, or drop an order kept for a
+        canary the policy no longer has), stored first; UnknownCanary before anything is written,
+        RouteChanged (after) if a reload changed the canary's route meanwhile."""
         async with self._lock:
             canaries = self._registry.canaries
-            canaries.find(model)
+            if order is not None or not canaries.kept(model):
+                canaries.find(model)
             self._unsaved.pop(model, None)
             warning = await self._save((model, CANARY_KEY), order)
             return canaries.give(model, order, caller), warning

@@ -17,6 +17,8 @@ CANARY_KEY = "@canary"
 """The second half of the key of a model's canary order (no tier name can be it)."""
 CANARY_KIND = "canary"
 
+LATEST = 253_402_300_799
+"""9999-12-31T23:59:59Z, the last second a protobuf Timestamp (and so the admin API) can carry."""
 MAX_TEXT = 500
 """The longest reason or caller kept: a record is for people to read, not a place to store data."""
 
@@ -109,6 +111,6 @@ def _seconds(record: Mapping[str, object], name: str) -> float | None:
     value = record.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e12:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= LATEST:
         raise ValueError(f"{name} must be a non-negative number of seconds")
     return float(value)

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import random
 
-from ext_proc.core.canary.run import JUDGE, CanaryChange, CanaryOrder, CanaryRun, ChangeSink
+from ext_proc.core.canary.run import Action, CanaryChange, CanaryOrder, CanaryRun, CanaryState, ChangeSink
 from ext_proc.core.clock import Clock
 from ext_proc.core.listing import listed
 from ext_proc.policy import Canary
 from ext_proc.policy.durations import shown
 
 RESTORED = "state store"
+_STATE_OF = {
+    Action.ABORT: CanaryState.ABORTED.value,
+    Action.PROMOTE: CanaryState.PROMOTED.value,
+    Action.WEIGHT: CanaryState.ACTIVE.value,
+}
 """The caller of a change read back from the state store."""
 
 
@@ -32,6 +37,10 @@ class UnknownCanary(KeyError):
         return f"no canary for model {shown(self.model)}; models with a canary: {listed(self.known)}"
 
 
+class RouteChanged(ValueError):
+    """An order for a version that is no longer the model's canary (a reload changed the route)."""
+
+
 class CanaryBook:
     def __init__(self, clock: Clock, wall: Clock, rng: random.Random, sink: ChangeSink) -> None:
         self.clock = clock
@@ -45,6 +54,8 @@ class CanaryBook:
         """The run of a model's canary: the one held (reconfigured), or a fresh one."""
         run = self._runs.get(model)
         if run is None or run.route != settings.route:
+            if run is not None:
+                run.retired = True
             run = self._runs[model] = CanaryRun(model, settings, self.clock, self.wall, self._rng, self._changed)
             order = self._orders.get(model)
             if order is not None and order.route == settings.route:
@@ -55,6 +66,8 @@ class CanaryBook:
         return run
 
     def sweep(self, build: int) -> None:
+        for run in self._runs.values():
+            run.retired = run.mark != build
         self._runs = {model: run for model, run in self._runs.items() if run.mark == build}
 
     def runs(self) -> list[CanaryRun]:
@@ -70,18 +83,37 @@ class CanaryBook:
         return dict(self._orders)
 
     def give(self, model: str, order: CanaryOrder | None, caller: str) -> CanaryChange:
-        """Put an operator's order in force (None: resume); ``UnknownCanary`` if there is no canary."""
+        """Put an operator's order in force (None: resume); ``UnknownCanary`` if there is no
+        canary (a resume also drops an order kept for a canary the policy no longer has),
+        ``RouteChanged`` if the order is for another version than the live one."""
+        run = self._runs.get(model)
+        if run is None and order is None and model in self._orders:
+            kept = self._orders.pop(model)
+            return CanaryChange(
+                model, kept.route, _STATE_OF[kept.action], "none", 0.0, 0.0, f"dropped by {caller}", caller
+            )
         run = self.find(model)
+        if order is not None and order.route != run.route:
+            raise RouteChanged(f"the canary of {shown(model)} is now {shown(run.route)}, not {shown(order.route)}")
         if order is None:
             self._orders.pop(model, None)
             return run.apply(None, cause=f"resumed by {caller}")
         self._orders[model] = order
         return run.apply(order, cause=f"{order.action.value} by {caller}")
 
+    def kept(self, model: str) -> bool:
+        """An order is kept for the model (its canary live or not)."""
+        return model in self._orders
+
     def _changed(self, change: CanaryChange) -> None:
-        """Every run's changes; a run's own order (a guardrail's abort) is kept like an operator's."""
-        if change.order is not None and change.caller == JUDGE:
-            self._orders[change.model] = change.order
+        """Every run's changes; a run's own order (a guardrail's abort) is kept like an operator's
+        (only the live run's: a retired one judges nothing, but say so here too)."""
+        if change.verdict:
+            live = self._runs.get(change.model)
+            if live is None or live.route != change.route:
+                return
+            if change.order is not None:
+                self._orders[change.model] = change.order
         self.sink(change)
 
     def restore(self, orders: dict[str, CanaryOrder]) -> list[CanaryChange]:

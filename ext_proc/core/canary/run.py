@@ -28,6 +28,8 @@ from ext_proc.protocol.headers import REQUEST_ID
 NEVER = float("inf")
 JUDGE = "modelguard"
 """The caller of an abort that a guardrail decided."""
+BREAKER_OPEN = "canary breaker open"
+"""The cause of an abort because the canary route's breaker opened."""
 
 
 class CanaryState(enum.Enum):
@@ -84,6 +86,8 @@ class CanaryChange:
     order: CanaryOrder | None = None
     """The order in force after the change (a guardrail's abort is one, for the store to keep)."""
     evidence: dict[str, object] = field(default_factory=dict)
+    verdict: bool = False
+    """The run's own abort (a guardrail, or its breaker), new: for the store to keep."""
 
 
 ChangeSink = Callable[[CanaryChange], None]
@@ -132,6 +136,7 @@ class CanaryRun:
         "model",
         "next_step",
         "order",
+        "retired",
         "route",
         "settings",
         "since",
@@ -154,6 +159,8 @@ class CanaryRun:
         self.buckets = Buckets(model, settings.route, rng)
         self.order: CanaryOrder | None = None
         self.mark = 0
+        self.retired = False
+        """Replaced by a run for another route, or dropped by a reload: late results judge nothing."""
         self._configure(settings)
         self._start()
 
@@ -176,28 +183,41 @@ class CanaryRun:
         return self.buckets.of(key) < threshold
 
     def judge(self, evidence: Evidence, failed: bool, latency: float, now: float) -> None:
-        if evidence is not self.evidence or self.state is CanaryState.ABORTED:
-            return  # admitted before a resume or an abort: not this evidence's to judge
+        if evidence is not self.evidence or self.state is CanaryState.ABORTED or self.retired:
+            return  # admitted before a resume, an abort or a new version: not this evidence's to judge
         broken = evidence.canary_outcome(failed, latency, now)
         if broken is not None:
-            order = CanaryOrder(Action.ABORT, self.route, f"guardrail {broken}", JUDGE, self.wall())
-            self.apply(order, cause=f"guardrail {broken} broken")
+            self._abort(f"guardrail {broken}")
+
+    def breaker_open(self) -> None:
+        """The canary route's own breaker refused a canary key: a version bad enough to trip a
+        breaker (failures in a row, or its failure rate) is aborted, as a rollout tool must hear
+        at once rather than after min_calls judged calls that the open breaker keeps from coming."""
+        if self.state is not CanaryState.ABORTED and not self.retired:
+            self._abort(BREAKER_OPEN)
+
+    def _abort(self, why: str) -> None:
+        order = CanaryOrder(Action.ABORT, self.route, why, JUDGE, self.wall())
+        self.apply(order, cause=f"{why} broken" if why.startswith("guardrail") else why, verdict=True)
 
     # -- operators and the policy --------------------------------------------------------
 
-    def apply(self, order: CanaryOrder | None, cause: str) -> CanaryChange:
+    def apply(self, order: CanaryOrder | None, cause: str, verdict: bool = False) -> CanaryChange:
         """Put an order in force (None: resume, back to the policy's start with fresh evidence)."""
         before, weight_before = self.state, self.weight
         self.order = order
         if order is None:
             self._start()
-        elif order.action is Action.ABORT:
+            return self._changed(before, weight_before, cause, "")
+        if before is CanaryState.ABORTED and order.action is not Action.ABORT:
+            self._new_evidence()  # what was judged bad is not the evidence of what comes next
+        if order.action is Action.ABORT:
             self._set(CanaryState.ABORTED, 0)
         elif order.action is Action.PROMOTE:
             self._set(CanaryState.PROMOTED, BUCKETS)
         else:
             self._set(CanaryState.ACTIVE, order.weight)
-        return self._changed(before, weight_before, cause, order.caller if order is not None else "")
+        return self._changed(before, weight_before, cause, order.caller, verdict)
 
     def reconfigure(self, settings: Canary) -> None:
         """A new policy with the same route: the evidence and any order are kept; a new starting
@@ -235,13 +255,15 @@ class CanaryRun:
         self.excluded = frozenset() if exclude is None else exclude.values
 
     def _start(self) -> None:
-        now = self.clock()
+        self._new_evidence()
+        self._begin(self.clock())
+
+    def _new_evidence(self) -> None:
         self.since = self.wall()
         """Wall-clock seconds when the evidence started."""
-        self.evidence = Evidence(self.settings.guardrails, now)
+        self.evidence = Evidence(self.settings.guardrails, self.clock())
         self.stable_token = _StableToken(self, self.evidence)
         self.canary_token = _CanaryToken(self, self.evidence)
-        self._begin(now)
 
     def _begin(self, now: float) -> None:
         ramp = self.settings.ramp
@@ -276,7 +298,9 @@ class CanaryRun:
             self.next_step = now + ramp.every
         self._changed(before, weight_before, "ramp step", JUDGE)
 
-    def _changed(self, before: CanaryState, weight_before: int, cause: str, caller: str) -> CanaryChange:
+    def _changed(
+        self, before: CanaryState, weight_before: int, cause: str, caller: str, verdict: bool = False
+    ) -> CanaryChange:
         change = CanaryChange(
             self.model,
             self.route,
@@ -288,6 +312,7 @@ class CanaryRun:
             caller,
             self.order,
             self.evidence.figures(),
+            verdict,
         )
         self.sink(change)
         return change

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from ext_proc.admin import messages
+from ext_proc.core.canary.run import Action, CanaryOrder
 from ext_proc.core.forcing import ForceMode, ForceOrder
-from ext_proc.store import DirectoryStore, StoreError, default_state_dir
+from ext_proc.store import CANARY_KEY, DirectoryStore, StoreError, default_state_dir
+from ext_proc.store.base import order_from_record
 from ext_proc.store.directory import FILE_NAME
 
 OPEN = ForceOrder(ForceMode.FORCED_OPEN, "gpu node hot", "sre@host", 1_800_000_000.0, 1_800_000_600.0)
@@ -210,3 +213,36 @@ def test_numbers_and_nesting_that_break_parsers_are_refused_not_raised(tmp_path:
     assert list(DirectoryStore(tmp_path).load() or {}) == [("m", "t")]
     (tmp_path / FILE_NAME).write_text("[" * 100_000 + "]" * 100_000)
     assert DirectoryStore(tmp_path).load() is None
+
+
+def test_a_canary_order_is_kept_beside_forced_states_and_read_back(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path)
+    forced = ForceOrder(ForceMode.FORCED_OPEN, "hot", "sre", 1.0)
+    abort = CanaryOrder(Action.WEIGHT, "rec-v2", "hold", "sre", 2.0, weight=2500)
+    store.save(("recommender", "primary"), forced)
+    store.save(("recommender", CANARY_KEY), abort)
+    assert DirectoryStore(tmp_path).load() == {("recommender", "primary"): forced, ("recommender", CANARY_KEY): abort}
+
+
+@pytest.mark.parametrize(
+    ("record", "why"),
+    [
+        ({"kind": "canary", "model": "m", "route": "", "action": "abort", "since": 1}, "model and route"),
+        ({"kind": "canary", "model": "m", "route": "r", "action": "drop", "since": 1}, "action must be"),
+        ({"kind": "canary", "model": "m", "route": "r", "action": "weight", "weight": 2, "since": 1}, "weight"),
+        ({"kind": "canary", "model": "m", "route": "r", "action": "abort", "weight": True, "since": 1}, "weight"),
+        ({"kind": "canary", "model": "m", "route": "r", "action": "abort", "since": 2.6e11}, "since"),
+        ({"kind": "canary", "model": "m", "route": "r", "action": "abort"}, "since"),
+    ],
+)
+def test_hostile_canary_records_are_refused_with_the_reason(record: dict[str, object], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        order_from_record(record)
+
+
+def test_the_latest_timestamp_the_admin_api_can_carry_is_accepted() -> None:
+    key, order = order_from_record(
+        {"kind": "canary", "model": "m", "route": "r", "action": "abort", "since": 253_402_300_799}
+    )
+    assert key == ("m", CANARY_KEY) and isinstance(order, CanaryOrder)
+    assert messages.timestamp(order.since).seconds >= 253_402_300_798  # no ValueError, as past it

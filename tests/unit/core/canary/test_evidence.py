@@ -58,15 +58,34 @@ def test_a_canary_failing_30_percent_against_1_percent_is_aborted_after_a_dozen_
         assert trial.run(canary_rate=0.30) in (FAILURE_RATE, FAILURE_RATE_INCREASE)
         failures.append(trial.evidence.canary.failures)
     assert statistics.median(failures) <= 13
-    assert sum(count <= 20 for count in failures) >= 98
+    assert sum(count <= 20 for count in failures) >= 97
     assert max(failures) <= 30
 
 
-def test_a_canary_twice_as_slow_without_errors_is_aborted_on_latency_within_100_calls() -> None:
+def test_a_canary_twice_as_slow_without_errors_is_aborted_on_latency_within_200_calls() -> None:
     for seed in range(20):
         trial = Trial(seed)
         assert trial.run(canary_rate=0.0, slower=2.0) == LATENCY
-        assert trial.evidence.canary.calls <= 100, seed
+        assert trial.evidence.canary.calls <= 200, seed
+
+
+def test_the_latency_test_holds_its_error_rate_on_sparse_heavy_tailed_traffic() -> None:
+    """Canary and stable alike, few calls, heavy tails, the ratio at 1.0: the old rule (a fixed 5%
+    against a p95 estimated from 20 calls) aborted such canaries; comparing both arms against the
+    same reference must not, beyond its error budget."""
+    aborted = 0
+    for seed in range(200):
+        rng = random.Random(seed)
+        evidence = Evidence(Guardrails(max_latency_ratio=1.0, confidence=0.9), 0.0)
+        for index in range(1500):
+            latency = rng.lognormvariate(-3.0, 2.0)
+            if rng.random() < 0.5:
+                if evidence.canary_outcome(False, latency, index * 3.0) == LATENCY:
+                    aborted += 1
+                    break
+            else:
+                evidence.stable_outcome(False, latency, index * 3.0)
+    assert aborted <= 200 * (0.1 / 4) + 6  # the latency test's share of alpha, plus sampling slack
 
 
 def test_a_canary_slower_but_within_max_latency_ratio_is_not_aborted() -> None:
@@ -83,19 +102,38 @@ def test_no_verdict_below_min_calls_even_when_every_call_fails() -> None:
     assert trial.evidence.canary_outcome(True, 0.02, trial.now) is not None
 
 
+def _stable(evidence: Evidence, calls: int, every: int) -> None:
+    for index in range(calls):
+        evidence.stable_outcome(index % every == 0, 0.02, 1.0)
+    evidence.fresh_stable_bounds(1.0)
+
+
 def test_max_harm_aborts_at_once_below_min_calls() -> None:
-    trial = Trial(1, Guardrails(min_calls=1000, max_harm=5))
-    verdicts = [trial.evidence.canary_outcome(True, 0.02, 1.0 + index) for index in range(6)]
-    assert verdicts[:5] == [None] * 5 and verdicts[5] == HARM  # 6 failures, minus 6 * 0.05 expected: 5.7
+    evidence = Evidence(Guardrails(min_calls=1000, max_harm=5), 0.0)
+    _stable(evidence, 20_000, 1000)  # stable fails 0.1%
+    expected = evidence.stable_bound + 0.05
+    verdicts = [evidence.canary_outcome(True, 0.02, 1.0) for _ in range(6)]
+    assert verdicts[:5] == [None] * 5 and verdicts[5] == HARM
+    assert abs(evidence.harm - 6 * (1 - expected)) < 1e-9
 
 
-def test_harm_counts_only_failures_beyond_stable_rate_plus_the_allowed_increase() -> None:
-    trial = Trial(2)
-    for index in range(1000):
-        trial.evidence.stable_outcome(index % 10 == 0, 0.02, 1.0)  # stable fails 10%
-    for index in range(100):
-        trial.evidence.canary_outcome(index % 5 == 0, 0.02, 1.0)  # canary 20%: 20 failures
-    assert abs(trial.evidence.harm - (20 - 100 * (0.10 + 0.05))) < 1e-9
+def test_harm_counts_failures_beyond_stable_bound_plus_the_allowed_increase_and_forgets_healthy_credit() -> None:
+    evidence = Evidence(Guardrails(min_calls=10**6, max_harm=20), 0.0)
+    _stable(evidence, 100_000, 100)  # stable fails 1%
+    allowed = evidence.stable_bound + 0.05
+    for _ in range(20_000):  # a long healthy run: no credit is banked (a CUSUM floors at 0)
+        evidence.canary_outcome(False, 0.02, 1.0)
+    assert evidence.harm == 0.0
+    calls = 0
+    while evidence.canary_outcome(calls % 4 == 0, 0.02, 1.0) != HARM:  # then 25% failures
+        calls += 1
+    assert calls < 20 / (0.25 - allowed) * 1.5
+
+
+def test_harm_never_fires_while_stable_has_no_calls_as_when_the_canary_has_every_key() -> None:
+    evidence = Evidence(Guardrails(max_harm=5), 0.0)
+    verdicts = [evidence.canary_outcome(index % 14 == 0, 0.02, 1.0) for index in range(2000)]  # 7%
+    assert HARM not in verdicts and evidence.harm == 0.0
 
 
 def test_a_new_confidence_resizes_the_boundaries_and_keeps_the_evidence() -> None:

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ext_proc.core.canary.book import UnknownCanary
+from ext_proc.core.canary.book import RouteChanged, UnknownCanary
 from ext_proc.core.canary.run import JUDGE, Action, CanaryChange, CanaryOrder
 from ext_proc.core.clock import ManualClock
 from ext_proc.core.forcing import ForceMode, ForceOrder
@@ -241,3 +241,60 @@ def test_metrics_states_and_snapshots_include_the_canary_route() -> None:
     assert canary["arms"]["canary"]["failures"] == 1
     assert canary["breaker"]["tier"] == "primary@canary"
     assert any(decision.reason == "canary" and decision.count == 1 for decision in world.guard.decisions())
+
+
+def test_a_late_result_of_a_replaced_version_neither_judges_nor_overrides_the_new_one() -> None:
+    world = World()
+    in_flight = [world.guard.decide(world.headers(user)) for user in world.users(True, 30)]
+    new = Guard(parse_policy(world.text.replace("rec-v2", "rec-v3")), world.registry)
+    new.adopt()
+    v3 = world.registry.canaries.find("recommender")
+    world.registry.canaries.give("recommender", CanaryOrder(Action.WEIGHT, "rec-v3", "", "sre", 1.0, 300), "sre")
+    for ticket in in_flight:
+        world.guard.record(ticket, 503, None)  # the old guard's v2 streams end badly
+    assert world.run.state.value == "active" and world.run.evidence.canary.calls == 0
+    assert v3.weight == 300 and world.registry.canaries.orders()["recommender"].route == "rec-v3"
+    assert not [change for change in world.changes if change.verdict]
+
+
+def test_an_order_for_a_route_the_canary_no_longer_has_is_refused() -> None:
+    world = World()
+    Guard(parse_policy(world.text.replace("rec-v2", "rec-v3")), world.registry).adopt()
+    with pytest.raises(RouteChanged, match="now 'rec-v3', not 'rec-v2'"):
+        world.registry.canaries.give("recommender", CanaryOrder(Action.ABORT, "rec-v2", "", "sre", 1.0), "sre")
+    assert state(World()) == "active"
+
+
+def test_the_canary_breaker_opening_aborts_the_canary_a_forced_open_one_does_not() -> None:
+    world = World()
+    canary_users = world.users(True, 40)
+    world.registry.force("recommender", "primary@canary", ForceOrder(ForceMode.FORCED_OPEN, "", "t", 0.0))
+    world.serve(canary_users[0])
+    assert state(world) == "active"
+    world.registry.force("recommender", "primary@canary", ForceOrder(ForceMode.AUTO, "", "t", 0.0))
+    for user in canary_users[:12]:  # min_calls 10 at 50%: the canary's own breaker opens
+        world.serve(user, status=503)
+    world.serve(canary_users[13])
+    assert state(world) == "aborted"
+    assert world.changes[-1].cause == "canary breaker open" and world.changes[-1].verdict
+
+
+def test_promoting_an_aborted_canary_starts_from_fresh_evidence() -> None:
+    world = World()
+    book = world.registry.canaries
+    for user in world.users(True, 5):
+        world.serve(user, status=503)
+    book.give("recommender", CanaryOrder(Action.ABORT, "rec-v2", "", "sre", 1.0), "sre")
+    book.give("recommender", CanaryOrder(Action.PROMOTE, "rec-v2", "", "sre", 1.0), "sre")
+    assert state(world) == "promoted" and world.run.evidence.canary.calls == 0
+
+
+def test_resume_drops_an_order_kept_for_a_canary_the_policy_no_longer_has() -> None:
+    world = World()
+    book = world.registry.canaries
+    book.give("recommender", CanaryOrder(Action.ABORT, "rec-v2", "", "sre", 1.0), "sre")
+    Guard(parse_policy(world.text.split("    canary:")[0]), world.registry).adopt()
+    change = book.give("recommender", None, "sre")
+    assert (change.from_state, change.to_state) == ("aborted", "none") and not book.orders()
+    Guard(parse_policy(world.text), world.registry).adopt()
+    assert book.find("recommender").state.value == "active"
