@@ -133,8 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     demo_cmd = commands.add_parser(
         "demo",
         help="the incident on this machine: real Envoy, modelguard, model servers, load, a fault, a timeline",
-        description="Starts Envoy, modelguard, 3 primary and 2 light model servers and a load generator on "
-        "127.0.0.1, plays the incident (one bad host, then the whole primary model degrades, then recovers), "
+        description="Starts Envoy, modelguard, 3 primary, 2 light and 1 canary model servers and a load generator "
+        "on 127.0.0.1, plays the incident (a bad canary aborted, one bad host, then the whole primary model "
+        "degrades, then recovers), "
         "and writes a timeline table, report.json and timeline.png. Exit 0 when the scenario's expectations "
         "held, 1 when not. Runs from a checkout of the repository (it uses envoy/envoy.yaml).",
     )
