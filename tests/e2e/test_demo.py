@@ -61,10 +61,13 @@ def test_demo_incident_with_and_without_modelguard(tmp_path: Path) -> None:
     assert (tmp_path / "with" / "timeline.png").read_bytes()[:4] == b"\x89PNG"
     assert "breaker open" in output and "expectations:" in output
 
-    # The bad v2 at 10% of users: aborted by a guardrail, after few failures, and for good.
+    # The bad v2 at 10% of users: aborted by modelguard (a guardrail, or the canary route's breaker
+    # opening on failures in a row: which comes first depends on the order the failures come in),
+    # after few failures, and for good.
     canary = summary["canary"]
     assert canary["aborted"] is True, canary
-    assert canary["abort_cause"].startswith("guardrail"), canary
+    assert canary["abort_cause"].startswith(("guardrail", "canary breaker open")), canary
+    assert canary["abort_caller"] == "modelguard", canary
     assert 0 < canary["failed_before_abort"] <= 20, canary
     assert canary["canary_after_abort"] == 0 and canary["stable_after_abort"] > 0, canary
     assert canary["first_call_to_abort_s"] is not None, canary
@@ -72,7 +75,7 @@ def test_demo_incident_with_and_without_modelguard(tmp_path: Path) -> None:
     assert (abort["from_weight"], abort["to_weight"]) == (0.1, 0.0)
     assert "canary active -> aborted" in output  # the live view saw it
     timeline = (tmp_path / "with" / "timeline.md").read_text()
-    assert "canary active -> aborted (10% -> 0%): guardrail" in timeline
+    assert "canary active -> aborted (10% -> 0%): " in timeline
 
     code, output, unprotected = run_demo(tmp_path / "without", "--without-modelguard")
     assert code == 0, output
