@@ -26,20 +26,21 @@ import weakref
 from collections.abc import Callable
 
 from ext_proc.core.admission import Gate
-from ext_proc.core.breaker import CircuitBreaker, Transition
+from ext_proc.core.breaker import BreakerState, CircuitBreaker, Transition
 from ext_proc.core.canary.book import CanaryBook
 from ext_proc.core.canary.run import CanaryChange, ChangeSink
 from ext_proc.core.clock import Clock, monotonic, wall_clock
 from ext_proc.core.forcing import NEVER, ForceChange, ForcedClosed, ForcedOpen, ForceMode, ForceOrder
 from ext_proc.core.listing import listed
 from ext_proc.core.outcomes import OUTCOMES
-from ext_proc.core.reasons import UNMATCHED
+from ext_proc.core.reasons import CANARY_SUFFIX, UNMATCHED
 from ext_proc.core.stats import LATENCY_BUCKETS, Counter, Histogram
 from ext_proc.policy import BreakerSettings
 from ext_proc.policy.durations import shown
 
 TierKey = tuple[str, str]
 """(model, tier)."""
+_OPENED = (BreakerState.CLOSED.value, BreakerState.OPEN.value)
 
 
 class TierState:
@@ -384,5 +385,7 @@ class StateRegistry:
             key = (transition.from_state.value, transition.to_state.value)
             state.transitions[key] = state.transitions.get(key, 0) + 1
             self._on_transition(state, transition)
+            if key == _OPENED and state.name.endswith(CANARY_SUFFIX):
+                self.canaries.breaker_opened(state.model_name, state.route)
 
         return CircuitBreaker(settings, self.clock, self._rng, listener)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ext_proc.core.canary.book import RouteChanged
 from ext_proc.core.canary.run import CanaryChange, CanaryOrder
 from ext_proc.core.forcing import ForceChange, ForceMode, ForceOrder
 from ext_proc.core.registry import EXPIRY, StateRegistry, TierKey
@@ -77,15 +78,23 @@ class DurableOrders:
 
     async def canary(self, model: str, order: CanaryOrder | None, caller: str) -> tuple[CanaryChange, str]:
         """Put an operator's canary order in force (None: resume, or drop an order kept for a
-        canary the policy no longer has), stored first; UnknownCanary before anything is written,
-        RouteChanged (after) if a reload changed the canary's route meanwhile."""
+        canary the policy no longer has), stored first. UnknownCanary, or RouteChanged for an order
+        whose version is not the live canary's, before anything is written; if a reload changes the
+        route while the order is being written, the model's order in force is written back and
+        RouteChanged raised, so a refused order never stays in the store."""
         async with self._lock:
             canaries = self._registry.canaries
             if order is not None or not canaries.kept(model):
-                canaries.find(model)
-            self._unsaved.pop(model, None)
+                canaries.check(model, order)
             warning = await self._save((model, CANARY_KEY), order)
-            return canaries.give(model, order, caller), warning
+            try:
+                change = canaries.give(model, order, caller)
+            except RouteChanged:
+                kept = self._unsaved.get(model) or canaries.orders().get(model)
+                await self._save((model, CANARY_KEY), kept)
+                raise
+            self._unsaved.pop(model, None)
+            return change, warning
 
     async def _save(self, key: TierKey, order: Order | None) -> str:
         try:

@@ -20,7 +20,9 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_gr
 
 from ext_proc.admin.auth import TokenSource
 from ext_proc.api import CALLS, admin_pb2
+from ext_proc.core.canary.book import RouteChanged
 from ext_proc.core.canary.buckets import Buckets
+from ext_proc.core.canary.run import Action, CanaryOrder
 from ext_proc.core.clock import ManualClock
 from ext_proc.policy import parse_policy
 from ext_proc.server.admin_grpc import AdminGrpcSettings
@@ -267,3 +269,15 @@ async def test_a_guardrail_abort_the_store_cannot_keep_holds_and_is_logged_once(
     assert [record.message for record in caplog.records].count(
         "canary abort not saved: no; it holds in this process, not across a restart"
     ) == 1
+
+
+async def test_an_order_for_a_version_no_longer_live_is_refused_and_leaves_the_store_alone(world: World) -> None:
+    service = world.harness.service
+    service.use(parse_policy(POLICY.replace("rec-v2", "rec-v3")))
+    await world.call("AbortCanary", admin_pb2.CanaryOrderRequest(model="recommender", reason="v3 bad"))
+    assert [(o["route"], o["action"]) for o in stored(world)] == [("rec-v3", "abort")]
+    stale = CanaryOrder(Action.PROMOTE, "rec-v2", "", "bot", 1.0)
+    with pytest.raises(RouteChanged):
+        await service.orders.canary("recommender", stale, "bot")
+    assert [(o["route"], o["action"]) for o in stored(world)] == [("rec-v3", "abort")]
+    assert service.guard.canaries["recommender"].run.state.value == "aborted"

@@ -38,11 +38,8 @@ class CanaryGuard:
         arm = run.arm(headers, now)
         if arm is CANARY and token.reason is None:
             state = self.state
-            gate = state.gate
-            held = gate.admit(now)
-            if held is None and gate.refusal == reasons.BREAKER_OPEN:
-                run.breaker_open()
-            elif held is not None:
+            held = state.gate.admit(now)
+            if held is not None:
                 token.release(now)
                 decision = self.served
                 decision.counter.value += 1

@@ -117,3 +117,46 @@ def upper_bound(hits: int, calls: int, alpha: float) -> float:
         else:
             high = middle
     return high
+
+
+class PairedTest:
+    """A test of H0: E[D_t | the past] <= 0 for differences D_t in [-1, 1] (a canary call's
+    indicator minus its paired stable call's), by the same betting: W_t = prod(1 + lambda_i D_i),
+    0 <= lambda_i <= MAX_FRACTION, half in a plug-in bettor (lambda = running mean / running mean
+    square of D) and half in a fixed one (FIXED_FRACTION)."""
+
+    __slots__ = ("alpha", "boundary", "calls", "log_fixed", "log_wealth", "mean", "square")
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+        self.boundary = math.log(1 / alpha)
+        self.log_wealth = 0.0
+        self.log_fixed = 0.0
+        self.mean = 0.0
+        self.square = 0.0
+        self.calls = 0
+
+    def resize(self, alpha: float) -> None:
+        self.alpha = alpha
+        self.boundary = math.log(1 / alpha)
+
+    def observe(self, difference: int) -> None:
+        if self.mean > 0.0:
+            fraction = min(MAX_FRACTION, self.mean / max(self.square, 1e-3))
+            self.log_wealth += math.log1p(fraction * difference)
+        self.log_fixed += math.log1p(FIXED_FRACTION * difference)
+        self.calls += 1
+        weight = max(SMOOTHING, 1.0 / self.calls)
+        self.mean += weight * (difference - self.mean)
+        self.square += weight * (difference * difference - self.square)
+
+    @property
+    def rejected(self) -> bool:
+        return max(self.log_wealth, self.log_fixed) >= self.boundary and self.wealth >= 1 / self.alpha
+
+    @property
+    def wealth(self) -> float:
+        return (math.exp(min(self.log_wealth, MAX_LOG)) + math.exp(min(self.log_fixed, MAX_LOG))) / 2
+
+    def figures(self) -> dict[str, float]:
+        return {"statistic": self.wealth, "boundary": 1 / self.alpha, "null": 0.0}

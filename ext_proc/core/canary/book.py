@@ -48,15 +48,23 @@ class CanaryBook:
         self._rng = rng
         self.sink = sink
         self._runs: dict[str, CanaryRun] = {}
+        """The live guard's runs, by model."""
+        self._staged: dict[str, CanaryRun] = {}
+        """Runs for a new route, built for a guard not yet live."""
         self._orders: dict[str, CanaryOrder] = {}
 
     def run(self, model: str, settings: Canary, build: int) -> CanaryRun:
-        """The run of a model's canary: the one held (reconfigured), or a fresh one."""
-        run = self._runs.get(model)
+        """The run of a model's canary: the one held (reconfigured), or a fresh one. A fresh run
+        for a new route is staged: the live guard decides through the old run until the build's
+        guard goes live (``sweep``), as the registry does with a tier's state for a new route."""
+        live, staged = self._runs.get(model), self._staged.get(model)
+        run = staged if staged is not None and staged.route == settings.route else live
         if run is None or run.route != settings.route:
-            if run is not None:
-                run.retired = True
-            run = self._runs[model] = CanaryRun(model, settings, self.clock, self.wall, self._rng, self._changed)
+            run = CanaryRun(model, settings, self.clock, self.wall, self._rng, self._changed)
+            if live is None:
+                self._runs[model] = run
+            else:
+                self._staged[model] = run
             order = self._orders.get(model)
             if order is not None and order.route == settings.route:
                 run.apply(order, cause="order kept")
@@ -66,6 +74,15 @@ class CanaryBook:
         return run
 
     def sweep(self, build: int) -> None:
+        """Build ``build`` went live: its staged runs replace the runs of the old routes, and runs
+        it did not ask for are dropped; either way, a retired run judges nothing more."""
+        for model, staged in self._staged.items():
+            if staged.mark == build:
+                replaced = self._runs.get(model)
+                if replaced is not None:
+                    replaced.retired = True
+                self._runs[model] = staged
+        self._staged = {}
         for run in self._runs.values():
             run.retired = run.mark != build
         self._runs = {model: run for model, run in self._runs.items() if run.mark == build}
@@ -92,14 +109,26 @@ class CanaryBook:
             return CanaryChange(
                 model, kept.route, _STATE_OF[kept.action], "none", 0.0, 0.0, f"dropped by {caller}", caller
             )
-        run = self.find(model)
-        if order is not None and order.route != run.route:
-            raise RouteChanged(f"the canary of {shown(model)} is now {shown(run.route)}, not {shown(order.route)}")
+        run = self.check(model, order)
         if order is None:
             self._orders.pop(model, None)
             return run.apply(None, cause=f"resumed by {caller}")
         self._orders[model] = order
         return run.apply(order, cause=f"{order.action.value} by {caller}")
+
+    def check(self, model: str, order: CanaryOrder | None) -> CanaryRun:
+        """The live run an order would go to: ``UnknownCanary``, or ``RouteChanged`` if the order
+        names another version."""
+        run = self.find(model)
+        if order is not None and order.route != run.route:
+            raise RouteChanged(f"the canary of {shown(model)} is now {shown(run.route)}, not {shown(order.route)}")
+        return run
+
+    def breaker_opened(self, model: str, route: str) -> None:
+        """The canary route's breaker opened from closed (core/registry.py tells)."""
+        run = self._runs.get(model)
+        if run is not None and run.route == route:
+            run.breaker_open()
 
     def kept(self, model: str) -> bool:
         """An order is kept for the model (its canary live or not)."""
@@ -117,7 +146,9 @@ class CanaryBook:
         self.sink(change)
 
     def restore(self, orders: dict[str, CanaryOrder]) -> list[CanaryChange]:
-        """Make ``orders`` the orders in force (read back from the state store)."""
+        """Make ``orders`` the orders in force (read back from the state store). An order for
+        another route than the live canary's is kept (it applies if that version comes back) but
+        changes nothing now."""
         changes = []
         for model in set(self._orders) | set(orders):
             order, previous = orders.get(model), self._orders.get(model)
@@ -128,9 +159,11 @@ class CanaryBook:
             else:
                 self._orders[model] = order
             run = self._runs.get(model)
-            if run is None or (order is not None and order.route != run.route):
+            if run is None:
                 continue
-            if order is None and (previous is None or previous.route != run.route):
-                continue
-            changes.append(run.apply(order, cause=f"{'resumed' if order is None else order.action.value} ({RESTORED})"))
+            was_live = previous is not None and previous.route == run.route
+            if order is not None and order.route == run.route:
+                changes.append(run.apply(order, cause=f"{order.action.value} ({RESTORED})"))
+            elif was_live:
+                changes.append(run.apply(None, cause=f"resumed ({RESTORED})"))
         return changes

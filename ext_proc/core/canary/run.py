@@ -190,10 +190,15 @@ class CanaryRun:
             self._abort(f"guardrail {broken}")
 
     def breaker_open(self) -> None:
-        """The canary route's own breaker refused a canary key: a version bad enough to trip a
-        breaker (failures in a row, or its failure rate) is aborted, as a rollout tool must hear
-        at once rather than after min_calls judged calls that the open breaker keeps from coming."""
-        if self.state is not CanaryState.ABORTED and not self.retired:
+        """The canary route's own breaker opened from closed. While the policy and the guardrails
+        decide (no operator's order), and the canary has failed more than it may so far, that is
+        a verdict: a version bad enough to trip a breaker is aborted at once, as a rollout tool
+        must hear, rather than after min_calls judged calls that the open breaker keeps from
+        coming. Two versions equally flaky, or a breaker an operator's order stands over, do not."""
+        if self.retired or self.order is not None or self.state is CanaryState.ABORTED:
+            return
+        evidence = self.evidence
+        if evidence.canary.rate > evidence.allowed_failure_rate:
             self._abort(BREAKER_OPEN)
 
     def _abort(self, why: str) -> None:

@@ -1,9 +1,9 @@
 """The stable version's recent latency quantile, in bounded memory.
 
 Latencies go into log-spaced buckets (each 4% wider than the last: a quantile is known within
-4%, read as its bucket's upper bound so that it is never under-estimated), kept for the current
-window and the one before it: the quantile is over the last one to two windows, so that stable's
-"normal" follows the day without remembering an old incident for long. 412 counters a window.
+4%, read as its bucket's upper bound), kept for the current window of ``span`` calls and the one
+before it: the quantile is over the last one to two windows of calls, so that stable's "normal"
+follows the load, at any traffic rate. 412 counters a window.
 """
 
 from __future__ import annotations
@@ -29,24 +29,25 @@ def upper_of(index: int) -> float:
 
 
 class RecentQuantile:
-    """Counts of the current and the previous window; ``span`` seconds each."""
+    """Counts of the current and the previous window; ``span`` calls each."""
 
-    __slots__ = ("current", "previous", "span", "started")
+    __slots__ = ("count", "current", "previous", "span")
 
-    def __init__(self, span: float, now: float) -> None:
+    def __init__(self, span: int) -> None:
         self.span = span
-        self.started = now
+        self.count = 0
         self.current = [0] * SIZE
         self.previous = [0] * SIZE
 
-    def observe(self, seconds: float, now: float) -> None:
-        if now - self.started >= self.span:
-            self._rotate(now)
+    def observe(self, seconds: float) -> None:
+        if self.count >= self.span:
+            self.previous, self.current, self.count = self.current, [0] * SIZE, 0
         self.current[bucket_of(seconds)] += 1
+        self.count += 1
 
     def quantile(self, share: float, least: int) -> float | None:
         """The ``share`` quantile (0.95) over both windows, None with fewer than ``least`` calls."""
-        total = sum(self.current) + sum(self.previous)
+        total = self.count + sum(self.previous)
         if total < max(1, least):
             return None
         rank = math.ceil(share * total)
@@ -56,9 +57,3 @@ class RecentQuantile:
             if seen >= rank:
                 return upper_of(index)
         return upper_of(SIZE - 1)
-
-    def _rotate(self, now: float) -> None:
-        empty_for = now - self.started
-        self.previous = self.current if empty_for < 2 * self.span else [0] * SIZE
-        self.current = [0] * SIZE
-        self.started = now

@@ -155,3 +155,40 @@ def test_the_figures_show_both_arms_and_every_test_with_its_boundary() -> None:
     assert set(tests) == {"failures", LATENCY, HARM}
     assert tests["failures"]["boundary"] == 1 / ((1 - 0.99) / 2)
     assert tests["failures"]["null"] <= 0.10
+
+
+def _moving(seed: int, profile: float, slower: float, hours: float, rate: float = 20.0) -> str | None:
+    """Both arms' latencies follow ``profile``(t) x noise; the canary's times ``slower``."""
+    rng = random.Random(seed)
+    evidence = Evidence(Guardrails(), 0.0)
+    now = 0.0
+    while now < hours * 3600:
+        now += rng.expovariate(rate)
+        level = 0.1 * (profile if 600 <= now < 1200 else 1.0)
+        latency = level * rng.lognormvariate(0.0, 0.5)
+        if rng.random() < 0.1:
+            verdict = evidence.canary_outcome(False, latency * slower, now)
+            if verdict is not None:
+                return verdict
+        else:
+            evidence.stable_outcome(False, latency, now)
+    return None
+
+
+def test_a_load_peak_that_slows_both_arms_alike_aborts_nothing() -> None:
+    assert [_moving(seed, profile=3.0, slower=1.0, hours=0.5) for seed in range(10)] == [None] * 10
+
+
+def test_a_slow_canary_is_caught_on_sparse_traffic_and_during_a_peak() -> None:
+    assert _moving(1, profile=1.0, slower=10.0, hours=2.0, rate=0.5) == LATENCY
+    assert _moving(2, profile=3.0, slower=3.0, hours=0.5) == LATENCY
+
+
+def test_harm_does_not_walk_a_canary_as_good_as_stable_into_an_abort_even_without_an_allowed_increase() -> None:
+    for seed in range(10):
+        rng = random.Random(seed)
+        evidence = Evidence(Guardrails(max_failure_rate=0.5, max_failure_rate_increase=0.0, min_calls=10**6), 0.0)
+        for index in range(20_000):
+            evidence.stable_outcome(rng.random() < 0.2, 0.02, index * 0.01)
+            if rng.random() < 0.5:
+                assert evidence.canary_outcome(rng.random() < 0.2, 0.02, index * 0.01) is None, seed

@@ -298,3 +298,31 @@ def test_resume_drops_an_order_kept_for_a_canary_the_policy_no_longer_has() -> N
     assert (change.from_state, change.to_state) == ("aborted", "none") and not book.orders()
     Guard(parse_policy(world.text), world.registry).adopt()
     assert book.find("recommender").state.value == "active"
+
+
+def test_the_canary_breaker_opening_aborts_only_a_canary_failing_more_than_it_may() -> None:
+    world = World()
+    stable, canary = world.users(False, 200), world.users(True, 40)
+    for user in stable[:100]:
+        world.serve(user, status=503 if user.endswith("7") else 200)  # stable fails ~10% too
+    for index, user in enumerate(canary[:12]):  # 6 of 12 failing: opens the breaker (min_calls 10, 50%)
+        world.serve(user, status=503 if index % 2 else 200)
+    assert world.registry.get("recommender", "primary@canary").breaker.state.value == "open"
+    # 50% failing against at most 10% allowed: aborted by the breaker's opening
+    assert state(world) == "aborted" and world.changes[-1].cause == "canary breaker open"
+    promoted = World()
+    promoted.registry.canaries.give("recommender", CanaryOrder(Action.PROMOTE, "rec-v2", "", "sre", 1.0), "sre")
+    for user in promoted.users(True, 12):
+        promoted.serve(user, status=503)
+    assert state(promoted) == "promoted"  # an operator's order stands over the breaker's verdict
+
+
+def test_a_new_route_is_staged_the_live_run_judges_until_the_new_guard_goes_live() -> None:
+    world = World()
+    new = Guard(parse_policy(world.text.replace("rec-v2", "rec-v3")), world.registry)
+    assert world.registry.canaries.find("recommender") is world.run and not world.run.retired
+    for user in world.users(True, 3):
+        world.serve(user)
+    assert world.run.evidence.canary.calls == 3
+    new.adopt()
+    assert world.run.retired and world.registry.canaries.find("recommender").route == "rec-v3"
