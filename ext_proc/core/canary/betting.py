@@ -40,10 +40,12 @@ MAX_LOG = 700.0
 """exp() of more overflows; a wealth this large has long crossed any boundary."""
 
 
-class BettingTest:
-    """One guardrail's test; ``observe`` each call, ``rejected`` once the evidence is enough."""
+class _Wealth:
+    """What both tests share: the two bettors' (log) wealth, its boundary, the verdict."""
 
-    __slots__ = ("alpha", "boundary", "calls", "estimate", "log_fixed", "log_wealth", "null")
+    __slots__ = ("alpha", "boundary", "calls", "log_fixed", "log_wealth")
+    null = 0.0
+    """What H0 allowed at the latest call, for the figures."""
 
     def __init__(self, alpha: float) -> None:
         self.alpha = alpha
@@ -52,16 +54,37 @@ class BettingTest:
         """The plug-in bettor's (log) wealth."""
         self.log_fixed = 0.0
         """The fixed bettor's."""
-        self.estimate = -1.0
-        """The running estimate of the rate; negative until the first call."""
         self.calls = 0
-        self.null = 0.0
-        """The q of the latest call: what H0 allowed."""
 
     def resize(self, alpha: float) -> None:
         """Another error budget (a reload changed the confidence); the wealth gathered is kept."""
         self.alpha = alpha
         self.boundary = math.log(1 / alpha)
+
+    @property
+    def rejected(self) -> bool:
+        # the average of the two is at most the larger: the exact check only when that one is over
+        return max(self.log_wealth, self.log_fixed) >= self.boundary and self.wealth >= 1 / self.alpha
+
+    @property
+    def wealth(self) -> float:
+        """The e-value: how many times over H0's odds the evidence is (rejects at 1/alpha)."""
+        return (math.exp(min(self.log_wealth, MAX_LOG)) + math.exp(min(self.log_fixed, MAX_LOG))) / 2
+
+    def figures(self) -> dict[str, float]:
+        return {"statistic": self.wealth, "boundary": 1 / self.alpha, "null": self.null}
+
+
+class BettingTest(_Wealth):
+    """One guardrail's test; ``observe`` each call, ``rejected`` once the evidence is enough."""
+
+    __slots__ = ("estimate", "null")
+
+    def __init__(self, alpha: float) -> None:
+        super().__init__(alpha)
+        self.estimate = -1.0
+        """The running estimate of the rate; negative until the first call."""
+        self.null = 0.0
 
     def observe(self, hit: bool, allowed: float) -> None:
         """One call: ``hit`` if it counts against H0, with ``allowed`` the most H0 allows now."""
@@ -76,19 +99,6 @@ class BettingTest:
         self.calls += 1
         weight = max(SMOOTHING, 1.0 / (self.calls + 2))
         self.estimate = estimate + weight * ((1.0 if hit else 0.0) - estimate)
-
-    @property
-    def rejected(self) -> bool:
-        # the average of the two is at most the larger: the exact check only when that one is over
-        return max(self.log_wealth, self.log_fixed) >= self.boundary and self.wealth >= 1 / self.alpha
-
-    @property
-    def wealth(self) -> float:
-        """The e-value: how many times over H0's odds the evidence is (rejects at 1/alpha)."""
-        return (math.exp(min(self.log_wealth, MAX_LOG)) + math.exp(min(self.log_fixed, MAX_LOG))) / 2
-
-    def figures(self) -> dict[str, float]:
-        return {"statistic": self.wealth, "boundary": 1 / self.alpha, "null": self.null}
 
 
 _LOG_BETA_JEFFREYS = math.lgamma(0.5) * 2 - math.lgamma(1.0)
@@ -119,26 +129,18 @@ def upper_bound(hits: int, calls: int, alpha: float) -> float:
     return high
 
 
-class PairedTest:
+class PairedTest(_Wealth):
     """A test of H0: E[D_t | the past] <= 0 for differences D_t in [-1, 1] (a canary call's
     indicator minus its paired stable call's), by the same betting: W_t = prod(1 + lambda_i D_i),
     0 <= lambda_i <= MAX_FRACTION, half in a plug-in bettor (lambda = running mean / running mean
     square of D) and half in a fixed one (FIXED_FRACTION)."""
 
-    __slots__ = ("alpha", "boundary", "calls", "log_fixed", "log_wealth", "mean", "square")
+    __slots__ = ("mean", "square")
 
     def __init__(self, alpha: float) -> None:
-        self.alpha = alpha
-        self.boundary = math.log(1 / alpha)
-        self.log_wealth = 0.0
-        self.log_fixed = 0.0
+        super().__init__(alpha)
         self.mean = 0.0
         self.square = 0.0
-        self.calls = 0
-
-    def resize(self, alpha: float) -> None:
-        self.alpha = alpha
-        self.boundary = math.log(1 / alpha)
 
     def observe(self, difference: int) -> None:
         if self.mean > 0.0:
@@ -149,14 +151,3 @@ class PairedTest:
         weight = max(SMOOTHING, 1.0 / self.calls)
         self.mean += weight * (difference - self.mean)
         self.square += weight * (difference * difference - self.square)
-
-    @property
-    def rejected(self) -> bool:
-        return max(self.log_wealth, self.log_fixed) >= self.boundary and self.wealth >= 1 / self.alpha
-
-    @property
-    def wealth(self) -> float:
-        return (math.exp(min(self.log_wealth, MAX_LOG)) + math.exp(min(self.log_fixed, MAX_LOG))) / 2
-
-    def figures(self) -> dict[str, float]:
-        return {"statistic": self.wealth, "boundary": 1 / self.alpha, "null": 0.0}

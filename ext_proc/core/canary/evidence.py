@@ -142,7 +142,7 @@ class Evidence:
             self.stable_slow += stable_slow
             self.latency.observe(slow - stable_slow)
         if now >= self._due:
-            self._refresh(now)
+            self.refresh(now)
         if self.harm >= guardrails.max_harm:
             return HARM
         if canary.calls < guardrails.min_calls:
@@ -158,11 +158,8 @@ class Evidence:
         guardrails = self.guardrails
         return min(guardrails.max_failure_rate, self.stable_bound + guardrails.max_failure_rate_increase)
 
-    def fresh_stable_bounds(self, now: float) -> None:
-        """Recompute stable's bound and T now (they are otherwise refreshed every REFRESH seconds)."""
-        self._refresh(now)
-
-    def _refresh(self, now: float) -> None:
+    def refresh(self, now: float) -> None:
+        """Recompute stable's bound and T (done every REFRESH seconds as canary calls are judged)."""
         self._due = now + REFRESH
         stable = self.stable
         bound = self.stable_bound = upper_bound(stable.failures, stable.calls, self.part)

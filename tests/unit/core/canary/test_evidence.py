@@ -105,7 +105,7 @@ def test_no_verdict_below_min_calls_even_when_every_call_fails() -> None:
 def _stable(evidence: Evidence, calls: int, every: int) -> None:
     for index in range(calls):
         evidence.stable_outcome(index % every == 0, 0.02, 1.0)
-    evidence.fresh_stable_bounds(1.0)
+    evidence.refresh(1.0)
 
 
 def test_max_harm_aborts_at_once_below_min_calls() -> None:
