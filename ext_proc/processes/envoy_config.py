@@ -18,7 +18,7 @@ import yaml
 from ext_proc.processes.locations import envoy_binary
 from ext_proc.processes.network import LOCALHOST
 
-__all__ = ["EXT_PROC_FILTER", "render_envoy_config", "validate_envoy_config"]
+__all__ = ["EXT_PROC_FILTER", "render_envoy_config", "validate_envoy_config", "yaml_text"]
 
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 _EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
@@ -42,6 +42,11 @@ class _NoAliasDumper(yaml.SafeDumper):
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
+
+
+def yaml_text(data: object) -> str:
+    """YAML for configs people read and Envoy loads: keys in the order built, no anchors."""
+    return yaml.dump(data, Dumper=_NoAliasDumper, sort_keys=False, width=120)
 
 
 def _local_address(port: int) -> dict[str, Any]:
@@ -189,7 +194,7 @@ def render_envoy_config(
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _local_address(p)}} for p in ports]}],
         }
 
-    dest.write_text(yaml.dump(config, Dumper=_NoAliasDumper, sort_keys=False))
+    dest.write_text(yaml_text(config))
     return dest
 
 

@@ -1,5 +1,5 @@
-"""Where the pieces of a local stack are: the checkout, its Envoy reference config, the envoy
-binary, and the command that launches modelguard."""
+"""Where the pieces of a local stack are: the Envoy reference config (shipped in the package), the
+envoy binary, the command that launches modelguard, and the checkout (for the code that needs one)."""
 
 from __future__ import annotations
 
@@ -14,19 +14,30 @@ from ext_proc.processes.errors import StackError
 __all__ = ["envoy_binary", "modelguard_command", "reference_envoy_config", "repo_root"]
 
 
+def _package_dir() -> Path:
+    """The folder of the ext_proc package, in a checkout or in site-packages alike."""
+    return Path(ext_proc.__file__).resolve().parent
+
+
 def repo_root() -> Path:
-    """The checkout this package runs from (the folder that holds ext_proc/ and envoy/)."""
-    return Path(ext_proc.__file__).resolve().parents[1]
+    """The checkout this package runs from (the folder that holds ext_proc/ and envoy/).
+
+    Only for what really needs a checkout (the benchmarks, the tests); an installed wheel has none,
+    and this path is then site-packages."""
+    return _package_dir().parent
 
 
 def reference_envoy_config() -> Path:
-    """envoy/envoy.yaml of the checkout; a clear error when the package is not run from one."""
-    path = repo_root() / "envoy" / "envoy.yaml"
+    """The reference Envoy bootstrap, as the package ships it: ext_proc/reference/envoy.yaml.
+
+    In a checkout that is a symlink to envoy/envoy.yaml (the file users copy); a wheel carries the
+    file's content. A clear error when it is missing (a broken install)."""
+    path = _package_dir() / "reference" / "envoy.yaml"
     if not path.is_file():
         raise StackError(
-            f"no Envoy reference config at {path}: the demo and the end-to-end tests run from a "
-            "checkout of the modelguard repository (git clone ...; pip install -e '.[demo]'), "
-            "not from an installed wheel"
+            f"no Envoy reference config at {path}: this modelguard install is incomplete "
+            "(the package ships it as ext_proc/reference/envoy.yaml); reinstall it "
+            "(pip install --force-reinstall 'modelguard[demo]', or pip install -e '.[demo]' in a checkout)"
         )
     return path
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+import ext_proc
 from ext_proc import processes
 from ext_proc.processes import (
     EXT_PROC_FILTER,
@@ -23,7 +24,6 @@ from ext_proc.processes import (
     ManagedProcess,
     StackError,
     free_ports,
-    locations,
     reference_envoy_config,
     render_envoy_config,
     validate_envoy_config,
@@ -106,16 +106,22 @@ def test_repo_root_is_this_checkout() -> None:
     assert (root / "ext_proc" / "__init__.py").is_file() and (root / "envoy").is_dir()
 
 
-def test_reference_config_is_the_checkout_file() -> None:
+def test_reference_config_is_packaged_and_is_the_checkout_file() -> None:
+    # The package ships it (ext_proc/reference/envoy.yaml, what the wheel carries); in a checkout
+    # that is a symlink to envoy/envoy.yaml, the one file users read and copy.
     path = reference_envoy_config()
-    assert path == processes.repo_root() / "envoy" / "envoy.yaml"
+    assert path == Path(ext_proc.__file__).resolve().parent / "reference" / "envoy.yaml"
     assert path.is_file()
+    assert path.resolve() == processes.repo_root() / "envoy" / "envoy.yaml"
 
 
-def test_missing_reference_config_says_run_from_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # reference_envoy_config looks repo_root up in its own module, so that is where it is replaced.
-    monkeypatch.setattr(locations, "repo_root", lambda: tmp_path)
-    with pytest.raises(StackError, match="checkout"):
+def test_missing_reference_config_says_the_install_is_incomplete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # locations finds the package through ext_proc.__file__: point it at a package with no reference/.
+    (tmp_path / "ext_proc").mkdir()
+    monkeypatch.setattr(ext_proc, "__file__", str(tmp_path / "ext_proc" / "__init__.py"))
+    with pytest.raises(StackError, match=r"no Envoy reference config at .*reference/envoy\.yaml.*reinstall"):
         reference_envoy_config()
 
 

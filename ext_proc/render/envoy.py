@@ -1,0 +1,113 @@
+"""An Envoy bootstrap from the policy: the reference config (envoy/envoy.yaml) with its route
+table and model clusters rebuilt from the policy's routes: a header route per `route:` value,
+then each model's fail-open default on the model's own match, and one cluster per route."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from ext_proc.policy.model import Match, Policy
+from ext_proc.render.plan import (
+    CANARY_REPLICAS,
+    REPLICAS,
+    ModelRoutes,
+    RenderError,
+    Role,
+    RouteUse,
+    max_ejection_percent,
+    plan,
+)
+from ext_proc.render.reference import ReferenceParts, reference_parts
+
+__all__ = ["EnvoyOptions", "envoy_bootstrap"]
+
+_ROUTE_HEADER = "x-modelguard-route"
+
+
+@dataclass(frozen=True, slots=True)
+class EnvoyOptions:
+    upstream: str = "{route}:8080"  # HOST:PORT of a route's model servers; {route} is replaced
+    replicas: int = REPLICAS  # hosts per tier route: how many outlier detection may eject
+    canary_replicas: int = CANARY_REPLICAS
+    modelguard: str = "127.0.0.1:50051"  # modelguard's --grpc-address as Envoy reaches it
+
+
+def envoy_bootstrap(policy: Policy, options: EnvoyOptions, parts: ReferenceParts | None = None) -> dict[str, Any]:
+    reference = parts if parts is not None else reference_parts()
+    models = plan(policy)
+    bootstrap = reference.bootstrap
+    uses = _by_route(models)
+    vhost = reference.hcm["route_config"]["virtual_hosts"][0]
+    vhost["routes"] = [_header_route(use, reference) for use in uses] + [
+        _default_route(model, reference) for model in models
+    ]
+    modelguard = reference.modelguard_cluster()
+    modelguard.update(_endpoints("modelguard", options.modelguard, "--modelguard"))
+    bootstrap["static_resources"]["clusters"] = [modelguard] + [_cluster(use, options, reference) for use in uses]
+    return bootstrap
+
+
+def _by_route(models: tuple[ModelRoutes, ...]) -> list[RouteUse]:
+    """Each route once, even when two models share it (one cluster serves both)."""
+    seen: dict[str, RouteUse] = {}
+    for model in models:
+        for use in model.routes:
+            seen.setdefault(use.route, use)
+    return list(seen.values())
+
+
+def _route_action(use: RouteUse, reference: ReferenceParts) -> dict[str, Any]:
+    action = reference.canary_route() if use.role is Role.CANARY else reference.replica_route()
+    action["cluster"] = use.route
+    return action
+
+
+def _header_route(use: RouteUse, reference: ReferenceParts) -> dict[str, Any]:
+    return {
+        "name": use.route,
+        "match": {"prefix": "/", "headers": [{"name": _ROUTE_HEADER, "string_match": {"exact": use.route}}]},
+        "route": _route_action(use, reference),
+    }
+
+
+def _default_route(model: ModelRoutes, reference: ReferenceParts) -> dict[str, Any]:
+    """No x-modelguard-route (modelguard down, slow, or it skipped the request): the first tier."""
+    return {
+        "name": f"{model.name}-fail-open",
+        "match": _model_match(model.match),
+        "route": _route_action(model.fail_open, reference),
+    }
+
+
+def _model_match(match: Match) -> dict[str, Any]:
+    if match.path_prefix is not None:
+        return {"prefix": match.path_prefix}
+    if match.authority is not None:
+        return {"prefix": "/", "headers": [{"name": ":authority", "string_match": {"exact": match.authority}}]}
+    return {"prefix": "/", "headers": [{"name": str(match.header_name), "string_match": {"exact": match.header_value}}]}
+
+
+def _cluster(use: RouteUse, options: EnvoyOptions, reference: ReferenceParts) -> dict[str, Any]:
+    canary = use.role is Role.CANARY
+    cluster = reference.canary_cluster() if canary else reference.replica_cluster()
+    cluster["name"] = use.route
+    replicas = options.canary_replicas if canary else options.replicas
+    cluster["outlier_detection"]["max_ejection_percent"] = max_ejection_percent(replicas)
+    cluster.update(_endpoints(use.route, options.upstream.replace("{route}", use.route), "--upstream"))
+    return cluster
+
+
+def _endpoints(name: str, address: str, option: str) -> dict[str, Any]:
+    host, _, port_text = address.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise RenderError([f"{option}: {address!r} is not HOST:PORT"])
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        kind = "STATIC"
+    except ValueError:
+        kind = "STRICT_DNS"  # a (headless) Service name: every pod is a host for outlier detection
+    endpoint = {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port_text)}}}}
+    return {"type": kind, "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [endpoint]}]}}

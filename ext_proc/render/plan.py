@@ -1,0 +1,115 @@
+"""Which routes each model uses, read off the policy: the one thing every rendered manifest
+is built from, so that tiers, routes and canary versions cannot drift from the policy."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from ext_proc.policy.model import Match, Policy
+
+__all__ = [
+    "CANARY_REPLICAS",
+    "REPLICAS",
+    "ModelRoutes",
+    "RenderError",
+    "Role",
+    "RouteUse",
+    "max_ejection_percent",
+    "plan",
+]
+
+REPLICAS = 3  # hosts per tier route, unless told: the reference config's primary
+CANARY_REPLICAS = 1
+
+# Kubernetes object names, Istio subset names and label values: a DNS-1123 label.
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+
+
+class RenderError(ValueError):
+    """A policy that cannot be rendered for the target; ``errors`` names each place in the policy."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+class Role(Enum):
+    TIER = "tier"
+    CANARY = "canary"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteUse:
+    """One `route:` of a model: the header value modelguard sets, and what serves it."""
+
+    route: str
+    role: Role
+    tier: str
+    where: str  # its path in the policy file, for errors
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoutes:
+    name: str
+    match: Match
+    routes: tuple[RouteUse, ...]
+
+    @property
+    def fail_open(self) -> RouteUse:
+        """Where requests go that modelguard did not tag (it is down, slow or skipped them):
+        the first routed tier, as in the reference config's catch-all."""
+        return next(use for use in self.routes if use.role is Role.TIER)
+
+
+def plan(policy: Policy, *, kubernetes_names: bool = False) -> tuple[ModelRoutes, ...]:
+    """The routes of every model that routes anywhere. ``kubernetes_names`` also requires model
+    names and routes to be DNS-1123 labels, since they become object, subset and label names."""
+    errors: list[str] = []
+    models: list[ModelRoutes] = []
+    for index, model in enumerate(policy.models):
+        where = f"models[{index}]"
+        uses = [
+            RouteUse(tier.route, Role.TIER, tier.name, f"{where}.tiers[{position}].route")
+            for position, tier in enumerate(model.tiers)
+            if tier.route is not None
+        ]
+        if model.canary is not None:
+            first = uses[0].tier if uses else model.tiers[0].name
+            uses.append(RouteUse(model.canary.route, Role.CANARY, first, f"{where}.canary.route"))
+        if not any(use.role is Role.TIER for use in uses):
+            continue  # answered by modelguard alone: nothing to route
+        if kubernetes_names:
+            errors += _kubernetes_problems(model.name, f"{where}.name", uses)
+        models.append(ModelRoutes(model.name, model.match, _distinct(uses)))
+    if errors:
+        raise RenderError(errors)
+    return tuple(models)
+
+
+def _distinct(uses: list[RouteUse]) -> tuple[RouteUse, ...]:
+    """Two tiers may share a route; it is routed once, as the first of them."""
+    seen: dict[str, RouteUse] = {}
+    for use in uses:
+        seen.setdefault(use.route, use)
+    return tuple(seen.values())
+
+
+def _kubernetes_problems(model: str, where: str, uses: list[RouteUse]) -> list[str]:
+    rule = "lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
+    problems = [] if _DNS_LABEL.fullmatch(model) else [f"{where}: {model!r} names Kubernetes objects: use {rule}"]
+    problems += [
+        f"{use.where}: {use.route!r} is an Istio subset name and a label value: use {rule}"
+        for use in uses
+        if not _DNS_LABEL.fullmatch(use.route)
+    ]
+    return problems
+
+
+def max_ejection_percent(replicas: int) -> int:
+    """Outlier detection may eject one host of a route, never two, and never a route's only host:
+    a whole model failing stays visible to modelguard (envoy/README.md, outlier detection). Envoy
+    ejects while (ejected + 1) / hosts <= this percentage, a whole number: exact up to 100 hosts."""
+    return 0 if replicas <= 1 else math.ceil(100 / replicas)

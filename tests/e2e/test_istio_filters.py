@@ -1,0 +1,138 @@
+"""The rendered EnvoyFilters in real Envoy, applied to an Istio-shaped sidecar and gateway config
+the way istiod applies them (tests/e2e/istio_mesh.py): they validate, and they carry traffic
+through modelguard: tags on the response, client headers stripped, other services untouched,
+the breaker's step down the ladder, and fail-open when modelguard is gone."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ext_proc import cli
+from ext_proc.processes import ModelguardProcess, http_request, validate_envoy_config, wait_for
+from tests.e2e.e2e_harness import EXAMPLE_POLICY, MODEL_PATH, EnvoyFactory, Upstream
+from tests.e2e.istio_mesh import GATEWAY, MODELGUARD_CLUSTER, SIDECAR, Mesh, mesh_bootstrap, subset_cluster
+
+pytestmark = pytest.mark.e2e
+
+HOST = "recommender.models.svc.cluster.local"
+OTHER = "other.models.svc.cluster.local"
+GATEWAY_HOST = "inference.example.com"
+GATEWAY_NAME = "istio-system/inference-gateway"
+FORGED = {"x-modelguard-route": "recommender-mobilenet", "x-modelguard-tier": "light"}
+
+
+def rendered(*flags: str) -> list[dict[str, Any]]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["render", "istio", "--policy", str(EXAMPLE_POLICY), *flags]) == 0
+    return [d for d in yaml.safe_load_all(out.getvalue()) if d]
+
+
+OBJECTS = rendered("--gateway", GATEWAY_NAME)
+SIDECAR_MESH = Mesh(SIDECAR, 8080)
+GATEWAY_MESH = Mesh(GATEWAY, 80, GATEWAY_NAME)
+
+
+def write(bootstrap: dict[str, Any], path: Path) -> Path:
+    path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("mesh", [SIDECAR_MESH, GATEWAY_MESH], ids=["sidecar", "gateway"])
+def test_every_envoy_filter_fragment_validates_where_istio_puts_it(mesh: Mesh, envoy_bin: Path, tmp_path: Path) -> None:
+    bootstrap = mesh_bootstrap(OBJECTS, mesh, extra_hosts=[OTHER] if mesh.context == SIDECAR else [])
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert [f["name"] for f in hcm["http_filters"]] == ["envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    result = validate_envoy_config(write(bootstrap, tmp_path / "mesh.yaml"), envoy=envoy_bin)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def ask(envoy_url: str, host: str, path: str = MODEL_PATH, headers: dict[str, str] | None = None) -> Any:
+    return http_request(envoy_url + path, headers={"host": host, **(headers or {})})
+
+
+def test_sidecar_filters_carry_traffic_through_modelguard(
+    tmp_path: Path,
+    upstream_factory: Callable[[str], Upstream],
+    modelguard_factory: Callable[[Path], ModelguardProcess],
+    envoy_factory: EnvoyFactory,
+) -> None:
+    primary, light, other = upstream_factory("primary"), upstream_factory("light"), upstream_factory("other")
+    modelguard = modelguard_factory(EXAMPLE_POLICY)
+    ports = {
+        MODELGUARD_CLUSTER: [modelguard.grpc_port],
+        subset_cluster(8080, "recommender-resnet50", HOST): [primary.port],
+        subset_cluster(8080, "recommender-mobilenet", HOST): [light.port],
+        subset_cluster(8080, "", OTHER): [other.port],
+    }
+    source = write(mesh_bootstrap(OBJECTS, SIDECAR_MESH, extra_hosts=[OTHER]), tmp_path / "sidecar.yaml")
+    envoy = envoy_factory(ports, source=source)
+
+    # A model service: modelguard decides, its tags reach the client, forged headers are gone.
+    answer = ask(envoy.url, HOST, headers=FORGED)
+    assert answer.status == 200 and answer.json()["server"] == "primary", answer
+    assert answer.headers.get("x-modelguard-tier") == "primary"
+    assert primary.last_headers.get("x-modelguard-route") == "recommender-resnet50"
+    assert light.request_count == 0
+
+    # Any other service of the same client: no ext_proc stream at all (the filter is off there);
+    # client x-modelguard-* headers are stripped there too (harmless, and one rule everywhere).
+    before = envoy.stats("ext_proc").get("http.outbound_0.0.0.0_8080.ext_proc.modelguard.streams_started", 0)
+    answer = ask(envoy.url, OTHER, headers=FORGED)
+    assert answer.status == 200 and answer.json()["server"] == "other"
+    assert "x-modelguard-tier" not in answer.headers
+    assert not [h for h in other.last_headers if h.startswith("x-modelguard-")], "stripped on every service"
+    after = envoy.stats("ext_proc").get("http.outbound_0.0.0.0_8080.ext_proc.modelguard.streams_started", 0)
+    assert after == before > 0
+
+    # The model fails: the breaker opens and the VirtualService's light subset serves.
+    primary.set_fault(True)
+    for _ in range(12):
+        ask(envoy.url, HOST)
+    assert wait_for(lambda: modelguard.tier_state("recommender", "primary") == "open", 5.0), "primary breaker open"
+    answer = ask(envoy.url, HOST)
+    assert answer.status == 200 and answer.json()["server"] == "light", answer
+    assert answer.headers.get("x-modelguard-tier") == "light"
+    assert answer.headers.get("x-modelguard-degraded") == "true"
+
+    # modelguard gone: fail-open to the primary subset, untagged, forged headers still stripped.
+    primary.set_fault(False)
+    modelguard.stop()
+    answer = ask(envoy.url, HOST, headers=FORGED)
+    assert answer.status == 200 and answer.json()["server"] == "primary", answer
+    assert "x-modelguard-tier" not in answer.headers
+    assert not [h for h in primary.last_headers if h.startswith("x-modelguard-")]
+
+
+def test_gateway_filters_carry_traffic_through_modelguard(
+    tmp_path: Path,
+    upstream_factory: Callable[[str], Upstream],
+    modelguard_factory: Callable[[Path], ModelguardProcess],
+    envoy_factory: EnvoyFactory,
+) -> None:
+    primary, light = upstream_factory("primary"), upstream_factory("light")
+    modelguard = modelguard_factory(EXAMPLE_POLICY)
+    ports = {
+        MODELGUARD_CLUSTER: [modelguard.grpc_port],
+        subset_cluster(8080, "recommender-resnet50", HOST): [primary.port],
+        subset_cluster(8080, "recommender-mobilenet", HOST): [light.port],
+    }
+    envoy = envoy_factory(ports, source=write(mesh_bootstrap(OBJECTS, GATEWAY_MESH), tmp_path / "gateway.yaml"))
+    answer = ask(envoy.url, GATEWAY_HOST, headers=FORGED)
+    assert answer.status == 200 and answer.json()["server"] == "primary", answer
+    assert answer.headers.get("x-modelguard-tier") == "primary"
+    # A path of no model has no route at this gateway's host: nothing reaches a model server.
+    assert ask(envoy.url, GATEWAY_HOST, path="/v2/models/other/infer").status == 404
+    assert light.request_count == 0
+
+    modelguard.stop()
+    answer = ask(envoy.url, GATEWAY_HOST, headers=FORGED)
+    assert answer.status == 200 and answer.json()["server"] == "primary"
+    assert "x-modelguard-tier" not in answer.headers

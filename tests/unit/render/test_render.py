@@ -1,0 +1,223 @@
+"""Rendering a policy: which routes a model uses, the Istio objects and the Envoy bootstrap built
+from them, and the command's errors. (The checked-in manifests: test_checked_in.py; in real
+Envoy: tests/e2e/test_istio_filters.py and test_render_envoy.py.)"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ext_proc import cli
+from ext_proc.policy import load_policy
+from ext_proc.policy.model import Policy
+from ext_proc.render import EnvoyOptions, IstioOptions, RenderError, envoy_bootstrap, istio_objects
+from ext_proc.render.plan import Role, max_ejection_percent, plan
+
+REPO = Path(__file__).resolve().parents[3]
+DEMO_POLICY = REPO / "ext_proc" / "demo" / "policy.yaml"
+
+TWO_MODELS = """
+models:
+  - name: ranker
+    match: {header: {name: x-model, value: ranker}}
+    tiers:
+      - {name: main, route: ranker-v1}
+      - {name: fallback, respond: {status: 503}}
+  - name: embedder
+    match: {authority: embed.example.com}
+    tiers:
+      - {name: primary, route: embedder-large}
+      - {name: small, route: embedder-small}
+      - {name: same, route: embedder-small}
+  - name: rules-only
+    match: {path_prefix: /rules}
+    tiers:
+      - {name: default, respond: {status: 200, body: "{}"}}
+"""
+
+
+def policy_from(text: str, tmp_path: Path) -> Policy:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return load_policy(path)
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def test_plan_lists_each_route_once_with_its_role(tmp_path: Path) -> None:
+    models = {m.name: m for m in plan(policy_from(TWO_MODELS, tmp_path))}
+    assert set(models) == {"ranker", "embedder"}, "a model answered by modelguard alone routes nothing"
+    assert [(u.route, u.tier) for u in models["embedder"].routes] == [
+        ("embedder-large", "primary"),
+        ("embedder-small", "small"),
+    ]
+    assert models["embedder"].fail_open.route == "embedder-large", "fail-open goes to the first tier"
+    (canary,) = [u for m in plan(load_policy(DEMO_POLICY)) for u in m.routes if u.role is Role.CANARY]
+    assert (canary.route, canary.tier) == ("recommender-resnet50-v2", "primary")
+
+
+def test_names_kubernetes_cannot_take_are_errors_by_their_place(tmp_path: Path) -> None:
+    text = TWO_MODELS.replace("name: embedder", "name: Embedder").replace(
+        "route: embedder-small", "route: embedder_small"
+    )
+    with pytest.raises(RenderError) as caught:
+        plan(policy_from(text, tmp_path), kubernetes_names=True)
+    assert [e.split(":", 1)[0] for e in caught.value.errors] == [
+        "models[1].name",
+        "models[1].tiers[1].route",
+        "models[1].tiers[2].route",
+    ]
+    assert plan(policy_from(text, tmp_path)), "Envoy takes any route a policy allows"
+
+
+@pytest.mark.parametrize("replicas", range(1, 101))  # a whole percentage: exact up to 100 hosts
+def test_outlier_detection_ejects_one_host_at_most_and_never_the_only_one(replicas: int) -> None:
+    percent = max_ejection_percent(replicas)
+    ejectable = max((k for k in range(replicas + 1) if k * 100 <= percent * replicas), default=0)
+    assert ejectable == (0 if replicas == 1 else 1)
+
+
+def test_istio_subsets_retries_and_canary(tmp_path: Path) -> None:
+    objects = istio_objects(load_policy(DEMO_POLICY), IstioOptions(replicas=2))
+    rule = by_kind(objects, "DestinationRule")["recommender"]
+    subsets = {s["name"]: s for s in rule["spec"]["subsets"]}
+    assert set(subsets) == {"recommender-resnet50", "recommender-mobilenet", "recommender-resnet50-v2"}
+    assert subsets["recommender-resnet50"]["labels"] == {"modelguard.io/route": "recommender-resnet50"}
+    assert rule["spec"]["trafficPolicy"]["outlierDetection"]["maxEjectionPercent"] == 50
+    assert subsets["recommender-resnet50-v2"]["trafficPolicy"]["outlierDetection"]["maxEjectionPercent"] == 0
+    routes = {r["name"]: r for r in by_kind(objects, "VirtualService")["recommender"]["spec"]["http"]}
+    assert list(routes) == ["recommender-resnet50", "recommender-mobilenet", "recommender-resnet50-v2", "fail-open"]
+    assert "5xx" in routes["recommender-resnet50"]["retries"]["retryOn"]
+    assert "5xx" not in routes["recommender-resnet50-v2"]["retries"]["retryOn"], "a canary's errors reach modelguard"
+    assert (
+        "match" not in routes["fail-open"]
+        and routes["fail-open"]["route"][0]["destination"]["subset"] == "recommender-resnet50"
+    )
+    assert routes["recommender-mobilenet"]["match"] == [
+        {"headers": {"x-modelguard-route": {"exact": "recommender-mobilenet"}}}
+    ]
+    assert set(by_kind(objects, "EnvoyFilter")) == {"modelguard-sidecar"}, "no gateway unless asked"
+
+
+def test_a_gateway_scopes_every_route_to_its_model(tmp_path: Path) -> None:
+    objects = istio_objects(
+        policy_from(TWO_MODELS, tmp_path), IstioOptions(gateway="edge/gw", gateway_host="api.example.com")
+    )
+    services = by_kind(objects, "VirtualService")
+    ranker = services["ranker-gateway"]["spec"]
+    assert ranker["gateways"] == ["edge/gw"] and ranker["hosts"] == ["api.example.com"]
+    assert ranker["http"][0]["match"] == [
+        {"headers": {"x-model": {"exact": "ranker"}, "x-modelguard-route": {"exact": "ranker-v1"}}}
+    ]
+    assert ranker["http"][-1]["match"] == [{"headers": {"x-model": {"exact": "ranker"}}}]
+    embedder = services["embedder-gateway"]["spec"]["http"]
+    assert embedder[-1]["match"] == [{"authority": {"exact": "embed.example.com"}}]
+    gateway_filter = by_kind(objects, "EnvoyFilter")["modelguard-gateway"]
+    assert gateway_filter["metadata"]["namespace"] == "edge"
+    vhosts = [
+        p["match"]["routeConfiguration"]["vhost"]["name"]
+        for p in gateway_filter["spec"]["configPatches"]
+        if p["applyTo"] == "VIRTUAL_HOST"
+    ]
+    assert vhosts == ["api.example.com:80"]
+
+
+def test_the_sidecar_filter_turns_ext_proc_on_for_model_hosts_only(tmp_path: Path) -> None:
+    objects = istio_objects(policy_from(TWO_MODELS, tmp_path), IstioOptions(namespace="ml", port=9000))
+    patches = by_kind(objects, "EnvoyFilter")["modelguard-sidecar"]["spec"]["configPatches"]
+    (inserted,) = [p["patch"]["value"] for p in patches if p["applyTo"] == "HTTP_FILTER"]
+    assert inserted["disabled"] is True
+    vhosts = [p["match"]["routeConfiguration"]["vhost"]["name"] for p in patches if p["applyTo"] == "VIRTUAL_HOST"]
+    assert vhosts == ["ranker.ml.svc.cluster.local:9000", "embedder.ml.svc.cluster.local:9000"]
+    tags = [
+        h["header"]["key"]
+        for h in next(p for p in patches if p["applyTo"] == "VIRTUAL_HOST")["patch"]["value"]["response_headers_to_add"]
+    ]
+    assert tags == ["x-modelguard-tier", "x-modelguard-degraded", "x-modelguard-arm"]
+
+
+def test_the_envoy_bootstrap_routes_every_route_then_each_model(tmp_path: Path) -> None:
+    bootstrap = envoy_bootstrap(
+        policy_from(TWO_MODELS, tmp_path), EnvoyOptions(upstream="{route}.ml:9000", modelguard="10.0.0.7:50051")
+    )
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert [r["name"] for r in routes] == [
+        "ranker-v1",
+        "embedder-large",
+        "embedder-small",
+        "ranker-fail-open",
+        "embedder-fail-open",
+    ]
+    assert routes[3]["match"] == {"prefix": "/", "headers": [{"name": "x-model", "string_match": {"exact": "ranker"}}]}
+    assert routes[4]["route"]["cluster"] == "embedder-large"
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    assert set(clusters) == {"modelguard", "ranker-v1", "embedder-large", "embedder-small"}
+    assert clusters["modelguard"]["type"] == "STATIC"
+    address = clusters["embedder-small"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert clusters["embedder-small"]["type"] == "STRICT_DNS" and address["socket_address"] == {
+        "address": "embedder-small.ml",
+        "port_value": 9000,
+    }
+
+
+def run(*words: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(list(words))
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_command_names_what_it_cannot_render(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(TWO_MODELS.replace("route: ranker-v1", "route: Ranker/V1"))
+    code, out, err = run("render", "istio", "--policy", str(tmp_path / "bad.yaml"))
+    assert (code, out) == (1, "") and "models[0].tiers[0].route: 'Ranker/V1' is an Istio subset name" in err
+    (tmp_path / "broken.yaml").write_text("models: [{name: x}]\n")
+    code, out, err = run("render", "envoy", "--policy", str(tmp_path / "broken.yaml"))
+    assert (code, out) == (1, "") and "models[0]" in err
+    code, _, err = run("render", "istio", "--policy", str(DEMO_POLICY), "--gateway", "no-namespace")
+    assert code == 2 and "NAMESPACE/NAME" in err
+    code, _, err = run("render", "envoy", "--policy", str(DEMO_POLICY), "--upstream", "no-port")
+    assert code == 1 and "--upstream: 'no-port' is not HOST:PORT" in err
+
+
+def test_the_command_writes_out(tmp_path: Path) -> None:
+    code, out, _ = run("render", "istio", "--policy", str(DEMO_POLICY), "--out", str(tmp_path / "routing.yaml"))
+    assert (code, out) == (0, "")
+    text = (tmp_path / "routing.yaml").read_text()
+    assert text.startswith("# Generated by `modelguard render istio --policy ") and "kind: EnvoyFilter" in text
+
+
+def test_objects_that_would_overwrite_each_other_are_refused(tmp_path: Path) -> None:
+    text = TWO_MODELS.replace("name: embedder", "name: ranker-gateway")
+    policy = policy_from(text, tmp_path)
+    assert istio_objects(policy, IstioOptions()), "without a gateway the names are distinct"
+    with pytest.raises(RenderError, match="two VirtualServices would be named 'ranker-gateway' in namespace 'models'"):
+        istio_objects(policy, IstioOptions(gateway="edge/gw"))
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--namespace", "Models"],
+        ["--filter-namespace", "a/b"],
+        ["--modelguard-host", "modelguard..svc"],
+        ["--gateway-host", "api.example.com:80"],
+        ["--gateway", "edge/Gw"],
+        ["--port", "0"],
+        ["--replicas", "0"],
+        ["--gateway-selector", "novalue"],
+    ],
+)
+def test_flags_that_would_make_broken_manifests_are_refused(flag: list[str]) -> None:
+    code, out, err = run("render", "istio", "--policy", str(DEMO_POLICY), *flag)
+    assert (code, out) == (2, "") and flag[0] in err
