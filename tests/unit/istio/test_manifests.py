@@ -16,7 +16,8 @@ from ext_proc.policy import load_policy
 from tests.unit.istio.schemas import kustomize, schema_problems
 
 ISTIO = Path(__file__).resolve().parents[3] / "istio"
-FOLDERS = sorted(p.parent for p in ISTIO.rglob("kustomization.yaml"))
+# Every kustomization that builds on its own (a Component builds only inside an overlay).
+FOLDERS = sorted(p.parent for p in ISTIO.rglob("kustomization.yaml") if "kind: Component" not in p.read_text())
 EXT_PROC_PORT = 50051
 
 
@@ -32,7 +33,14 @@ def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> di
 
 def test_every_kustomization_is_checked() -> None:
     names = {str(folder.relative_to(ISTIO)) for folder in FOLDERS}
-    assert {".", "base", "routing", "overlays/gateway", "overlays/one-namespace"} <= names
+    assert {
+        ".",
+        "base",
+        "routing",
+        "overlays/gateway",
+        "overlays/one-namespace",
+        "overlays/prometheus-operator",
+    } <= names
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: str(p.relative_to(ISTIO)))
@@ -185,3 +193,23 @@ def test_every_route_of_a_virtual_service_has_its_subset(folder: Path) -> None:
             for target in http["route"]:
                 destination = target["destination"]
                 assert (destination["host"], destination["subset"]) in subsets
+
+
+def test_the_monitoring_component_scrapes_once_and_ships_the_dashboard() -> None:
+    objects = built(ISTIO / "overlays" / "prometheus-operator")
+    service = one(objects, "Service", "modelguard")
+    monitor = one(objects, "ServiceMonitor", "modelguard")
+    assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    ports = {p["name"] for p in service["spec"]["ports"]}
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http-admin"] and "http-admin" in ports
+    annotations = one(objects, "Deployment", "modelguard")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "false", "scraped by the ServiceMonitor only, not twice"
+    assert (
+        built(ISTIO) != objects
+        and one(built(ISTIO), "Deployment")["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"]
+        == "true"
+    )
+    dashboard = one(objects, "ConfigMap", "modelguard-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["data"]["modelguard.json"] == (ISTIO / "monitoring" / "dashboard.json").read_text()
+    assert one(objects, "PrometheusRule", "modelguard")["spec"]["groups"]
