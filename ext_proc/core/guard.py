@@ -159,6 +159,8 @@ class Guard:
         self.unmatched = Decision(None, None, UNMATCHED, registry.unmatched)
         self._unmatched_ticket = Ticket(self.unmatched, NO_TOKENS, 0.0)
         self._matcher: Matcher[ModelGuard] = Matcher([(m.policy.match, m) for m in self.models])
+        self._alone: dict[str, Matcher[ModelGuard]] = {m.name: Matcher([(m.policy.match, m)]) for m in self.models}
+        self._nothing: Matcher[ModelGuard] = Matcher([])
         self.header_names = self._matcher.header_names | canary_headers(policy)
         self.canaries: dict[str, CanaryGuard] = {
             model.name: model.tiers[0].canary for model in self.models if model.tiers[0].canary is not None
@@ -171,9 +173,11 @@ class Guard:
 
     # -- the hot path --------------------------------------------------------------------
 
-    def decide(self, headers: Mapping[str, str]) -> Ticket:
-        """Pick the tier for a request from its headers (only ``header_names`` are read)."""
-        model = self._matcher.match(headers)
+    def decide(self, headers: Mapping[str, str], scope: str | None = None) -> Ticket:
+        """Pick the tier for a request from its headers (only ``header_names`` are read). A
+        ``scope`` names the only model the request may match (an unknown name matches none)."""
+        matcher = self._matcher if scope is None else self._alone.get(scope, self._nothing)
+        model = matcher.match(headers)
         if model is None:
             self.unmatched.counter.value += 1
             return self._unmatched_ticket

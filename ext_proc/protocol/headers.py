@@ -10,6 +10,11 @@ DEGRADED = "x-modelguard-degraded"
 ARM = "x-modelguard-arm"
 """``canary`` or ``stable``, on requests of a model with a canary served by its first tier."""
 REQUEST_ID = "x-request-id"
+MODEL_SCOPE = "x-modelguard-model"
+"""gRPC metadata of an ext_proc stream, not a request header: the one model the stream's request
+may be for. The Istio EnvoyFilter sets it per virtual host (a model's Service), so a request sent to
+one model's Service with another model's path is left alone instead of being charged to the other
+model's breaker."""
 
 STATUS = ":status"
 CONTENT_TYPE = "content-type"

@@ -166,6 +166,10 @@ def run_render(args: argparse.Namespace, argv: list[str]) -> int:
         return 1
     if args.out is None:
         sys.stdout.write(text)
-    else:
+        return 0
+    try:
         args.out.write_text(text)
+    except OSError as exc:
+        print(f"modelguard render: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0

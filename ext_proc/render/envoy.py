@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ext_proc.policy.model import Match, Policy
+from ext_proc.render.matches import authority_regex, path_regex
 from ext_proc.render.plan import (
     CANARY_REPLICAS,
     REPLICAS,
@@ -19,7 +20,7 @@ from ext_proc.render.plan import (
     max_ejection_percent,
     plan,
 )
-from ext_proc.render.reference import ReferenceParts, reference_parts
+from ext_proc.render.reference import MODELGUARD_CLUSTER, ReferenceParts, reference_parts
 
 __all__ = ["EnvoyOptions", "envoy_bootstrap"]
 
@@ -37,6 +38,11 @@ class EnvoyOptions:
 def envoy_bootstrap(policy: Policy, options: EnvoyOptions, parts: ReferenceParts | None = None) -> dict[str, Any]:
     reference = parts if parts is not None else reference_parts()
     models = plan(policy)
+    clashes = [use.where for model in models for use in model.routes if use.route == MODELGUARD_CLUSTER]
+    if clashes:
+        raise RenderError(
+            [f"{where}: {MODELGUARD_CLUSTER!r} is the ext_proc cluster's name: rename the route" for where in clashes]
+        )
     bootstrap = reference.bootstrap
     uses = _by_route(models)
     vhost = reference.hcm["route_config"]["virtual_hosts"][0]
@@ -44,7 +50,7 @@ def envoy_bootstrap(policy: Policy, options: EnvoyOptions, parts: ReferenceParts
         _default_route(model, reference) for model in models
     ]
     modelguard = reference.modelguard_cluster()
-    modelguard.update(_endpoints("modelguard", options.modelguard, "--modelguard"))
+    modelguard.update(_endpoints(MODELGUARD_CLUSTER, options.modelguard, "--modelguard"))
     bootstrap["static_resources"]["clusters"] = [modelguard] + [_cluster(use, options, reference) for use in uses]
     return bootstrap
 
@@ -82,11 +88,17 @@ def _default_route(model: ModelRoutes, reference: ReferenceParts) -> dict[str, A
 
 
 def _model_match(match: Match) -> dict[str, Any]:
+    """The model's own match, at a segment boundary and without case or port for an authority, as
+    modelguard matches: a prefix or an exact authority would also catch other models' requests or
+    miss this model's."""
     if match.path_prefix is not None:
-        return {"prefix": match.path_prefix}
+        regex = path_regex(match)
+        return {"prefix": match.path_prefix} if regex is None else {"safe_regex": {"regex": regex}}
     if match.authority is not None:
-        return {"prefix": "/", "headers": [{"name": ":authority", "string_match": {"exact": match.authority}}]}
-    return {"prefix": "/", "headers": [{"name": str(match.header_name), "string_match": {"exact": match.header_value}}]}
+        header = {"name": ":authority", "string_match": {"safe_regex": {"regex": authority_regex(match)}}}
+    else:
+        header = {"name": str(match.header_name), "string_match": {"exact": match.header_value}}
+    return {"prefix": "/", "headers": [header]}
 
 
 def _cluster(use: RouteUse, options: EnvoyOptions, reference: ReferenceParts) -> dict[str, Any]:

@@ -8,11 +8,13 @@ outbound virtual hosts ``HOST:PORT`` and its clusters ``outbound|PORT|SUBSET|HOS
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
 from ext_proc.policy.model import Match, Policy
+from ext_proc.render.filters import gateway_filter, sidecar_filter
+from ext_proc.render.kube import metadata
+from ext_proc.render.matches import path_regex
 from ext_proc.render.plan import (
     CANARY_REPLICAS,
     REPLICAS,
@@ -23,23 +25,12 @@ from ext_proc.render.plan import (
     max_ejection_percent,
     plan,
 )
-from ext_proc.render.reference import HCM_FILTER, ROUTER_FILTER, ReferenceParts, reference_parts
+from ext_proc.render.reference import ReferenceParts, reference_parts
 
 __all__ = ["ROUTE_LABEL", "IstioOptions", "istio_objects"]
 
 ROUTE_LABEL = "modelguard.io/route"  # on model-server pods: the policy route they serve
-_PROTECTED_LABEL = "modelguard.io/protected"  # on client pods whose sidecars consult modelguard
-_PART_OF = {"app.kubernetes.io/part-of": "modelguard"}
 _ROUTE_HEADER = "x-modelguard-route"
-# Turns the ext_proc filter, off by default, on for a virtual host: Envoy wants a per-route config
-# inside, and an empty override changes nothing of the filter's own settings.
-_ENABLE_EXT_PROC = {
-    "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
-    "config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-        "overrides": {},
-    },
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,18 +55,37 @@ class IstioOptions:
 
 def istio_objects(policy: Policy, options: IstioOptions, parts: ReferenceParts | None = None) -> list[dict[str, Any]]:
     reference = parts if parts is not None else reference_parts()
+    _refuse_unroutable(policy)
     models = plan(policy, kubernetes_names=True)
     objects: list[dict[str, Any]] = []
     for model in models:
         objects.append(_destination_rule(model, options, reference))
-        objects.append(_virtual_service(model, options, reference, gateway=False))
-        if options.gateway is not None:
-            objects.append(_virtual_service(model, options, reference, gateway=True))
-    objects.append(_sidecar_filter(models, options, reference))
+        objects.append(_mesh_service(model, options, reference))
     if options.gateway is not None:
-        objects.append(_gateway_filter(options, reference))
+        objects.append(_gateway_service(models, options, reference))
+    objects.append(sidecar_filter(models, options, reference))
+    if options.gateway is not None:
+        objects.append(gateway_filter(options, reference))
     _refuse_clashes(objects)
     return objects
+
+
+def _refuse_unroutable(policy: Policy) -> None:
+    """Models Istio routing cannot serve as modelguard means them: refused, not silently unprotected."""
+    errors: list[str] = []
+    for index, model in enumerate(policy.models):
+        if model.match.authority is not None:
+            errors.append(
+                f"models[{index}].match.authority: not rendered for Istio: a sidecar sees each Service's own "
+                "name as the authority; match the model by path_prefix or header"
+            )
+        if all(tier.route is None for tier in model.tiers):
+            errors.append(
+                f"models[{index}].tiers: answered by modelguard alone (no tier routes): Istio routes to a "
+                "Service, so give the model a routed tier (or serve it with `render envoy`)"
+            )
+    if errors:
+        raise RenderError(errors)
 
 
 def _refuse_clashes(objects: list[dict[str, Any]]) -> None:
@@ -90,10 +100,6 @@ def _refuse_clashes(objects: list[dict[str, Any]]) -> None:
         seen.add(key)
     if clashes:
         raise RenderError(clashes)
-
-
-def _metadata(name: str, namespace: str) -> dict[str, Any]:
-    return {"name": name, "namespace": namespace, "labels": dict(_PART_OF)}
 
 
 # --- DestinationRule ---------------------------------------------------------------------------
@@ -111,7 +117,7 @@ def _destination_rule(model: ModelRoutes, options: IstioOptions, reference: Refe
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "DestinationRule",
-        "metadata": _metadata(model.name, options.namespace),
+        "metadata": metadata(model.name, options.namespace),
         "spec": {
             "host": options.host(model.name),
             "trafficPolicy": {
@@ -143,31 +149,49 @@ def _outlier(cluster: dict[str, Any], replicas: int) -> dict[str, Any]:
 # --- VirtualService ----------------------------------------------------------------------------
 
 
-def _virtual_service(
-    model: ModelRoutes, options: IstioOptions, reference: ReferenceParts, *, gateway: bool
+def _mesh_service(model: ModelRoutes, options: IstioOptions, reference: ReferenceParts) -> dict[str, Any]:
+    """The model's own Service: its header routes, then the fail-open default. Only the model's
+    requests get here (the sidecar filter scopes modelguard to the Service's model)."""
+    http = [_header_route(use, model, {}, options, reference) for use in model.routes]
+    http.append({"name": "fail-open", **_destination(model.fail_open, model, options, reference)})
+    return _service(model.name, [options.host(model.name)], ["mesh"], http, options)
+
+
+def _gateway_service(
+    models: tuple[ModelRoutes, ...], options: IstioOptions, reference: ReferenceParts
 ) -> dict[str, Any]:
-    """Header routes first, then the fail-open default. At a gateway several models share a host,
-    so each route also carries the model's own match."""
-    scope = _model_match(model.match) if gateway else {}
-    http = [
-        {
-            "name": use.route,
-            "match": [{**scope, "headers": {**scope.get("headers", {}), _ROUTE_HEADER: {"exact": use.route}}}],
-            **_destination(use, model, options, reference),
-        }
-        for use in model.routes
-    ]
-    default: dict[str, Any] = {"name": "fail-open", **_destination(model.fail_open, model, options, reference)}
-    if scope:
-        default["match"] = [scope]
-    http.append(default)
-    name, hosts, gateways = model.name, [options.host(model.name)], ["mesh"]
-    if gateway:
-        name, hosts, gateways = f"{model.name}-gateway", [options.gateway_host], [str(options.gateway)]
+    """Every model at the gateway's host in one VirtualService, in policy order, each route carrying
+    the model's own match: modelguard takes the first model that matches, and so do these routes.
+    (Istio merges several VirtualServices of one gateway host in creation order, which no one
+    controls.)"""
+    http: list[dict[str, Any]] = []
+    for model in models:
+        scope = _model_match(model.match)
+        http += [_header_route(use, model, scope, options, reference) for use in model.routes]
+        fail_open = _destination(model.fail_open, model, options, reference)
+        http.append({"name": f"{model.name}-fail-open", "match": [scope], **fail_open})
+    gateway = str(options.gateway)
+    return _service("modelguard-gateway", [options.gateway_host], [gateway], http, options)
+
+
+def _header_route(
+    use: RouteUse, model: ModelRoutes, scope: dict[str, Any], options: IstioOptions, reference: ReferenceParts
+) -> dict[str, Any]:
+    headers = {**scope.get("headers", {}), _ROUTE_HEADER: {"exact": use.route}}
+    return {
+        "name": f"{model.name}-{use.route}" if scope else use.route,
+        "match": [{**scope, "headers": headers}],
+        **_destination(use, model, options, reference),
+    }
+
+
+def _service(
+    name: str, hosts: list[str], gateways: list[str], http: list[dict[str, Any]], options: IstioOptions
+) -> dict[str, Any]:
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
-        "metadata": _metadata(name, options.namespace),
+        "metadata": metadata(name, options.namespace),
         "spec": {"hosts": hosts, "gateways": gateways, "http": http},
     }
 
@@ -190,92 +214,6 @@ def _destination(use: RouteUse, model: ModelRoutes, options: IstioOptions, refer
 
 def _model_match(match: Match) -> dict[str, Any]:
     if match.path_prefix is not None:
-        return {"uri": {"prefix": match.path_prefix}}
-    if match.authority is not None:
-        return {"authority": {"exact": match.authority}}
+        regex = path_regex(match)
+        return {"uri": {"prefix": match.path_prefix} if regex is None else {"regex": regex}}
     return {"headers": {str(match.header_name): {"exact": match.header_value}}}
-
-
-# --- EnvoyFilter -------------------------------------------------------------------------------
-
-
-def _filter_patches(
-    context: str, vhosts: list[str], options: IstioOptions, reference: ReferenceParts
-) -> list[dict[str, Any]]:
-    """The same three patches for sidecars and gateways: strip client x-modelguard-* headers
-    before routing (every HTTP connection manager), ext_proc before the router (off by
-    default), and on the model hosts' virtual hosts: ext_proc on, the tags copied to responses."""
-    hcm = {"filterChain": {"filter": {"name": HCM_FILTER}}}
-    ext_proc = reference.ext_proc_filter()
-    ext_proc["disabled"] = True
-    cluster = f"outbound|{options.modelguard_port}||{options.modelguard_host}"
-    ext_proc["typed_config"]["grpc_service"] = {"envoy_grpc": {"cluster_name": cluster}}
-    hcm_type = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-    patches: list[dict[str, Any]] = [
-        {
-            "applyTo": "NETWORK_FILTER",
-            "match": {"context": context, "listener": hcm},
-            "patch": {
-                "operation": "MERGE",
-                "value": {
-                    "typed_config": {
-                        "@type": hcm_type,
-                        "early_header_mutation_extensions": reference.early_header_mutation(),
-                    }
-                },
-            },
-        },
-        {
-            "applyTo": "HTTP_FILTER",
-            "match": {
-                "context": context,
-                "listener": {"filterChain": {"filter": {"name": HCM_FILTER, "subFilter": {"name": ROUTER_FILTER}}}},
-            },
-            "patch": {"operation": "INSERT_BEFORE", "value": ext_proc},
-        },
-    ]
-    for vhost in vhosts:
-        patches.append(
-            {
-                "applyTo": "VIRTUAL_HOST",
-                "match": {"context": context, "routeConfiguration": {"vhost": {"name": vhost}}},
-                "patch": {
-                    "operation": "MERGE",
-                    "value": {
-                        "response_headers_to_add": reference.response_tags(),
-                        "typed_per_filter_config": {ext_proc["name"]: copy.deepcopy(_ENABLE_EXT_PROC)},
-                    },
-                },
-            }
-        )
-    return patches
-
-
-def _sidecar_filter(
-    models: tuple[ModelRoutes, ...], options: IstioOptions, reference: ReferenceParts
-) -> dict[str, Any]:
-    vhosts = [f"{options.host(model.name)}:{options.port}" for model in models]
-    return {
-        "apiVersion": "networking.istio.io/v1alpha3",
-        "kind": "EnvoyFilter",
-        "metadata": _metadata("modelguard-sidecar", options.filter_namespace),
-        "spec": {
-            "workloadSelector": {"labels": {_PROTECTED_LABEL: "true"}},
-            "configPatches": _filter_patches("SIDECAR_OUTBOUND", vhosts, options, reference),
-        },
-    }
-
-
-def _gateway_filter(options: IstioOptions, reference: ReferenceParts) -> dict[str, Any]:
-    namespace = str(options.gateway).partition("/")[0]
-    return {
-        "apiVersion": "networking.istio.io/v1alpha3",
-        "kind": "EnvoyFilter",
-        "metadata": _metadata("modelguard-gateway", namespace),
-        "spec": {
-            "workloadSelector": {"labels": dict(options.gateway_selector)},
-            "configPatches": _filter_patches(
-                "GATEWAY", [f"{options.gateway_host}:{options.gateway_port}"], options, reference
-            ),
-        },
-    }

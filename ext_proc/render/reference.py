@@ -14,11 +14,12 @@ import yaml
 from ext_proc.processes.envoy_config import EXT_PROC_FILTER
 from ext_proc.processes.locations import reference_envoy_config
 
-__all__ = ["HCM_FILTER", "ROUTER_FILTER", "ReferenceParts", "reference_parts"]
+__all__ = ["HCM_FILTER", "MODELGUARD_CLUSTER", "ROUTER_FILTER", "ReferenceParts", "reference_parts"]
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 ROUTER_FILTER = "envoy.filters.http.router"
-_PRIMARY, _CANARY, _MODELGUARD = "recommender-resnet50", "recommender-resnet50-v2", "modelguard"
+MODELGUARD_CLUSTER = "modelguard"
+_PRIMARY, _CANARY = "recommender-resnet50", "recommender-resnet50-v2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,7 @@ class ReferenceParts:
         return self.cluster(_CANARY)
 
     def modelguard_cluster(self) -> dict[str, Any]:
-        return self.cluster(_MODELGUARD)
+        return self.cluster(MODELGUARD_CLUSTER)
 
     @property
     def _vhost(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError
 
 from ext_proc.core.guard import Decision, Guard, Ticket
 from ext_proc.observe.log_budget import LogBudget
-from ext_proc.protocol.headers import CONTENT_TYPE, GRPC_CONTENT_TYPE, GRPC_STATUS, PREFIX, STATUS
+from ext_proc.protocol.headers import CONTENT_TYPE, GRPC_CONTENT_TYPE, GRPC_STATUS, MODEL_SCOPE, PREFIX, STATUS
 from ext_proc.server import wire
 from ext_proc.server.metrics import ServerStats
 
@@ -67,12 +67,16 @@ class Plan:
     a dictionary lookup, as when every answer was prebuilt, but a policy's start-up (and each
     reload) builds none, however many decisions its tiers, reasons and variants make."""
 
-    __slots__ = ("answers", "guard", "wanted")
+    __slots__ = ("answers", "guard", "models", "scoped", "wanted")
 
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
         self.answers: dict[Decision, wire.WireAnswers] = {}
         self.wanted = guard.header_names | {CONTENT_TYPE}
+        self.models = frozenset(model.name for model in guard.models)
+        self.scoped = len(self.models) > 1
+        """Whether a stream's model scope (MODEL_SCOPE) can change a decision: with one model there is
+        no other model to confuse it with, so the metadata is not read."""
 
     def build(self, decision: Decision) -> wire.WireAnswers:
         answers = wire.build_answers(decision)
@@ -114,6 +118,7 @@ class ExtProcServicer:
         guard = plan.guard
         ticket: Ticket | None = None
         pending: tuple[int, float] | None = None  # gRPC answer whose grpc-status is still to come
+        scope = self._scope(plan, context) if plan.scoped else None
         try:
             while True:
                 message = await context.read()
@@ -132,10 +137,10 @@ class ExtProcServicer:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request_headers twice")
                     self._sampled = sampled = (self._sampled + 1) & DECISION_SAMPLE_MASK
                     if sampled:
-                        ticket, answer, last = self._decide(plan, request)
+                        ticket, answer, last = self._decide(plan, request, scope)
                     else:
                         started = time.perf_counter()
-                        ticket, answer, last = self._decide(plan, request)
+                        ticket, answer, last = self._decide(plan, request, scope)
                         self.stats.decision_duration.observe(time.perf_counter() - started)
                     await context.write(answer)
                     if last:
@@ -196,7 +201,18 @@ class ExtProcServicer:
             )
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not a ProcessingRequest")
 
-    def _decide(self, plan: Plan, request: ProcessingRequest) -> tuple[Ticket, bytes, bool]:
+    def _scope(self, plan: Plan, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+        """The stream's MODEL_SCOPE metadata; a name the policy lacks (routing rendered from another
+        policy) is counted, and then matches no model."""
+        for key, value in context.invocation_metadata() or ():
+            if key == MODEL_SCOPE:
+                scope = value if isinstance(value, str) else ""
+                if scope not in plan.models:
+                    self.errors.count("unknown_model_scope")
+                return scope
+        return None
+
+    def _decide(self, plan: Plan, request: ProcessingRequest, scope: str | None = None) -> tuple[Ticket, bytes, bool]:
         """The ticket, the request-phase answer, and whether that answer ends the stream."""
         wanted = plan.wanted
         values: dict[str, str] = {}
@@ -209,7 +225,7 @@ class ExtProcServicer:
                 if spoofed is None:
                     spoofed = []
                 spoofed.append(key)
-        ticket = plan.guard.decide(values)
+        ticket = plan.guard.decide(values, scope)
         answers = plan.answers.get(ticket.decision)
         if answers is None:
             answers = plan.build(ticket.decision)

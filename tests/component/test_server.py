@@ -463,3 +463,29 @@ async def test_one_decision_in_eight_is_timed(harness: Harness) -> None:
         await harness.request(200)
     histogram = harness.service.stats.decision_duration
     assert histogram.count == 2 and 0 < histogram.total < 1.0
+
+
+async def scoped_stream(harness: Harness, scope: str, path: str = REC_PATH) -> tuple[ProcessingResponse, bool]:
+    """The request-phase answer of a stream scoped to `scope`, and whether modelguard then ended the
+    stream (nothing of the response to judge)."""
+    call = harness.stub.Process(metadata=(("x-modelguard-model", scope),))
+    await call.write(request_headers({":path": path, ":authority": "gw"}))
+    answer = await call.read()
+    assert isinstance(answer, ProcessingResponse)
+    try:
+        ended = await asyncio.wait_for(call.read(), 0.5) is grpc.aio.EOF
+    except TimeoutError:
+        ended = False
+    call.cancel()
+    return answer, ended
+
+
+async def test_a_stream_scoped_to_a_model_leaves_other_models_requests_alone(harness: Harness) -> None:
+    """The Istio sidecar filter names its virtual host's model in the stream's metadata: the
+    recommender's path sent to the ranker's Service is not the recommender's to judge."""
+    answer, ended = await scoped_stream(harness, "recommender")
+    assert set_headers(answer).get("x-modelguard-tier") == "primary" and not ended, "its own: decided, then judged"
+    for scope in ("ranker", "no-such-model"):
+        answer, ended = await scoped_stream(harness, scope)
+        assert "x-modelguard-route" not in set_headers(answer) and ended, "another's: untouched, nothing judged"
+    assert harness.service.servicer.errors.counts.get("unknown_model_scope") == 1

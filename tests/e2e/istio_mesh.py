@@ -63,7 +63,11 @@ def mesh_bootstrap(objects: Sequence[Mapping[str, Any]], mesh: Mesh, extra_hosts
     VirtualService (plain routing to `outbound|PORT||HOST`), which modelguard must leave alone."""
     rules = {o["spec"]["host"]: o for o in objects if o["kind"] == "DestinationRule"}
     services = [o for o in objects if o["kind"] == "VirtualService" and mesh.binds(o)]
-    vhosts = [_vhost(host, mesh.port, _routes(service)) for service in services for host in service["spec"]["hosts"]]
+    by_host: dict[str, list[dict[str, Any]]] = {}
+    for service in services:  # istiod joins the routes of one host's VirtualServices, oldest first
+        for host in service["spec"]["hosts"]:
+            by_host.setdefault(host, []).extend(_routes(service))
+    vhosts = [_vhost(host, mesh.port, routes) for host, routes in by_host.items()]
     vhosts += [_vhost(host, mesh.port, [_plain_route(host, mesh.port)]) for host in extra_hosts]
     clusters = [_modelguard_cluster()]
     for service in services:
@@ -110,7 +114,10 @@ def _routes(service: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _route(http: Mapping[str, Any]) -> dict[str, Any]:
     (match,) = http.get("match", [{}])
-    envoy_match: dict[str, Any] = {"prefix": match.get("uri", {}).get("prefix", "/")}
+    uri = match.get("uri", {"prefix": "/"})
+    envoy_match: dict[str, Any] = (
+        {"safe_regex": {"regex": uri["regex"]}} if "regex" in uri else {"prefix": uri["prefix"]}
+    )
     headers = [
         {"name": name, "string_match": {"exact": rule["exact"]}} for name, rule in match.get("headers", {}).items()
     ]

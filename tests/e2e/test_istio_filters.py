@@ -28,14 +28,14 @@ GATEWAY_NAME = "istio-system/inference-gateway"
 FORGED = {"x-modelguard-route": "recommender-mobilenet", "x-modelguard-tier": "light"}
 
 
-def rendered(*flags: str) -> list[dict[str, Any]]:
+def rendered_from(policy: Path, *flags: str) -> list[dict[str, Any]]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert cli.main(["render", "istio", "--policy", str(EXAMPLE_POLICY), *flags]) == 0
+        assert cli.main(["render", "istio", "--policy", str(policy), *flags]) == 0
     return [d for d in yaml.safe_load_all(out.getvalue()) if d]
 
 
-OBJECTS = rendered("--gateway", GATEWAY_NAME)
+OBJECTS = rendered_from(EXAMPLE_POLICY, "--gateway", GATEWAY_NAME)
 SIDECAR_MESH = Mesh(SIDECAR, 8080)
 GATEWAY_MESH = Mesh(GATEWAY, 80, GATEWAY_NAME)
 
@@ -136,3 +136,87 @@ def test_gateway_filters_carry_traffic_through_modelguard(
     answer = ask(envoy.url, GATEWAY_HOST, headers=FORGED)
     assert answer.status == 200 and answer.json()["server"] == "primary"
     assert "x-modelguard-tier" not in answer.headers
+
+
+TWO_MODELS = """
+models:
+  - name: rec
+    match: {path_prefix: /v2/models/rec}
+    tiers:
+      - {name: primary, route: rec-v1}
+      - {name: light, route: rec-small}
+    breaker: {consecutive_failures: 3}
+  - name: recommender
+    match: {path_prefix: /v2/models/recommender}
+    tiers:
+      - {name: primary, route: recommender-large}
+      - {name: light, route: recommender-small}
+    breaker: {consecutive_failures: 3}
+"""
+REC_HOST = "rec.models.svc.cluster.local"
+RECOMMENDER_HOST = "recommender.models.svc.cluster.local"
+
+
+def two_models(
+    tmp_path: Path, upstream_factory: Callable[[str], Upstream], modelguard_factory: Callable[[Path], ModelguardProcess]
+) -> tuple[Path, ModelguardProcess, dict[str, Upstream], dict[str, list[int]]]:
+    policy = tmp_path / "two-models.yaml"
+    policy.write_text(TWO_MODELS)
+    servers = {
+        route: upstream_factory(route) for route in ("rec-v1", "rec-small", "recommender-large", "recommender-small")
+    }
+    modelguard = modelguard_factory(policy)
+    ports = {MODELGUARD_CLUSTER: [modelguard.grpc_port]}
+    for route, server in servers.items():
+        host = REC_HOST if route.startswith("rec-") else RECOMMENDER_HOST
+        ports[subset_cluster(8080, route, host)] = [server.port]
+    return policy, modelguard, servers, ports
+
+
+def test_a_models_service_is_judged_for_that_model_only(
+    tmp_path: Path,
+    upstream_factory: Callable[[str], Upstream],
+    modelguard_factory: Callable[[Path], ModelguardProcess],
+    envoy_factory: EnvoyFactory,
+) -> None:
+    """Another model's path sent to a failing model's Service is not the other model's failure
+    (the sidecar filter scopes each virtual host's streams to its model)."""
+    policy, modelguard, servers, ports = two_models(tmp_path, upstream_factory, modelguard_factory)
+    objects = rendered_from(policy)
+    envoy = envoy_factory(ports, source=write(mesh_bootstrap(objects, SIDECAR_MESH), tmp_path / "sidecar.yaml"))
+    servers["rec-v1"].set_fault(True)
+    for _ in range(8):  # the recommender's path, sent to the failing rec's Service
+        answer = ask(envoy.url, REC_HOST, path="/v2/models/recommender/infer")
+        assert answer.status == 503 and "x-modelguard-tier" not in answer.headers, answer
+    assert modelguard.tier_state("recommender", "primary") == "closed", "charged to a model that did not fail"
+    answer = ask(envoy.url, RECOMMENDER_HOST, path="/v2/models/recommender/infer")
+    assert answer.json()["server"] == "recommender-large" and answer.headers.get("x-modelguard-tier") == "primary"
+    for _ in range(4):  # rec's own calls on its Service: rec's breaker, as always
+        ask(envoy.url, REC_HOST, path="/v2/models/rec/infer")
+    assert wait_for(lambda: modelguard.tier_state("rec", "primary") == "open", 5.0), "rec's breaker opens"
+    assert ask(envoy.url, REC_HOST, path="/v2/models/rec/infer").json()["server"] == "rec-small"
+
+
+def test_a_gateway_sends_each_model_to_its_own_service_up_or_down(
+    tmp_path: Path,
+    upstream_factory: Callable[[str], Upstream],
+    modelguard_factory: Callable[[Path], ModelguardProcess],
+    envoy_factory: EnvoyFactory,
+) -> None:
+    """/v2/models/rec is a string prefix of /v2/models/recommender: neither the tagged routes nor the
+    fail-open ones may send one model's requests to the other."""
+    policy, modelguard, _, ports = two_models(tmp_path, upstream_factory, modelguard_factory)
+    objects = rendered_from(policy, "--gateway", GATEWAY_NAME)
+    envoy = envoy_factory(ports, source=write(mesh_bootstrap(objects, GATEWAY_MESH), tmp_path / "gateway.yaml"))
+    for up in (True, False):
+        if not up:
+            modelguard.stop()
+        for path, server in [
+            ("/v2/models/recommender/infer", "recommender-large"),
+            ("/v2/models/rec/infer", "rec-v1"),
+            ("/v2/models/rec:predict", "rec-v1"),
+        ]:
+            answer = ask(envoy.url, GATEWAY_HOST, path=path)
+            assert answer.status == 200 and answer.json()["server"] == server, (up, path, answer)
+            assert ("x-modelguard-tier" in answer.headers) is up
+        assert ask(envoy.url, GATEWAY_HOST, path="/v2/models/recx/infer").status == 404

@@ -168,3 +168,15 @@ def test_snapshot_names_every_model_and_tier() -> None:
     assert list(tiers) == ["primary", "light", "default"]
     assert tiers["primary"]["state"] == "open" and tiers["primary"]["failures"] == 4
     assert tiers["default"]["respond"] is True and "state" not in tiers["default"]
+
+
+def test_a_scope_limits_the_match_to_one_model() -> None:
+    """A stream scoped to one model (its Service's virtual host) matches that model's match only:
+    another model's path or header there is unmatched, never charged to the other model."""
+    guard, _ = make()
+    both = {**REC, "x-model": "ranker"}
+    assert guard.decide(both).decision.model_name == "recommender", "policy order, unscoped"
+    assert guard.decide(both, "ranker").decision.model_name == "ranker", "the scope's own match, whatever comes first"
+    assert guard.decide(REC, "ranker").decision.model_name == "unmatched"
+    assert guard.decide(REC, "recommender").decision.model_name == "recommender"
+    assert guard.decide(REC, "no-such-model").decision.model_name == "unmatched"

@@ -91,7 +91,7 @@ def test_the_deployment_runs_modelguard_safely() -> None:
     deployment = one(objects, "Deployment", "modelguard")
     pod = deployment["spec"]["template"]["spec"]
     main = container(objects)
-    assert deployment["spec"]["replicas"] >= 2
+    assert "replicas" not in deployment["spec"], "the autoscaler owns the count: an apply must not reset it"
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
     security = main["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
@@ -139,7 +139,9 @@ def test_service_pdb_and_autoscaler_point_at_the_deployment() -> None:
     assert selects(one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], labels)
     autoscaler = one(objects, "HorizontalPodAutoscaler")
     assert autoscaler["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "modelguard"}
-    assert autoscaler["spec"]["minReplicas"] >= 2
+    assert autoscaler["spec"]["minReplicas"] >= 2, "never one pod: a restart would leave the mesh unprotected"
+    (metric,) = autoscaler["spec"]["metrics"]
+    assert metric["containerResource"]["container"] == container(objects)["name"], "modelguard's CPU, not the sidecar's"
 
 
 @pytest.mark.parametrize(
@@ -159,7 +161,7 @@ def test_the_filters_call_the_service_that_exists(folder: Path) -> None:
         assert ext_proc["typed_config"]["failure_mode_allow"] is True
 
 
-def test_only_the_protected_proxies_reach_the_ext_proc_port() -> None:
+def test_only_listed_identities_reach_the_ext_proc_port() -> None:
     objects = built(ISTIO)
     labels = one(objects, "Deployment", "modelguard")["spec"]["template"]["metadata"]["labels"]
     policy = one(objects, "AuthorizationPolicy", "modelguard")

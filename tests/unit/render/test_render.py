@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,26 @@ models:
     match: {path_prefix: /rules}
     tiers:
       - {name: default, respond: {status: 200, body: "{}"}}
+"""
+
+
+# What Istio routing can serve: models matched by path or header, each with routed tiers; two
+# paths where one is a string prefix of the other (rec, recommender), as a trap for plain prefixes.
+ISTIO_MODELS = """
+models:
+  - name: ranker
+    match: {header: {name: x-model, value: ranker}}
+    tiers:
+      - {name: main, route: ranker-v1}
+  - name: rec
+    match: {path_prefix: /v2/models/rec}
+    tiers:
+      - {name: primary, route: rec-v1}
+  - name: recommender
+    match: {path_prefix: /v2/models/recommender}
+    tiers:
+      - {name: primary, route: recommender-large}
+      - {name: light, route: recommender-small}
 """
 
 
@@ -105,41 +126,71 @@ def test_istio_subsets_retries_and_canary(tmp_path: Path) -> None:
     assert set(by_kind(objects, "EnvoyFilter")) == {"modelguard-sidecar"}, "no gateway unless asked"
 
 
-def test_a_gateway_scopes_every_route_to_its_model(tmp_path: Path) -> None:
+def test_a_gateway_routes_every_model_in_one_service_in_policy_order(tmp_path: Path) -> None:
     objects = istio_objects(
-        policy_from(TWO_MODELS, tmp_path), IstioOptions(gateway="edge/gw", gateway_host="api.example.com")
+        policy_from(ISTIO_MODELS, tmp_path), IstioOptions(gateway="edge/gw", gateway_host="api.example.com")
     )
-    services = by_kind(objects, "VirtualService")
-    ranker = services["ranker-gateway"]["spec"]
-    assert ranker["gateways"] == ["edge/gw"] and ranker["hosts"] == ["api.example.com"]
-    assert ranker["http"][0]["match"] == [
+    gateway = by_kind(objects, "VirtualService")["modelguard-gateway"]["spec"]
+    assert gateway["gateways"] == ["edge/gw"] and gateway["hosts"] == ["api.example.com"]
+    assert [r["name"] for r in gateway["http"]] == [
+        "ranker-ranker-v1",
+        "ranker-fail-open",
+        "rec-rec-v1",
+        "rec-fail-open",
+        "recommender-recommender-large",
+        "recommender-recommender-small",
+        "recommender-fail-open",
+    ]
+    routes = {r["name"]: r for r in gateway["http"]}
+    assert routes["ranker-ranker-v1"]["match"] == [
         {"headers": {"x-model": {"exact": "ranker"}, "x-modelguard-route": {"exact": "ranker-v1"}}}
     ]
-    assert ranker["http"][-1]["match"] == [{"headers": {"x-model": {"exact": "ranker"}}}]
-    embedder = services["embedder-gateway"]["spec"]["http"]
-    assert embedder[-1]["match"] == [{"authority": {"exact": "embed.example.com"}}]
+    assert routes["ranker-fail-open"]["match"] == [{"headers": {"x-model": {"exact": "ranker"}}}]
+    (rec,) = routes["rec-fail-open"]["match"]
+    pattern = re.compile(rec["uri"]["regex"])
+    for path, same in [
+        ("/v2/models/rec", True),
+        ("/v2/models/rec/infer", True),
+        ("/v2/models/rec:predict", True),
+        ("/v2/models/recommender/infer", False),
+        ("/v2/models/recx", False),
+    ]:
+        assert bool(pattern.fullmatch(path)) is same, path
     gateway_filter = by_kind(objects, "EnvoyFilter")["modelguard-gateway"]
     assert gateway_filter["metadata"]["namespace"] == "edge"
-    vhosts = [
-        p["match"]["routeConfiguration"]["vhost"]["name"]
-        for p in gateway_filter["spec"]["configPatches"]
-        if p["applyTo"] == "VIRTUAL_HOST"
-    ]
-    assert vhosts == ["api.example.com:80"]
+    patches = [p for p in gateway_filter["spec"]["configPatches"] if p["applyTo"] == "VIRTUAL_HOST"]
+    assert [p["match"]["routeConfiguration"]["vhost"]["name"] for p in patches] == ["api.example.com:80"]
+    enabled = patches[0]["patch"]["value"]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
+    assert enabled["config"]["overrides"] == {}, "a gateway serves every model: no scope"
 
 
-def test_the_sidecar_filter_turns_ext_proc_on_for_model_hosts_only(tmp_path: Path) -> None:
-    objects = istio_objects(policy_from(TWO_MODELS, tmp_path), IstioOptions(namespace="ml", port=9000))
+def test_the_sidecar_filter_turns_ext_proc_on_for_model_hosts_only_each_scoped_to_its_model(tmp_path: Path) -> None:
+    objects = istio_objects(policy_from(ISTIO_MODELS, tmp_path), IstioOptions(namespace="ml", port=9000))
     patches = by_kind(objects, "EnvoyFilter")["modelguard-sidecar"]["spec"]["configPatches"]
     (inserted,) = [p["patch"]["value"] for p in patches if p["applyTo"] == "HTTP_FILTER"]
     assert inserted["disabled"] is True
-    vhosts = [p["match"]["routeConfiguration"]["vhost"]["name"] for p in patches if p["applyTo"] == "VIRTUAL_HOST"]
-    assert vhosts == ["ranker.ml.svc.cluster.local:9000", "embedder.ml.svc.cluster.local:9000"]
-    tags = [
-        h["header"]["key"]
-        for h in next(p for p in patches if p["applyTo"] == "VIRTUAL_HOST")["patch"]["value"]["response_headers_to_add"]
+    hosts = [p for p in patches if p["applyTo"] == "VIRTUAL_HOST"]
+    assert [p["match"]["routeConfiguration"]["vhost"]["name"] for p in hosts] == [
+        "ranker.ml.svc.cluster.local:9000",
+        "rec.ml.svc.cluster.local:9000",
+        "recommender.ml.svc.cluster.local:9000",
     ]
+    scopes = [
+        p["patch"]["value"]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["config"]["overrides"]
+        for p in hosts
+    ]
+    assert scopes == [
+        {"grpc_initial_metadata": [{"key": "x-modelguard-model", "value": name}]}
+        for name in ("ranker", "rec", "recommender")
+    ]
+    tags = [h["header"]["key"] for h in hosts[0]["patch"]["value"]["response_headers_to_add"]]
     assert tags == ["x-modelguard-tier", "x-modelguard-degraded", "x-modelguard-arm"]
+
+
+def test_models_istio_cannot_serve_are_refused_by_their_place(tmp_path: Path) -> None:
+    with pytest.raises(RenderError) as caught:
+        istio_objects(policy_from(TWO_MODELS, tmp_path), IstioOptions())
+    assert [e.split(":", 1)[0] for e in caught.value.errors] == ["models[1].match.authority", "models[2].tiers"]
 
 
 def test_the_envoy_bootstrap_routes_every_route_then_each_model(tmp_path: Path) -> None:
@@ -157,6 +208,10 @@ def test_the_envoy_bootstrap_routes_every_route_then_each_model(tmp_path: Path) 
     ]
     assert routes[3]["match"] == {"prefix": "/", "headers": [{"name": "x-model", "string_match": {"exact": "ranker"}}]}
     assert routes[4]["route"]["cluster"] == "embedder-large"
+    (authority,) = routes[4]["match"]["headers"]
+    pattern = re.compile(authority["string_match"]["safe_regex"]["regex"])
+    for value, same in [("embed.example.com", True), ("Embed.Example.COM:8443", True), ("embed.example.co", False)]:
+        assert bool(pattern.fullmatch(value)) is same, value
     clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
     assert set(clusters) == {"modelguard", "ranker-v1", "embedder-large", "embedder-small"}
     assert clusters["modelguard"]["type"] == "STATIC"
@@ -178,7 +233,7 @@ def run(*words: str) -> tuple[int, str, str]:
 
 
 def test_the_command_names_what_it_cannot_render(tmp_path: Path) -> None:
-    (tmp_path / "bad.yaml").write_text(TWO_MODELS.replace("route: ranker-v1", "route: Ranker/V1"))
+    (tmp_path / "bad.yaml").write_text(ISTIO_MODELS.replace("route: ranker-v1", "route: Ranker/V1"))
     code, out, err = run("render", "istio", "--policy", str(tmp_path / "bad.yaml"))
     assert (code, out) == (1, "") and "models[0].tiers[0].route: 'Ranker/V1' is an Istio subset name" in err
     (tmp_path / "broken.yaml").write_text("models: [{name: x}]\n")
@@ -198,11 +253,20 @@ def test_the_command_writes_out(tmp_path: Path) -> None:
 
 
 def test_objects_that_would_overwrite_each_other_are_refused(tmp_path: Path) -> None:
-    text = TWO_MODELS.replace("name: embedder", "name: ranker-gateway")
-    policy = policy_from(text, tmp_path)
+    policy = policy_from(ISTIO_MODELS.replace("name: rec\n", "name: modelguard-gateway\n"), tmp_path)
     assert istio_objects(policy, IstioOptions()), "without a gateway the names are distinct"
-    with pytest.raises(RenderError, match="two VirtualServices would be named 'ranker-gateway' in namespace 'models'"):
+    with pytest.raises(RenderError, match="two VirtualServices would be named 'modelguard-gateway' in namespace"):
         istio_objects(policy, IstioOptions(gateway="edge/gw"))
+
+
+def test_a_route_named_like_the_ext_proc_cluster_is_refused_for_envoy(tmp_path: Path) -> None:
+    with pytest.raises(RenderError, match=r"models\[0\]\.tiers\[0\]\.route: 'modelguard' is the ext_proc cluster"):
+        envoy_bootstrap(policy_from(ISTIO_MODELS.replace("ranker-v1", "modelguard"), tmp_path), EnvoyOptions())
+
+
+def test_an_unwritable_out_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    code, out, err = run("render", "istio", "--policy", str(DEMO_POLICY), "--out", str(tmp_path / "no" / "such.yaml"))
+    assert (code, out) == (1, "") and "cannot write" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(

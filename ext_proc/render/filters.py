@@ -1,0 +1,115 @@
+"""The EnvoyFilters that put modelguard into Istio's proxies: the same three patches for a
+protected client's sidecar (outbound) and an ingress gateway, built from the reference Envoy
+config's pieces. Istio names outbound virtual hosts ``HOST:PORT`` and the modelguard Service's
+cluster ``outbound|PORT||HOST``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ext_proc.protocol.headers import MODEL_SCOPE
+from ext_proc.render.kube import metadata
+from ext_proc.render.plan import ModelRoutes
+from ext_proc.render.reference import HCM_FILTER, ROUTER_FILTER, ReferenceParts
+
+if TYPE_CHECKING:
+    from ext_proc.render.istio import IstioOptions
+
+__all__ = ["gateway_filter", "sidecar_filter"]
+
+PROTECTED_LABEL = "modelguard.io/protected"  # on client pods whose sidecars consult modelguard
+
+_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+
+
+def _ext_proc_on(scope: str | None) -> dict[str, Any]:
+    """Turns the ext_proc filter, off by default, on for a virtual host. On a model's Service the
+    stream also names that model (gRPC metadata MODEL_SCOPE), so modelguard judges nothing else
+    there: another model's path sent to this Service is not the other model's failure."""
+    overrides = {} if scope is None else {"grpc_initial_metadata": [{"key": MODEL_SCOPE, "value": scope}]}
+    return {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "config": {"@type": _PER_ROUTE, "overrides": overrides},
+    }
+
+
+def _filter_patches(
+    context: str, vhosts: Sequence[tuple[str, str | None]], options: IstioOptions, reference: ReferenceParts
+) -> list[dict[str, Any]]:
+    """The same three patches for sidecars and gateways: strip client x-modelguard-* headers
+    before routing (every HTTP connection manager), ext_proc before the router (off by
+    default), and on the model hosts' virtual hosts (with the model each is scoped to): ext_proc
+    on, the tags copied to responses."""
+    hcm = {"filterChain": {"filter": {"name": HCM_FILTER}}}
+    ext_proc = reference.ext_proc_filter()
+    ext_proc["disabled"] = True
+    cluster = f"outbound|{options.modelguard_port}||{options.modelguard_host}"
+    ext_proc["typed_config"]["grpc_service"] = {"envoy_grpc": {"cluster_name": cluster}}
+    hcm_type = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+    patches: list[dict[str, Any]] = [
+        {
+            "applyTo": "NETWORK_FILTER",
+            "match": {"context": context, "listener": hcm},
+            "patch": {
+                "operation": "MERGE",
+                "value": {
+                    "typed_config": {
+                        "@type": hcm_type,
+                        "early_header_mutation_extensions": reference.early_header_mutation(),
+                    }
+                },
+            },
+        },
+        {
+            "applyTo": "HTTP_FILTER",
+            "match": {
+                "context": context,
+                "listener": {"filterChain": {"filter": {"name": HCM_FILTER, "subFilter": {"name": ROUTER_FILTER}}}},
+            },
+            "patch": {"operation": "INSERT_BEFORE", "value": ext_proc},
+        },
+    ]
+    for vhost, scope in vhosts:
+        patches.append(
+            {
+                "applyTo": "VIRTUAL_HOST",
+                "match": {"context": context, "routeConfiguration": {"vhost": {"name": vhost}}},
+                "patch": {
+                    "operation": "MERGE",
+                    "value": {
+                        "response_headers_to_add": reference.response_tags(),
+                        "typed_per_filter_config": {ext_proc["name"]: _ext_proc_on(scope)},
+                    },
+                },
+            }
+        )
+    return patches
+
+
+def sidecar_filter(models: tuple[ModelRoutes, ...], options: IstioOptions, reference: ReferenceParts) -> dict[str, Any]:
+    vhosts = [(f"{options.host(model.name)}:{options.port}", model.name) for model in models]
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": metadata("modelguard-sidecar", options.filter_namespace),
+        "spec": {
+            "workloadSelector": {"labels": {PROTECTED_LABEL: "true"}},
+            "configPatches": _filter_patches("SIDECAR_OUTBOUND", vhosts, options, reference),
+        },
+    }
+
+
+def gateway_filter(options: IstioOptions, reference: ReferenceParts) -> dict[str, Any]:
+    namespace = str(options.gateway).partition("/")[0]
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": metadata("modelguard-gateway", namespace),
+        "spec": {
+            "workloadSelector": {"labels": dict(options.gateway_selector)},
+            "configPatches": _filter_patches(
+                "GATEWAY", [(f"{options.gateway_host}:{options.gateway_port}", None)], options, reference
+            ),
+        },
+    }
