@@ -12,8 +12,8 @@ ARM = "x-modelguard-arm"
 REQUEST_ID = "x-request-id"
 MODEL_SCOPE = "x-modelguard-model"
 """gRPC metadata of an ext_proc stream, not a request header: the one model the stream's request
-may be for. The Istio EnvoyFilter sets it per virtual host (a model's Service), so a request sent to
-one model's Service with another model's path is left alone instead of being charged to the other
+may be for. The Istio EnvoyFilters set it per model Service (sidecars) and per model route (gateways),
+so a request is judged only for the model whose Service Envoy routes it to, never charged to another
 model's breaker."""
 
 STATUS = ":status"

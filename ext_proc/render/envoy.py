@@ -8,8 +8,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from ext_proc.policy.model import Match, Policy
-from ext_proc.render.matches import authority_regex, path_regex
+from ext_proc.policy.model import Policy
+from ext_proc.render.matches import envoy_matches
 from ext_proc.render.plan import (
     CANARY_REPLICAS,
     REPLICAS,
@@ -47,7 +47,7 @@ def envoy_bootstrap(policy: Policy, options: EnvoyOptions, parts: ReferenceParts
     uses = _by_route(models)
     vhost = reference.hcm["route_config"]["virtual_hosts"][0]
     vhost["routes"] = [_header_route(use, reference) for use in uses] + [
-        _default_route(model, reference) for model in models
+        route for model in models for route in _default_routes(model, reference)
     ]
     modelguard = reference.modelguard_cluster()
     modelguard.update(_endpoints(MODELGUARD_CLUSTER, options.modelguard, "--modelguard"))
@@ -78,27 +78,14 @@ def _header_route(use: RouteUse, reference: ReferenceParts) -> dict[str, Any]:
     }
 
 
-def _default_route(model: ModelRoutes, reference: ReferenceParts) -> dict[str, Any]:
-    """No x-modelguard-route (modelguard down, slow, or it skipped the request): the first tier."""
-    return {
-        "name": f"{model.name}-fail-open",
-        "match": _model_match(model.match),
-        "route": _route_action(model.fail_open, reference),
-    }
-
-
-def _model_match(match: Match) -> dict[str, Any]:
-    """The model's own match, at a segment boundary and without case or port for an authority, as
-    modelguard matches: a prefix or an exact authority would also catch other models' requests or
-    miss this model's."""
-    if match.path_prefix is not None:
-        regex = path_regex(match)
-        return {"prefix": match.path_prefix} if regex is None else {"safe_regex": {"regex": regex}}
-    if match.authority is not None:
-        header = {"name": ":authority", "string_match": {"safe_regex": {"regex": authority_regex(match)}}}
-    else:
-        header = {"name": str(match.header_name), "string_match": {"exact": match.header_value}}
-    return {"prefix": "/", "headers": [header]}
+def _default_routes(model: ModelRoutes, reference: ReferenceParts) -> list[dict[str, Any]]:
+    """No x-modelguard-route (modelguard down, slow, or it skipped the request): the first tier,
+    on the model's own match only."""
+    matches = envoy_matches(model.match)
+    return [
+        {"name": model.fail_open_name, "match": match, "route": _route_action(model.fail_open, reference)}
+        for match in matches
+    ]
 
 
 def _cluster(use: RouteUse, options: EnvoyOptions, reference: ReferenceParts) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ext_proc.processes.envoy_config import EXT_PROC_FILTER
 from ext_proc.protocol.headers import MODEL_SCOPE
 from ext_proc.render.kube import metadata
 from ext_proc.render.plan import ModelRoutes
@@ -70,21 +71,34 @@ def _filter_patches(
             "patch": {"operation": "INSERT_BEFORE", "value": ext_proc},
         },
     ]
-    for vhost, scope in vhosts:
-        patches.append(
-            {
-                "applyTo": "VIRTUAL_HOST",
-                "match": {"context": context, "routeConfiguration": {"vhost": {"name": vhost}}},
-                "patch": {
-                    "operation": "MERGE",
-                    "value": {
-                        "response_headers_to_add": reference.response_tags(),
-                        "typed_per_filter_config": {ext_proc["name"]: _ext_proc_on(scope)},
-                    },
-                },
-            }
-        )
+    patches += [_vhost_patch(context, vhost, scope, ext_proc["name"], reference) for vhost, scope in vhosts]
     return patches
+
+
+def _vhost_patch(context: str, vhost: str, scope: str | None, name: str, reference: ReferenceParts) -> dict[str, Any]:
+    """On a model host's virtual host: ext_proc on (scoped to the host's model, if it has one), and
+    the tier tags copied to responses."""
+    return {
+        "applyTo": "VIRTUAL_HOST",
+        "match": {"context": context, "routeConfiguration": {"vhost": {"name": vhost}}},
+        "patch": {
+            "operation": "MERGE",
+            "value": {
+                "response_headers_to_add": reference.response_tags(),
+                "typed_per_filter_config": {name: _ext_proc_on(scope)},
+            },
+        },
+    }
+
+
+def _route_patch(vhost: str, route: str, scope: str) -> dict[str, Any]:
+    """On one route of a gateway's virtual host: the stream scoped to the route's model. Istio names
+    a route after its VirtualService's HTTP route."""
+    return {
+        "applyTo": "HTTP_ROUTE",
+        "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"name": vhost, "route": {"name": route}}}},
+        "patch": {"operation": "MERGE", "value": {"typed_per_filter_config": {EXT_PROC_FILTER: _ext_proc_on(scope)}}},
+    }
 
 
 def sidecar_filter(models: tuple[ModelRoutes, ...], options: IstioOptions, reference: ReferenceParts) -> dict[str, Any]:
@@ -100,16 +114,20 @@ def sidecar_filter(models: tuple[ModelRoutes, ...], options: IstioOptions, refer
     }
 
 
-def gateway_filter(options: IstioOptions, reference: ReferenceParts) -> dict[str, Any]:
+def gateway_filter(models: tuple[ModelRoutes, ...], options: IstioOptions, reference: ReferenceParts) -> dict[str, Any]:
+    """At a gateway every model shares the host: the virtual host turns ext_proc on unscoped, and
+    each model's fail-open route, the only one a request can take before modelguard answers, scopes
+    its stream to that model."""
     namespace = str(options.gateway).partition("/")[0]
+    vhost = f"{options.gateway_host}:{options.gateway_port}"
+    patches = _filter_patches("GATEWAY", [(vhost, None)], options, reference)
+    patches += [_route_patch(vhost, model.fail_open_name, model.name) for model in models]
     return {
         "apiVersion": "networking.istio.io/v1alpha3",
         "kind": "EnvoyFilter",
         "metadata": metadata("modelguard-gateway", namespace),
         "spec": {
             "workloadSelector": {"labels": dict(options.gateway_selector)},
-            "configPatches": _filter_patches(
-                "GATEWAY", [(f"{options.gateway_host}:{options.gateway_port}", None)], options, reference
-            ),
+            "configPatches": patches,
         },
     }

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ext_proc.policy.model import Match, Policy
+from ext_proc.policy.model import Policy
 from ext_proc.render.filters import gateway_filter, sidecar_filter
 from ext_proc.render.kube import metadata
-from ext_proc.render.matches import path_regex
+from ext_proc.render.matches import istio_matches
 from ext_proc.render.plan import (
     CANARY_REPLICAS,
     REPLICAS,
@@ -29,6 +29,7 @@ from ext_proc.render.reference import ReferenceParts, reference_parts
 
 __all__ = ["ROUTE_LABEL", "IstioOptions", "istio_objects"]
 
+GATEWAY_SERVICE = "modelguard-gateway"  # the one VirtualService at the gateway
 ROUTE_LABEL = "modelguard.io/route"  # on model-server pods: the policy route they serve
 _ROUTE_HEADER = "x-modelguard-route"
 
@@ -65,7 +66,7 @@ def istio_objects(policy: Policy, options: IstioOptions, parts: ReferenceParts |
         objects.append(_gateway_service(models, options, reference))
     objects.append(sidecar_filter(models, options, reference))
     if options.gateway is not None:
-        objects.append(gateway_filter(options, reference))
+        objects.append(gateway_filter(models, options, reference))
     _refuse_clashes(objects)
     return objects
 
@@ -152,7 +153,7 @@ def _outlier(cluster: dict[str, Any], replicas: int) -> dict[str, Any]:
 def _mesh_service(model: ModelRoutes, options: IstioOptions, reference: ReferenceParts) -> dict[str, Any]:
     """The model's own Service: its header routes, then the fail-open default. Only the model's
     requests get here (the sidecar filter scopes modelguard to the Service's model)."""
-    http = [_header_route(use, model, {}, options, reference) for use in model.routes]
+    http = [_header_route(use, model, [], options, reference) for use in model.routes]
     http.append({"name": "fail-open", **_destination(model.fail_open, model, options, reference)})
     return _service(model.name, [options.host(model.name)], ["mesh"], http, options)
 
@@ -161,26 +162,30 @@ def _gateway_service(
     models: tuple[ModelRoutes, ...], options: IstioOptions, reference: ReferenceParts
 ) -> dict[str, Any]:
     """Every model at the gateway's host in one VirtualService, in policy order, each route carrying
-    the model's own match: modelguard takes the first model that matches, and so do these routes.
+    the model's own match. Before modelguard answers, a request can only take a fail-open route
+    (client x-modelguard-* headers are gone), and the gateway filter scopes that route's stream to its
+    model: modelguard judges the request for the model whose Service Envoy picked, or not at all.
     (Istio merges several VirtualServices of one gateway host in creation order, which no one
-    controls.)"""
+    controls: hence one.)"""
     http: list[dict[str, Any]] = []
     for model in models:
-        scope = _model_match(model.match)
+        scope = istio_matches(model.match)
         http += [_header_route(use, model, scope, options, reference) for use in model.routes]
         fail_open = _destination(model.fail_open, model, options, reference)
-        http.append({"name": f"{model.name}-fail-open", "match": [scope], **fail_open})
-    gateway = str(options.gateway)
-    return _service("modelguard-gateway", [options.gateway_host], [gateway], http, options)
+        http.append({"name": model.fail_open_name, "match": scope, **fail_open})
+    return _service(GATEWAY_SERVICE, [options.gateway_host], [str(options.gateway)], http, options)
 
 
 def _header_route(
-    use: RouteUse, model: ModelRoutes, scope: dict[str, Any], options: IstioOptions, reference: ReferenceParts
+    use: RouteUse, model: ModelRoutes, scope: list[dict[str, Any]], options: IstioOptions, reference: ReferenceParts
 ) -> dict[str, Any]:
-    headers = {**scope.get("headers", {}), _ROUTE_HEADER: {"exact": use.route}}
+    """Routes on x-modelguard-route; at a gateway also on the model's own match (any one of its
+    conditions, each with the header)."""
+    wanted = {_ROUTE_HEADER: {"exact": use.route}}
+    match = [{**c, "headers": {**c.get("headers", {}), **wanted}} for c in scope] if scope else [{"headers": wanted}]
     return {
         "name": f"{model.name}-{use.route}" if scope else use.route,
-        "match": [{**scope, "headers": headers}],
+        "match": match,
         **_destination(use, model, options, reference),
     }
 
@@ -210,10 +215,3 @@ def _destination(use: RouteUse, model: ModelRoutes, options: IstioOptions, refer
             "retryOn": retry["retry_on"],
         },
     }
-
-
-def _model_match(match: Match) -> dict[str, Any]:
-    if match.path_prefix is not None:
-        regex = path_regex(match)
-        return {"uri": {"prefix": match.path_prefix} if regex is None else {"regex": regex}}
-    return {"headers": {str(match.header_name): {"exact": match.header_value}}}

@@ -58,6 +58,11 @@ class ModelRoutes:
     routes: tuple[RouteUse, ...]
 
     @property
+    def fail_open_name(self) -> str:
+        """The name of the model's fail-open route, in every rendered route table."""
+        return f"{self.name}-fail-open"
+
+    @property
     def fail_open(self) -> RouteUse:
         """Where requests go that modelguard did not tag (it is down, slow or skipped them):
         the first routed tier, as in the reference config's catch-all."""

@@ -7,8 +7,9 @@ through a route configuration with one virtual host per service named ``HOST:POR
 per Gateway host, ``HOST:PORT`` too), clusters named ``outbound|PORT|SUBSET|HOST``, the
 VirtualService's routes with Istio's retry host predicate. Patches: ``MERGE`` is a protobuf merge
 (maps merged, lists appended, scalars replaced), ``INSERT_BEFORE`` goes before the named filter,
-``VIRTUAL_HOST`` matches by name. A patch that matches nothing fails the test: it would do nothing
-in a mesh either."""
+``VIRTUAL_HOST`` matches by name, ``HTTP_ROUTE`` by virtual host and route name (Istio names a
+route after the VirtualService's HTTP route, one Envoy route per match condition). A patch that
+matches nothing fails the test: it would do nothing in a mesh either."""
 
 from __future__ import annotations
 
@@ -109,15 +110,14 @@ def _vhost(host: str, port: int, routes: list[dict[str, Any]]) -> dict[str, Any]
 
 
 def _routes(service: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [_route(http) for http in service["spec"]["http"]]
+    """One Envoy route per match condition of each HTTP route (conditions are ORed), named after it."""
+    return [_route(http, match) for http in service["spec"]["http"] for match in http.get("match", [{}])]
 
 
-def _route(http: Mapping[str, Any]) -> dict[str, Any]:
-    (match,) = http.get("match", [{}])
+def _route(http: Mapping[str, Any], match: Mapping[str, Any]) -> dict[str, Any]:
     uri = match.get("uri", {"prefix": "/"})
-    envoy_match: dict[str, Any] = (
-        {"safe_regex": {"regex": uri["regex"]}} if "regex" in uri else {"prefix": uri["prefix"]}
-    )
+    (kind,) = uri
+    envoy_match: dict[str, Any] = {{"exact": "path", "prefix": "prefix"}[kind]: uri[kind]}
     headers = [
         {"name": name, "string_match": {"exact": rule["exact"]}} for name, rule in match.get("headers", {}).items()
     ]
@@ -241,7 +241,26 @@ def _virtual_host(bootstrap: dict[str, Any], match: Mapping[str, Any], patch: Ma
     return count
 
 
-_APPLY = {"NETWORK_FILTER": _network_filter, "HTTP_FILTER": _http_filter, "VIRTUAL_HOST": _virtual_host}
+def _http_route(bootstrap: dict[str, Any], match: Mapping[str, Any], patch: Mapping[str, Any]) -> int:
+    assert patch["operation"] == "MERGE"
+    wanted = match["routeConfiguration"]["vhost"]
+    count = 0
+    for hcm in _hcms(bootstrap, {"listener": {"filterChain": {"filter": {"name": HCM}}}}):
+        for vhost in hcm["typed_config"]["route_config"]["virtual_hosts"]:
+            if vhost["name"] == wanted["name"]:
+                for route in vhost["routes"]:
+                    if route["name"] == wanted["route"]["name"]:
+                        proto_merge(route, patch["value"])
+                        count += 1
+    return count
+
+
+_APPLY = {
+    "NETWORK_FILTER": _network_filter,
+    "HTTP_FILTER": _http_filter,
+    "VIRTUAL_HOST": _virtual_host,
+    "HTTP_ROUTE": _http_route,
+}
 
 
 def proto_merge(into: dict[str, Any], value: Mapping[str, Any]) -> None:

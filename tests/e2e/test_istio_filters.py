@@ -152,9 +152,14 @@ models:
       - {name: primary, route: recommender-large}
       - {name: light, route: recommender-small}
     breaker: {consecutive_failures: 3}
+  - name: generic
+    match: {path_prefix: /v2}
+    tiers:
+      - {name: primary, route: generic-v1}
 """
 REC_HOST = "rec.models.svc.cluster.local"
 RECOMMENDER_HOST = "recommender.models.svc.cluster.local"
+GENERIC_HOST = "generic.models.svc.cluster.local"
 
 
 def two_models(
@@ -162,14 +167,18 @@ def two_models(
 ) -> tuple[Path, ModelguardProcess, dict[str, Upstream], dict[str, list[int]]]:
     policy = tmp_path / "two-models.yaml"
     policy.write_text(TWO_MODELS)
-    servers = {
-        route: upstream_factory(route) for route in ("rec-v1", "rec-small", "recommender-large", "recommender-small")
+    hosts = {
+        "rec-v1": REC_HOST,
+        "rec-small": REC_HOST,
+        "recommender-large": RECOMMENDER_HOST,
+        "recommender-small": RECOMMENDER_HOST,
+        "generic-v1": GENERIC_HOST,
     }
+    servers = {route: upstream_factory(route) for route in hosts}
     modelguard = modelguard_factory(policy)
     ports = {MODELGUARD_CLUSTER: [modelguard.grpc_port]}
     for route, server in servers.items():
-        host = REC_HOST if route.startswith("rec-") else RECOMMENDER_HOST
-        ports[subset_cluster(8080, route, host)] = [server.port]
+        ports[subset_cluster(8080, route, hosts[route])] = [server.port]
     return policy, modelguard, servers, ports
 
 
@@ -205,9 +214,14 @@ def test_a_gateway_sends_each_model_to_its_own_service_up_or_down(
 ) -> None:
     """/v2/models/rec is a string prefix of /v2/models/recommender: neither the tagged routes nor the
     fail-open ones may send one model's requests to the other."""
-    policy, modelguard, _, ports = two_models(tmp_path, upstream_factory, modelguard_factory)
+    policy, modelguard, servers, ports = two_models(tmp_path, upstream_factory, modelguard_factory)
     objects = rendered_from(policy, "--gateway", GATEWAY_NAME)
     envoy = envoy_factory(ports, source=write(mesh_bootstrap(objects, GATEWAY_MESH), tmp_path / "gateway.yaml"))
+    # A spelling Envoy routes to another model than modelguard's normalization would pick (rec): the
+    # route's scope makes modelguard judge it for the model whose Service serves it.
+    answer = ask(envoy.url, GATEWAY_HOST, path="/v2//models/rec/infer")
+    assert answer.json()["server"] == "generic-v1" and answer.headers.get("x-modelguard-tier") == "primary"
+    assert servers["generic-v1"].last_headers.get("x-modelguard-route") == "generic-v1"
     for up in (True, False):
         if not up:
             modelguard.stop()
@@ -219,4 +233,5 @@ def test_a_gateway_sends_each_model_to_its_own_service_up_or_down(
             answer = ask(envoy.url, GATEWAY_HOST, path=path)
             assert answer.status == 200 and answer.json()["server"] == server, (up, path, answer)
             assert ("x-modelguard-tier" in answer.headers) is up
-        assert ask(envoy.url, GATEWAY_HOST, path="/v2/models/recx/infer").status == 404
+        answer = ask(envoy.url, GATEWAY_HOST, path="/v2/models/recx/infer")
+        assert answer.json()["server"] == "generic-v1", "neither rec's nor the recommender's"
