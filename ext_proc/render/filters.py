@@ -1,7 +1,9 @@
-"""The EnvoyFilters that put modelguard into Istio's proxies: the same three patches for a
-protected client's sidecar (outbound) and an ingress gateway, built from the reference Envoy
-config's pieces. Istio names outbound virtual hosts ``HOST:PORT`` and the modelguard Service's
-cluster ``outbound|PORT||HOST``."""
+"""The EnvoyFilters that put modelguard into Istio's proxies, a protected client's sidecar
+(outbound) and an ingress gateway, built from the reference Envoy config's pieces. The filter is off
+by default and turned on, with the stream scoped to one model (gRPC metadata MODEL_SCOPE), only where
+the model is known: a model Service's virtual host in a sidecar, a model's fail-open route at a
+gateway. Istio names virtual hosts ``HOST:PORT``, routes after the VirtualService's HTTP routes, and
+the modelguard Service's cluster ``outbound|PORT||HOST``."""
 
 from __future__ import annotations
 
@@ -24,11 +26,11 @@ PROTECTED_LABEL = "modelguard.io/protected"  # on client pods whose sidecars con
 _PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 
 
-def _ext_proc_on(scope: str | None) -> dict[str, Any]:
-    """Turns the ext_proc filter, off by default, on for a virtual host. On a model's Service the
-    stream also names that model (gRPC metadata MODEL_SCOPE), so modelguard judges nothing else
-    there: another model's path sent to this Service is not the other model's failure."""
-    overrides = {} if scope is None else {"grpc_initial_metadata": [{"key": MODEL_SCOPE, "value": scope}]}
+def _ext_proc_on(scope: str) -> dict[str, Any]:
+    """Turns the ext_proc filter on, its streams naming the model: modelguard then judges the request
+    for that model or not at all, so another model's path sent to this Service is never charged to
+    the other model."""
+    overrides = {"grpc_initial_metadata": [{"key": MODEL_SCOPE, "value": scope}]}
     return {
         "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
         "config": {"@type": _PER_ROUTE, "overrides": overrides},
@@ -38,12 +40,12 @@ def _ext_proc_on(scope: str | None) -> dict[str, Any]:
 def _filter_patches(
     context: str, vhosts: Sequence[tuple[str, str | None]], options: IstioOptions, reference: ReferenceParts
 ) -> list[dict[str, Any]]:
-    """The same three patches for sidecars and gateways: strip client x-modelguard-* headers
-    before routing (every HTTP connection manager), ext_proc before the router (off by
-    default), and on the model hosts' virtual hosts (with the model each is scoped to): ext_proc
-    on, the tags copied to responses."""
+    """What sidecars and gateways share: strip client x-modelguard-* headers before routing (every
+    HTTP connection manager), ext_proc before the router (off by default), and on the given virtual
+    hosts the tags copied to responses, with ext_proc on where the host's model is given."""
     hcm = {"filterChain": {"filter": {"name": HCM_FILTER}}}
     ext_proc = reference.ext_proc_filter()
+    ext_proc["name"] = EXT_PROC_FILTER  # what the per-route configs are keyed on
     ext_proc["disabled"] = True
     cluster = f"outbound|{options.modelguard_port}||{options.modelguard_host}"
     ext_proc["typed_config"]["grpc_service"] = {"envoy_grpc": {"cluster_name": cluster}}
@@ -71,29 +73,27 @@ def _filter_patches(
             "patch": {"operation": "INSERT_BEFORE", "value": ext_proc},
         },
     ]
-    patches += [_vhost_patch(context, vhost, scope, ext_proc["name"], reference) for vhost, scope in vhosts]
+    patches += [_vhost_patch(context, vhost, scope, reference) for vhost, scope in vhosts]
     return patches
 
 
-def _vhost_patch(context: str, vhost: str, scope: str | None, name: str, reference: ReferenceParts) -> dict[str, Any]:
-    """On a model host's virtual host: ext_proc on (scoped to the host's model, if it has one), and
-    the tier tags copied to responses."""
+def _vhost_patch(context: str, vhost: str, scope: str | None, reference: ReferenceParts) -> dict[str, Any]:
+    """The tier tags copied to responses (an untagged request gets none) and, for a model's own
+    Service (`scope`), ext_proc on for every route of the host."""
+    value: dict[str, Any] = {"response_headers_to_add": reference.response_tags()}
+    if scope is not None:
+        value["typed_per_filter_config"] = {EXT_PROC_FILTER: _ext_proc_on(scope)}
     return {
         "applyTo": "VIRTUAL_HOST",
         "match": {"context": context, "routeConfiguration": {"vhost": {"name": vhost}}},
-        "patch": {
-            "operation": "MERGE",
-            "value": {
-                "response_headers_to_add": reference.response_tags(),
-                "typed_per_filter_config": {name: _ext_proc_on(scope)},
-            },
-        },
+        "patch": {"operation": "MERGE", "value": value},
     }
 
 
 def _route_patch(vhost: str, route: str, scope: str) -> dict[str, Any]:
-    """On one route of a gateway's virtual host: the stream scoped to the route's model. Istio names
-    a route after its VirtualService's HTTP route."""
+    """On one route of a gateway's virtual host: ext_proc on, scoped to the route's model. Envoy
+    reads the filter's route config once, on the route first matched, so the header routes a
+    request takes after modelguard's answer need none."""
     return {
         "applyTo": "HTTP_ROUTE",
         "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"name": vhost, "route": {"name": route}}}},
@@ -115,9 +115,9 @@ def sidecar_filter(models: tuple[ModelRoutes, ...], options: IstioOptions, refer
 
 
 def gateway_filter(models: tuple[ModelRoutes, ...], options: IstioOptions, reference: ReferenceParts) -> dict[str, Any]:
-    """At a gateway every model shares the host: the virtual host turns ext_proc on unscoped, and
-    each model's fail-open route, the only one a request can take before modelguard answers, scopes
-    its stream to that model."""
+    """At a gateway every model, and maybe other teams' VirtualServices, share the host: ext_proc is
+    on only on each model's fail-open route (the only one of modelguard's a request can take before
+    modelguard answers), scoped to that model; other routes of the host never reach modelguard."""
     namespace = str(options.gateway).partition("/")[0]
     vhost = f"{options.gateway_host}:{options.gateway_port}"
     patches = _filter_patches("GATEWAY", [(vhost, None)], options, reference)

@@ -90,8 +90,8 @@ def _refuse_unroutable(policy: Policy) -> None:
 
 
 def _refuse_clashes(objects: list[dict[str, Any]]) -> None:
-    """Two objects of one name would overwrite each other on apply (a model "a-gateway" beside a
-    model "a" at a gateway, say)."""
+    """Two objects of one name would overwrite each other on apply (a model named like the gateway's
+    VirtualService, modelguard-gateway, say)."""
     seen: set[tuple[str, str, str]] = set()
     clashes: list[str] = []
     for item in objects:
@@ -164,7 +164,8 @@ def _gateway_service(
     """Every model at the gateway's host in one VirtualService, in policy order, each route carrying
     the model's own match. Before modelguard answers, a request can only take a fail-open route
     (client x-modelguard-* headers are gone), and the gateway filter scopes that route's stream to its
-    model: modelguard judges the request for the model whose Service Envoy picked, or not at all.
+    model: modelguard judges the request for the model whose Service Envoy picked, or not at all,
+    and never a request another VirtualService of the host routes.
     (Istio merges several VirtualServices of one gateway host in creation order, which no one
     controls: hence one.)"""
     http: list[dict[str, Any]] = []
@@ -173,6 +174,10 @@ def _gateway_service(
         http += [_header_route(use, model, scope, options, reference) for use in model.routes]
         fail_open = _destination(model.fail_open, model, options, reference)
         http.append({"name": model.fail_open_name, "match": scope, **fail_open})
+    names = [route["name"] for route in http]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # the gateway filter finds the fail-open routes by name
+        raise RenderError([f"models: the gateway's routes {repeated} would share a name: rename a model or route"])
     return _service(GATEWAY_SERVICE, [options.gateway_host], [str(options.gateway)], http, options)
 
 

@@ -118,8 +118,8 @@ class ExtProcServicer:
         guard = plan.guard
         ticket: Ticket | None = None
         pending: tuple[int, float] | None = None  # gRPC answer whose grpc-status is still to come
-        scope = self._scope(plan, context) if plan.scoped else None
         try:
+            scope = self._scope(plan, context) if plan.scoped else None
             while True:
                 message = await context.read()
                 if message is grpc.aio.EOF:

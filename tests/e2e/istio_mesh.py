@@ -75,9 +75,10 @@ def mesh_bootstrap(objects: Sequence[Mapping[str, Any]], mesh: Mesh, extra_hosts
         for route in service["spec"]["http"]:
             for target in route["route"]:
                 destination = target["destination"]
-                name = subset_cluster(destination["port"]["number"], destination["subset"], destination["host"])
+                subset = destination.get("subset", "")
+                name = subset_cluster(destination["port"]["number"], subset, destination["host"])
                 if name not in {c["name"] for c in clusters}:
-                    clusters.append(_cluster(name, rules.get(destination["host"]), destination["subset"]))
+                    clusters.append(_cluster(name, rules.get(destination["host"]) if subset else None, subset))
     clusters += [_cluster(subset_cluster(mesh.port, "", host), None, "") for host in extra_hosts]
     hcm = {
         "@type": HCM_TYPE,
@@ -127,22 +128,21 @@ def _route(http: Mapping[str, Any], match: Mapping[str, Any]) -> dict[str, Any]:
         envoy_match["headers"] = headers
     (target,) = http["route"]
     destination = target["destination"]
-    retries = http["retries"]
-    return {
-        "name": http["name"],
-        "match": envoy_match,
-        "route": {
-            "cluster": subset_cluster(destination["port"]["number"], destination["subset"], destination["host"]),
-            "timeout": http["timeout"],
-            "retry_policy": {
-                "retry_on": retries["retryOn"],
-                "num_retries": retries["attempts"],
-                "per_try_timeout": retries["perTryTimeout"],
-                "retry_host_predicate": [copy.deepcopy(PREVIOUS_HOSTS)],
-                "host_selection_retry_max_attempts": 5,
-            },
-        },
+    action: dict[str, Any] = {
+        "cluster": subset_cluster(destination["port"]["number"], destination.get("subset", ""), destination["host"])
     }
+    if "timeout" in http:
+        action["timeout"] = http["timeout"]
+    if "retries" in http:
+        retries = http["retries"]
+        action["retry_policy"] = {
+            "retry_on": retries["retryOn"],
+            "num_retries": retries["attempts"],
+            "per_try_timeout": retries["perTryTimeout"],
+            "retry_host_predicate": [copy.deepcopy(PREVIOUS_HOSTS)],
+            "host_selection_retry_max_attempts": 5,
+        }
+    return {"name": http.get("name", "default"), "match": envoy_match, "route": action}
 
 
 def _plain_route(host: str, port: int) -> dict[str, Any]:

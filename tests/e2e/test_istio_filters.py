@@ -235,3 +235,38 @@ def test_a_gateway_sends_each_model_to_its_own_service_up_or_down(
             assert ("x-modelguard-tier" in answer.headers) is up
         answer = ask(envoy.url, GATEWAY_HOST, path="/v2/models/recx/infer")
         assert answer.json()["server"] == "generic-v1", "neither rec's nor the recommender's"
+
+
+def test_another_teams_routes_at_the_gateway_host_never_reach_modelguard(
+    tmp_path: Path,
+    upstream_factory: Callable[[str], Upstream],
+    modelguard_factory: Callable[[Path], ModelguardProcess],
+    envoy_factory: EnvoyFactory,
+) -> None:
+    """A catch-all of another team on the gateway's host (Istio merges it into the same virtual host,
+    after modelguard's routes): a path only modelguard's normalization reads as rec's must not charge
+    that team's 503s to rec's breaker."""
+    policy, modelguard, servers, ports = two_models(tmp_path, upstream_factory, modelguard_factory)
+    foreign = upstream_factory("foreign")
+    foreign.set_fault(True)
+    team_host = "shop.team.svc.cluster.local"
+    other_team = {
+        "kind": "VirtualService",
+        "metadata": {"name": "shop", "namespace": "team"},
+        "spec": {
+            "hosts": [GATEWAY_HOST],
+            "gateways": [GATEWAY_NAME],
+            "http": [{"name": "shop", "route": [{"destination": {"host": team_host, "port": {"number": 8080}}}]}],
+        },
+    }
+    objects = [*rendered_from(policy, "--gateway", GATEWAY_NAME), other_team]
+    ports[subset_cluster(8080, "", team_host)] = [foreign.port]
+    envoy = envoy_factory(ports, source=write(mesh_bootstrap(objects, GATEWAY_MESH), tmp_path / "gateway.yaml"))
+    for _ in range(6):
+        answer = ask(envoy.url, GATEWAY_HOST, path="//v2/models/rec/infer")
+        assert answer.status == 503 and answer.json()["server"] == "foreign", answer
+        assert "x-modelguard-tier" not in answer.headers, "the other team's route reached modelguard"
+    assert modelguard.tier_state("rec", "primary") == "closed"
+    answer = ask(envoy.url, GATEWAY_HOST, path="/v2/models/rec/infer")
+    assert answer.json()["server"] == "rec-v1" and answer.headers.get("x-modelguard-tier") == "primary"
+    assert servers["rec-v1"].request_count == 1

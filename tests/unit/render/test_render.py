@@ -156,8 +156,9 @@ def test_a_gateway_routes_every_model_in_one_service_in_policy_order(tmp_path: P
     assert gateway_filter["metadata"]["namespace"] == "edge"
     patches = [p for p in gateway_filter["spec"]["configPatches"] if p["applyTo"] == "VIRTUAL_HOST"]
     assert [p["match"]["routeConfiguration"]["vhost"]["name"] for p in patches] == ["api.example.com:80"]
-    enabled = patches[0]["patch"]["value"]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
-    assert enabled["config"]["overrides"] == {}, "a gateway host serves every model: no scope there"
+    assert "typed_per_filter_config" not in patches[0]["patch"]["value"], (
+        "the host may carry other VirtualServices: ext_proc is on only on the models' own routes"
+    )
     scoped = {
         p["match"]["routeConfiguration"]["vhost"]["route"]["name"]: p["patch"]["value"]["typed_per_filter_config"][
             "envoy.filters.http.ext_proc"
@@ -304,3 +305,12 @@ def test_the_envoy_fail_open_routes_a_path_at_a_segment_boundary(tmp_path: Path)
         {"prefix": "/v2/models/rec;"},
     ]
     assert "safe_regex" not in str(bootstrap), "no regex: Envoy caps a regex's size well below a long prefix"
+
+
+def test_gateway_route_names_that_would_collide_are_refused(tmp_path: Path) -> None:
+    """The gateway filter finds each model's fail-open route by name: model x with a route y-fail-open
+    would name a header route like model x-y's fail-open route."""
+    text = ISTIO_MODELS.replace("route: ranker-v1", "route: rec-fail-open").replace("name: ranker\n", "name: x\n")
+    text = text.replace("name: rec\n", "name: x-rec\n")
+    with pytest.raises(RenderError, match="x-rec-fail-open"):
+        istio_objects(policy_from(text, tmp_path), IstioOptions(gateway="edge/gw"))
