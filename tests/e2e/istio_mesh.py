@@ -83,6 +83,7 @@ def mesh_bootstrap(objects: Sequence[Mapping[str, Any]], mesh: Mesh, extra_hosts
     hcm = {
         "@type": HCM_TYPE,
         "stat_prefix": f"outbound_0.0.0.0_{mesh.port}",
+        "normalize_path": True,  # Istio's default path normalization, BASE: no slash merging
         "route_config": {"name": str(mesh.port), "virtual_hosts": vhosts},
         "http_filters": [copy.deepcopy(ROUTER)],
     }
