@@ -17,6 +17,7 @@ from ext_proc.render.plan import (
     RenderError,
     Role,
     RouteUse,
+    distinct,
     max_ejection_percent,
     plan,
 )
@@ -44,7 +45,7 @@ def envoy_bootstrap(policy: Policy, options: EnvoyOptions, parts: ReferenceParts
             [f"{where}: {MODELGUARD_CLUSTER!r} is the ext_proc cluster's name: rename the route" for where in clashes]
         )
     bootstrap = reference.bootstrap
-    uses = _by_route(models)
+    uses = list(distinct(use for model in models for use in model.routes))
     vhost = reference.hcm["route_config"]["virtual_hosts"][0]
     vhost["routes"] = [_header_route(use, reference) for use in uses] + [
         route for model in models for route in _default_routes(model, reference)
@@ -53,15 +54,6 @@ def envoy_bootstrap(policy: Policy, options: EnvoyOptions, parts: ReferenceParts
     modelguard.update(_endpoints(MODELGUARD_CLUSTER, options.modelguard, "--modelguard"))
     bootstrap["static_resources"]["clusters"] = [modelguard] + [_cluster(use, options, reference) for use in uses]
     return bootstrap
-
-
-def _by_route(models: tuple[ModelRoutes, ...]) -> list[RouteUse]:
-    """Each route once, even when two models share it (one cluster serves both)."""
-    seen: dict[str, RouteUse] = {}
-    for model in models:
-        for use in model.routes:
-            seen.setdefault(use.route, use)
-    return list(seen.values())
 
 
 def _route_action(use: RouteUse, reference: ReferenceParts) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -17,6 +18,7 @@ __all__ = [
     "RenderError",
     "Role",
     "RouteUse",
+    "distinct",
     "max_ejection_percent",
     "plan",
 ]
@@ -88,14 +90,15 @@ def plan(policy: Policy, *, kubernetes_names: bool = False) -> tuple[ModelRoutes
             continue  # answered by modelguard alone: nothing to route
         if kubernetes_names:
             errors += _kubernetes_problems(model.name, f"{where}.name", uses)
-        models.append(ModelRoutes(model.name, model.match, _distinct(uses)))
+        models.append(ModelRoutes(model.name, model.match, distinct(uses)))
     if errors:
         raise RenderError(errors)
     return tuple(models)
 
 
-def _distinct(uses: list[RouteUse]) -> tuple[RouteUse, ...]:
-    """Two tiers may share a route; it is routed once, as the first of them."""
+def distinct(uses: Iterable[RouteUse]) -> tuple[RouteUse, ...]:
+    """Each route once, as its first use: two tiers, or two models, may share a route (one subset or
+    cluster serves both)."""
     seen: dict[str, RouteUse] = {}
     for use in uses:
         seen.setdefault(use.route, use)

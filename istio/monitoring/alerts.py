@@ -8,8 +8,13 @@ from typing import Any
 import yaml
 
 from istio.monitoring.series import (
+    CANARY_STATE,
     FAILURE_MODE_ALLOWED,
+    INFO,
     MODELGUARD_JOB,
+    RELOADS,
+    REQUESTS,
+    STATE,
     STREAMS_FAILED,
     STREAMS_STARTED,
     in_state,
@@ -64,7 +69,7 @@ def breaker_alerts() -> list[dict[str, Any]]:
     return [
         alert(
             "ModelguardBreakerOpen",
-            in_state("modelguard_breaker_state", 'state=~"open|half_open"', "namespace, model, tier"),
+            in_state(STATE, 'state=~"open|half_open"', "namespace, model, tier"),
             "warning",
             f"Breaker of {TIER} open for more than 10 minutes",
             f"The breaker of tier {TIER} {WHERE} has been open or half-open (its probes failing) for more than 10 "
@@ -75,7 +80,7 @@ def breaker_alerts() -> list[dict[str, Any]]:
         ),
         alert(
             "ModelguardTierForcedOpen",
-            in_state("modelguard_breaker_state", 'state="forced_open"', "namespace, model, tier"),
+            in_state(STATE, 'state="forced_open"', "namespace, model, tier"),
             "warning",
             f"Tier {TIER} forced open for more than an hour",
             f"An operator forced tier {TIER} {WHERE} open more than an hour ago: it admits nothing, its "
@@ -86,7 +91,7 @@ def breaker_alerts() -> list[dict[str, Any]]:
         ),
         alert(
             "ModelguardTierForcedClosed",
-            in_state("modelguard_breaker_state", 'state="forced_closed"', "namespace, model, tier"),
+            in_state(STATE, 'state="forced_closed"', "namespace, model, tier"),
             "warning",
             f"Tier {TIER} forced closed for more than an hour",
             f"An operator forced tier {TIER} {WHERE} closed more than an hour ago: it admits everything and its "
@@ -97,7 +102,7 @@ def breaker_alerts() -> list[dict[str, Any]]:
         ),
         alert(
             "ModelguardNoTierAvailable",
-            sum_rate("modelguard_requests_total", 'tier="none"', "namespace, model", "5m") + " > 0",
+            sum_rate(REQUESTS, 'tier="none"', "namespace, model", "5m") + " > 0",
             "critical",
             "Every tier of {{ $labels.model }} refuses requests",
             "For 5 minutes every tier of model {{ $labels.model }} " + WHERE + " has refused some requests: those "
@@ -113,7 +118,7 @@ def canary_alerts() -> list[dict[str, Any]]:
     return [
         alert(
             "ModelguardCanaryAborted",
-            in_state("modelguard_canary_state", 'state="aborted"', "namespace, model"),
+            in_state(CANARY_STATE, 'state="aborted"', "namespace, model"),
             "warning",
             "Canary of {{ $labels.model }} aborted",
             "The canary of model {{ $labels.model }} " + WHERE + " was aborted, by its guardrails or by an "
@@ -177,7 +182,7 @@ def policy_alerts() -> list[dict[str, Any]]:
     return [
         alert(
             "ModelguardPolicyReloadFailed",
-            sum_increase("modelguard_policy_reloads_total", 'result="error"', "namespace, pod", "15m") + " > 0",
+            sum_increase(RELOADS, 'result="error"', "namespace, pod", "15m") + " > 0",
             "warning",
             "modelguard {{ $labels.namespace }}/{{ $labels.pod }} refused a policy file",
             "modelguard {{ $labels.namespace }}/{{ $labels.pod }} refused a new policy file in the last 15 "
@@ -187,11 +192,11 @@ def policy_alerts() -> list[dict[str, Any]]:
         ),
         alert(
             "ModelguardPolicyDiverged",
-            "count by (namespace) (count by (namespace, sha256) (modelguard_policy_info)) > 1",
+            f"count by (namespace) (count by (namespace, sha256) ({INFO})) > 1",
             "warning",
             "modelguard replicas in {{ $labels.namespace }} run different policies",
             "For 15 minutes the modelguard replicas in {{ $labels.namespace }} have run {{ $value }} different "
-            "policy files (modelguard_policy_info's sha256): some refused or missed a reload.",
+            f"policy files ({INFO}'s sha256): some refused or missed a reload.",
             "running-it",
             "15m",
         ),

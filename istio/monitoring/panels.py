@@ -32,7 +32,7 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableSort,
 )
 
-from istio.monitoring.series import NS, STREAMS_STARTED
+from istio.monitoring.series import INFO, NS, STATE, STREAMS_STARTED
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 """Every panel reads the data source picked in the ``datasource`` variable: no uid of one Grafana."""
@@ -212,13 +212,11 @@ def label_values(name: str, title: str, series: str, label: str, description: st
 def variables() -> list[cogbuilder.Builder[dashboard_model.VariableModel]]:
     return [
         DatasourceVariable("datasource").label("Data source").type("prometheus"),
-        label_values(
-            "namespace", "Namespace", "modelguard_policy_info", "namespace", "Namespaces where modelguard runs."
-        ),
+        label_values("namespace", "Namespace", INFO, "namespace", "Namespaces where modelguard runs."),
         label_values(
             "model",
             "Model",
-            f"modelguard_breaker_state{{{NS}}}",
+            f"{STATE}{{{NS}}}",
             "model",
             "Models of the live policy, as modelguard names them in its metrics.",
         ),

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from istio.monitoring.panels import PER_TIER, Section, queries, timeseries
 from istio.monitoring.series import (
+    ERRORS,
     FAILURE_MODE_ALLOWED,
+    INFLIGHT,
+    INFO,
     MESSAGE_TIMEOUTS,
     MODELGUARD_JOB,
     MODELS,
     NS,
     REJECTED_MUTATIONS,
+    RELOADS,
     SPURIOUS_MESSAGES,
     STREAMS_FAILED,
     STREAMS_STARTED,
@@ -51,7 +55,7 @@ def overload_panels() -> Section:
             "In flight by tier",
             "Requests admitted to a tier and not yet answered, summed over replicas.",
             "short",
-            queries((f"sum by (model, tier) (modelguard_inflight{{{MODELS}}})", PER_TIER)),
+            queries((f"sum by (model, tier) ({INFLIGHT}{{{MODELS}}})", PER_TIER)),
         ),
     )
 
@@ -151,7 +155,7 @@ def policy_panels() -> Section:
             "Reloads by result: success (a new policy is live), error (refused: the old one serves on), "
             "unchanged (same bytes).",
             "short",
-            queries((sum_increase("modelguard_policy_reloads_total", NS, "result"), "{{result}}")),
+            queries((sum_increase(RELOADS, NS, "result"), "{{result}}")),
             bars=True,
         ),
         timeseries(
@@ -160,13 +164,13 @@ def policy_panels() -> Section:
             "How many replicas run each policy file, by its SHA-256: more than one line for long means a "
             "replica refused a reload or missed it.",
             "short",
-            queries((f"count by (sha256) (modelguard_policy_info{{{NS}}})", "{{sha256}}")),
+            queries((f"count by (sha256) ({INFO}{{{NS}}})", "{{sha256}}")),
         ),
         timeseries(
             26,
             "Protocol errors",
             "ext_proc messages that broke the protocol, by kind (each ends its stream only).",
             "reqps",
-            queries((sum_rate("modelguard_protocol_errors_total", NS, "kind"), "{{kind}}")),
+            queries((sum_rate(ERRORS, NS, "kind"), "{{kind}}")),
         ),
     )

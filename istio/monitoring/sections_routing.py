@@ -21,9 +21,15 @@ from istio.monitoring.series import (
     ARMS,
     BREAKER_CODES,
     CANARY_CODES,
+    CANARY_STATE,
+    CANARY_WEIGHT,
+    FORCED_CHANGES,
     MODELS,
     RATE,
+    REQUESTS,
     STABLE_TIERS,
+    STATE,
+    TRANSITIONS,
     coded,
     count_in_state,
     failure_ratio,
@@ -65,7 +71,7 @@ def breaker_panels() -> Section:
             "Each routed tier's state: its breaker's (closed, half-open, open) or an operator's order "
             "(forced open, forced closed). With several replicas, the worst of them. A canary route's own "
             "breaker is the tier `<tier>@canary`.",
-            query(coded("modelguard_breaker_state", MODELS, BREAKER_CODES, "model, tier"), PER_TIER),
+            query(coded(STATE, MODELS, BREAKER_CODES, "model, tier"), PER_TIER),
             value_map(BREAKER_CODES, BREAKER_LOOKS),
             width=16,
         ),
@@ -75,9 +81,7 @@ def breaker_panels() -> Section:
             "Tiers whose breaker is open or half-open, or that an operator forced open, on any replica: their "
             "requests take the next tier of the ladder.",
             query(
-                count_in_state(
-                    "modelguard_breaker_state", MODELS + ', state=~"open|half_open|forced_open"', "model, tier"
-                ),
+                count_in_state(STATE, MODELS + ', state=~"open|half_open|forced_open"', "model, tier"),
                 "refusing",
             ),
             thresholds((None, "green"), (1, "red")),
@@ -88,9 +92,7 @@ def breaker_panels() -> Section:
             "Tiers under an operator's order (forced open or forced closed) on any replica; `modelguard ctl auto "
             "MODEL TIER` hands a tier back to its breaker.",
             query(
-                count_in_state(
-                    "modelguard_breaker_state", MODELS + ', state=~"forced_open|forced_closed"', "model, tier"
-                ),
+                count_in_state(STATE, MODELS + ', state=~"forced_open|forced_closed"', "model, tier"),
                 "forced",
             ),
             thresholds((None, "green"), (1, "purple")),
@@ -99,7 +101,7 @@ def breaker_panels() -> Section:
             4,
             "Breaker transitions",
             "State changes of the breakers themselves, by the state moved to.",
-            "modelguard_breaker_transitions_total",
+            TRANSITIONS,
             "to_state",
         ),
         state_changes(
@@ -107,7 +109,7 @@ def breaker_panels() -> Section:
             "Forced-state changes",
             "Operators' orders, by the state moved to: forced_open, forced_closed, or auto (handed back by an "
             "operator, by expiry, or read back from the state directory).",
-            "modelguard_forced_state_changes_total",
+            FORCED_CHANGES,
             "state",
         ),
     )
@@ -177,7 +179,7 @@ CANARY_LOOKS = {
 }
 
 STABLE_REQUESTS = (
-    f'sum by (model) (rate(modelguard_requests_total{{{MODELS}, reason=~"ok|half_open_probe"}}[{RATE}]) '
+    f'sum by (model) (rate({REQUESTS}{{{MODELS}, reason=~"ok|half_open_probe"}}[{RATE}]) '
     f"and on (model, tier) {STABLE_TIERS})"
 )
 """The stable arm's requests: its first tier's own (``ok``, half-open probes), not the canary's that count
@@ -199,7 +201,7 @@ def canary_panels() -> Section:
             "Each canary's state: active, ramping, complete, promoted, or aborted (by its guardrails or an "
             "operator: every key back on stable until `modelguard ctl canary resume`). With several replicas, "
             "the one latest in that list.",
-            query(coded("modelguard_canary_state", MODELS, CANARY_CODES, "model"), "{{model}}"),
+            query(coded(CANARY_STATE, MODELS, CANARY_CODES, "model"), "{{model}}"),
             value_map(CANARY_CODES, CANARY_LOOKS),
             width=12,
             height=8,
@@ -210,14 +212,14 @@ def canary_panels() -> Section:
             "Share of sticky keys each model's canary serves (0 once aborted, 1 when promoted), averaged over "
             "replicas.",
             "percentunit",
-            queries((f"avg by (model) (modelguard_canary_weight{{{MODELS}}})", "{{model}}")),
+            queries((f"avg by (model) ({CANARY_WEIGHT}{{{MODELS}}})", "{{model}}")),
             max_value=1,
         ),
         stat(
             11,
             "Canaries aborted",
             "Models whose canary is aborted on any replica.",
-            query(count_in_state("modelguard_canary_state", MODELS + ', state="aborted"', "model"), "aborted"),
+            query(count_in_state(CANARY_STATE, MODELS + ', state="aborted"', "model"), "aborted"),
             thresholds((None, "green"), (1, "red")),
             height=8,
         ),

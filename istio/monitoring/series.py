@@ -18,6 +18,37 @@ Two sources of series:
 
 from __future__ import annotations
 
+from ext_proc.observe.core_metrics import (
+    CANARY_STATE,
+    CANARY_WEIGHT,
+    FORCED_CHANGES,
+    INFLIGHT,
+    LATENCY,
+    OUTCOMES,
+    REQUESTS,
+    STATE,
+    TRANSITIONS,
+)
+from ext_proc.server.metrics import DURATION, ERRORS, INFO, RELOADS
+
+__all__ = [
+    "CANARY_STATE",
+    "CANARY_WEIGHT",
+    "DURATION",
+    "ERRORS",
+    "FORCED_CHANGES",
+    "INFLIGHT",
+    "INFO",
+    "LATENCY",
+    "OUTCOMES",
+    "RELOADS",
+    "REQUESTS",
+    "STATE",
+    "TRANSITIONS",
+]
+# modelguard's family names are the ones its metric sources write (re-exported for the panels and
+# the alerts); the rest of this module adds the queries built on them.
+
 RATE = "$__rate_interval"
 
 NS = 'namespace=~"$namespace"'
@@ -85,7 +116,7 @@ def coded(metric: str, matchers: str, codes: dict[str, int], by: str) -> str:
     return f"max by ({by}) (\n  {arms}\n)"
 
 
-CANARY_TIERS = f'max by (model, tier) (modelguard_breaker_state{{{MODELS}, tier=~".+@canary"}})'
+CANARY_TIERS = f'max by (model, tier) ({STATE}{{{MODELS}, tier=~".+@canary"}})'
 """The canary routes' tiers (``primary@canary``): one series per model with a canary."""
 STABLE_TIERS = f'label_replace({CANARY_TIERS}, "tier", "$1", "tier", "(.+)@canary")'
 """The stable arm of each canary: the first tier the canary route stands beside (``primary``)."""
@@ -93,11 +124,11 @@ ARMS = f"({CANARY_TIERS} or {STABLE_TIERS})"
 
 
 def requests_rate(matchers: str, by: str) -> str:
-    return sum_rate("modelguard_requests_total", matchers, by)
+    return sum_rate(REQUESTS, matchers, by)
 
 
 def outcome_rate(outcome: str, by: str = "model, tier") -> str:
-    return sum_rate("modelguard_outcomes_total", f'{MODELS}, outcome=~"{outcome}"', by)
+    return sum_rate(OUTCOMES, f'{MODELS}, outcome=~"{outcome}"', by)
 
 
 def failure_ratio(by: str = "model, tier") -> str:
@@ -109,11 +140,11 @@ def _quantile(q: float, histogram: str, matchers: str, by: str) -> str:
 
 
 def upstream_quantile(q: float) -> str:
-    return _quantile(q, "modelguard_upstream_latency_seconds", MODELS, "model, tier, le")
+    return _quantile(q, LATENCY, MODELS, "model, tier, le")
 
 
 def decision_quantile(q: float) -> str:
-    return _quantile(q, "modelguard_decision_duration_seconds", NS, "le")
+    return _quantile(q, DURATION, NS, "le")
 
 
 def envoy_rate(metric: str) -> str:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import promql_parser
 import pytest
-from cloudcoil.models.prometheus_operator.v1 import PrometheusRule
 
 from ext_proc.core.canary.run import CanaryState
 from ext_proc.core.clock import ManualClock
@@ -46,6 +45,7 @@ from tests.unit.istio.monitoring_queries import (
     selectors,
     used_metric_names,
 )
+from tests.unit.istio.schemas import schema_problems
 
 DEMO_POLICY = ROOT / "ext_proc" / "demo" / "policy.yaml"
 """A policy with a ladder and a canary: every family, label and label value modelguard writes."""
@@ -151,8 +151,7 @@ def test_the_rule_file_says_it_is_generated_and_how() -> None:
 
 def test_the_rule_validates_against_the_prometheus_operator_model_with_no_unknown_field() -> None:
     rule = load_rule()
-    model = PrometheusRule.model_validate(rule)
-    assert model.model_dump(by_alias=True, exclude_none=True, mode="json") == rule
+    assert schema_problems(rule) == []
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert rule["metadata"] == {
         "name": "modelguard",
@@ -165,12 +164,10 @@ def test_the_model_check_catches_unknown_fields_and_bad_values() -> None:
     rule = load_rule()
     misspelt = copy.deepcopy(rule)
     misspelt["spec"]["groups"][0]["rules"][0]["fro"] = misspelt["spec"]["groups"][0]["rules"][0].pop("for")
-    dumped = PrometheusRule.model_validate(misspelt).model_dump(by_alias=True, exclude_none=True, mode="json")
-    assert dumped != misspelt
+    assert schema_problems(misspelt) == ["PrometheusRule: unknown field .spec.groups[0].rules[0].fro"]
     bad = copy.deepcopy(rule)
     bad["spec"]["groups"][0]["rules"][0]["for"] = "ten minutes"
-    with pytest.raises(ValueError):
-        PrometheusRule.model_validate(bad)
+    assert schema_problems(bad)
 
 
 def test_every_alert_is_labelled_and_annotated() -> None:
