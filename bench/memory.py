@@ -93,6 +93,7 @@ def push_requests(models: int, requests: int) -> dict[str, float]:
     started = time.process_time()
     for index in range(requests):
         headers = [
+            HeaderValue(key=":method", raw_value=b"POST"),
             HeaderValue(key=":path", raw_value=f"/v2/models/model-{index % models}/infer".encode()),
             HeaderValue(key=":authority", raw_value=b"models.internal"),
             HeaderValue(key="x-request-id", raw_value=f"req-{index:012d}".encode()),

@@ -82,8 +82,8 @@ def measure(run: Callable[[int], None], requests: int) -> float:
 def bench(requests: int, models: int) -> dict[str, Any]:
     guard = Guard(policy_with(models), StateRegistry(rng=random.Random(1)))
     paths = [f"/v2/models/model-{i % models}/infer" for i in range(64)]
-    header_dicts = [{":path": p, ":authority": "models.internal:8080"} for p in paths]
-    odd_dicts = [{":path": p.replace("/models/", "/m%6Fdels//./"), ":authority": "x"} for p in paths]
+    header_dicts = [{":method": "POST", ":path": p, ":authority": "models.internal:8080"} for p in paths]
+    odd_dicts = [{":method": "POST", ":path": p.replace("/models/", "/m%6Fdels//./"), ":authority": "x"} for p in paths]
 
     def core(n: int) -> None:
         decide, record = guard.decide, guard.record

@@ -356,7 +356,7 @@ local paths = {%(paths)s}
 local reqs = {}
 local n = 0
 init = function(args)
-  for i, p in ipairs(paths) do reqs[i] = wrk.format("GET", p) end
+  for i, p in ipairs(paths) do reqs[i] = wrk.format("POST", p, nil, "{}") end
 end
 request = function()
   n = n + 1
@@ -535,7 +535,7 @@ def check_stack(stack: Stack, path: str) -> None:
         if not healthy:
             raise Unavailable(f"Envoy's health check of the ({stack.key}) processor never passed")
     try:
-        answer = http_request(stack.envoy.url + path, timeout=5.0)
+        answer = http_request(stack.envoy.url + path, method="POST", body=b"{}", timeout=5.0)
     except (OSError, http.client.HTTPException) as exc:
         raise Unavailable(f"a request through ({stack.key}) failed: {exc}") from exc
     if answer.status != 200:
@@ -646,6 +646,8 @@ def run_h2load(
     period = 1.0 / per_client
     argvs: list[list[str]] = []
     logs: list[Path] = []
+    body = log_dir / "body.json"
+    body.write_text("{}")  # h2load POSTs a file (it cannot map an empty one)
     for index in range(processes):
         request_log = log_dir / f"h2load-{tag}-{index}.tsv"
         request_log.unlink(missing_ok=True)
@@ -660,6 +662,7 @@ def run_h2load(
                 f"-D{duration}",
                 "--warm-up-time=1",
                 f"--log-file={request_log}",
+                f"--data={body}",  # POST: inference calls are what modelguard judges
                 *(stack.envoy.url + p for p in paths),
             ]
         )

@@ -1,21 +1,33 @@
-"""Protection quality: the demo's incident at a fixed rate, side by side, for
+"""Protection quality: one of the demo's scenarios at a fixed rate, side by side, for
   envoy       Envoy retries + outlier detection only (the ext_proc filter removed)
   admission   the same plus Envoy's admission_control filter (client-side throttling on success rate)
   modelguard  Envoy + modelguard (the reference config)
 
+Scenarios (ext_proc/demo/scenario.py): `incident` (default, 80 s) and `bad_host` (one primary host of
+three bad, let back in by Envoy while still bad; 36 s). `--repeat N` plays each config N times (what
+happens only sometimes, e.g. a false trip, shows over repeats): the table gives, per config, the false
+trips summed over every run and the number of runs with at least one, and the medians of the other
+figures; the JSON keeps every run's figures.
+
 Writes a Markdown table and a JSON file. Usage:
-  python -m bench.protection [--rate 200] [--duration 80] [--out DIR] [--configs envoy,admission,modelguard]
+  python -m bench.protection [--rate 200] [--scenario incident|bad_host] [--duration S] [--repeat N]
+                             [--out DIR] [--configs envoy,admission,modelguard]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
+from ext_proc.demo import scenario
 from ext_proc.demo.runner import DEFAULT_POLICY, DemoOptions, run_demo
+
+EJECTIONS = "envoy_ejections"
+"""A run's figure beside its summary: Envoy's ejections of a primary host (ejections_enforced_total)."""
 
 ADMISSION_CONTROL: dict[str, Any] = {
     "name": "envoy.filters.http.admission_control",
@@ -40,55 +52,147 @@ CONFIGS: dict[str, DemoOptions] = {
     "modelguard": DemoOptions(with_modelguard=True),
 }
 
-COLUMNS = [
-    ("client-visible failures in the whole-model fault", "whole_fault_failed"),
-    ("of requests in the fault", "whole_fault_requests"),
-    ("p99 during the fault (ms)", "whole_fault_p99_ms"),
-    ("fault -> breaker open (s)", "fault_to_breaker_open_s"),
-    ("fault -> first light answer (s)", "fault_to_first_light_s"),
-    ("clear -> first primary answer (s)", "clear_to_first_primary_s"),
-    ("false trips (one bad host)", "false_trips"),
-    ("client failures, one bad host", "single_host_fault_failed"),
-]
+COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "incident": [
+        ("client-visible failures in the whole-model fault", "whole_fault_failed"),
+        ("of requests in the fault", "whole_fault_requests"),
+        ("p99 during the fault (ms)", "whole_fault_p99_ms"),
+        ("fault -> breaker open (s)", "fault_to_breaker_open_s"),
+        ("fault -> first light answer (s)", "fault_to_first_light_s"),
+        ("clear -> first primary answer (s)", "clear_to_first_primary_s"),
+        ("false trips (one bad host)", "false_trips"),
+        ("client failures, one bad host", "single_host_fault_failed"),
+    ],
+    "bad_host": [
+        ("false trips (primary breaker opened)", "false_trips"),
+        ("client failures, one bad host (canary arm left out)", "single_host_fault_failed"),
+        ("client-visible failures, whole run", "failed"),
+        ("requests", "requests"),
+        ("primary share, last 10 s", "primary_share_at_end"),
+        ("Envoy ejections of the bad host", EJECTIONS),
+    ],
+}
+"""Per scenario, the table's rows: (label, the run's key)."""
+SUMMED = "false_trips"
+LET_BACK_IN = "runs_let_back_in"
+"""The runs where Envoy ejected a primary host at least twice: in ``bad_host``, let back in while still bad."""
+"""Over repeats, summed (with the count of runs where it was not 0); every other figure: the median."""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--duration", type=float, default=80.0)
+    parser.add_argument("--scenario", choices=list(scenario.SCENARIOS), default="incident")
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds of load (the scenario's own: incident 80, bad_host 36)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per config (1)")
     parser.add_argument(
         "--out", type=Path, default=Path("out") / "protection", help="output folder (./out/protection, gitignored)"
     )
     parser.add_argument("--configs", default=",".join(CONFIGS))
     args = parser.parse_args(argv)
+    duration = scenario.DEFAULT_DURATION[args.scenario] if args.duration is None else args.duration
+    names = args.configs.split(",")
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown or args.repeat < 1:
+        parser.error(f"unknown config {', '.join(unknown)}" if unknown else "--repeat must be at least 1")
+    try:
+        scenario.steps(args.scenario, duration)
+    except ValueError as exc:
+        parser.error(str(exc))
     results: dict[str, dict[str, Any]] = {}
-    for name in args.configs.split(","):
+    for name in names:
         base = CONFIGS[name]
-        options = DemoOptions(
-            duration=args.duration,
-            rate=args.rate,
-            policy=DEFAULT_POLICY,
-            out=args.out / name,
-            with_modelguard=base.with_modelguard,
-            extra_http_filters=base.extra_http_filters,
-            chart=True,
-        )
-        code = run_demo(options)
-        report = json.loads((args.out / name / "report.json").read_text())
-        results[name] = {"exit": code, **report["summary"]}
-    table = render(results)
+        runs: list[dict[str, Any]] = []
+        for index in range(1, args.repeat + 1):
+            out = args.out / name if args.repeat == 1 else args.out / name / f"run-{index}"
+            options = DemoOptions(
+                duration=duration,
+                rate=args.rate,
+                policy=DEFAULT_POLICY,
+                out=out,
+                with_modelguard=base.with_modelguard,
+                extra_http_filters=base.extra_http_filters,
+                chart=True,
+                scenario=args.scenario,
+            )
+            code = run_demo(options)
+            if code == 130:  # interrupted: every process it started is already stopped
+                return 130
+            report = json.loads((out / "report.json").read_text())
+            ejections = report.get("outlier_detection", {}).get("ejections_enforced_total")
+            runs.append({"exit": code, **report["summary"], EJECTIONS: ejections})
+            if args.repeat > 1:
+                trips = runs[-1].get(SUMMED)
+                print(f"protection: {name} run {index}/{args.repeat}: false trips {trips}, exit {code}", flush=True)
+        results[name] = runs[0] if args.repeat == 1 else aggregate(runs)
+    table = render(results, args.scenario)
     print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "protection.md").write_text(table + "\n")
-    (args.out / "protection.json").write_text(json.dumps({"rate": args.rate, "results": results}, indent=2))
+    document = {
+        "rate": args.rate,
+        "scenario": args.scenario,
+        "duration": duration,
+        "repeat": args.repeat,
+        "results": results,
+    }
+    (args.out / "protection.json").write_text(json.dumps(document, indent=2))
     return 0
 
 
-def render(results: dict[str, dict[str, Any]]) -> str:
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One config's figures over its repeats: ``false_trips`` summed, ``runs_with_trips`` the runs
+    where it was not 0, ``failed_runs`` the runs that exited non-zero (an expectation failed),
+    ``runs_let_back_in`` the runs where Envoy ejected a primary host twice or more, every
+    other numeric summary figure the median of the runs that have it (left out when none has it: e.g.
+    no breaker opening at all); ``runs`` keeps each run's own figures."""
+    keys = [k for k in runs[0] if k not in ("exit", SUMMED) and any(_number(r.get(k)) for r in runs)]
+    medians: dict[str, Any] = {}
+    for key in keys:
+        medians[key] = statistics.median(r[key] for r in runs if _number(r.get(key)))
+    return {
+        "repeat": len(runs),
+        SUMMED: sum(int(r.get(SUMMED) or 0) for r in runs),
+        "runs_with_trips": sum(1 for r in runs if r.get(SUMMED)),
+        "failed_runs": sum(1 for r in runs if r.get("exit")),
+        LET_BACK_IN: sum(1 for r in runs if let_back_in(r)),
+        **medians,
+        "runs": runs,
+    }
+
+
+def let_back_in(run: dict[str, Any]) -> bool:
+    return int(run.get(EJECTIONS) or 0) >= 2
+
+
+def render(results: dict[str, dict[str, Any]], scenario_name: str = "incident") -> str:
+    """The Markdown table: a column per config. A config run more than once (``aggregate``'s figures)
+    gets its false trips as a sum, the runs with one, and the medians of the rest."""
     names = list(results)
+    repeats = {n: int(results[n].get("repeat", 1)) for n in names}
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for label, key in COLUMNS:
+    many = any(r > 1 for r in repeats.values())
+    for label, key in COLUMNS[scenario_name]:
         cells = ["-" if results[n].get(key) is None else f"{results[n][key]:g}" for n in names]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        suffix = ", sum over the runs" if key == SUMMED else ", median"
+        lines.append(f"| {label}{suffix if many else ''} | " + " | ".join(cells) + " |")
+        if key == SUMMED and many:
+            cells = [
+                f"{results[n].get('runs_with_trips', int(bool(results[n].get(SUMMED))))} of {repeats[n]}" for n in names
+            ]
+            lines.append("| runs with a false trip | " + " | ".join(cells) + " |")
+        if key == EJECTIONS:
+            cells = [f"{results[n].get(LET_BACK_IN, int(let_back_in(results[n])))} of {repeats[n]}" for n in names]
+            lines.append("| runs where Envoy let it back in while bad (2+ ejections) | " + " | ".join(cells) + " |")
+    if many:
+        cells = [f"{results[n].get('failed_runs', int(bool(results[n].get('exit'))))} of {repeats[n]}" for n in names]
+        lines.append("| runs with an expectation failed | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

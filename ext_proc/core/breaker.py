@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from ext_proc.core.admission import Token
 from ext_proc.core.clock import Clock
+from ext_proc.core.hosts import CONSECUTIVE, FAILURE_RATE, SLOW_CALL_RATE, HostBook
 from ext_proc.core.outcomes import FAILURE, OVERLOAD
 from ext_proc.core.reasons import BREAKER_OPEN, HALF_OPEN_PROBE
 from ext_proc.core.windows import CountWindow, TimeWindow, Window, WindowFigures
@@ -127,6 +128,7 @@ class CircuitBreaker:
         "_window",
         "clock",
         "generation",
+        "hosts",
         "settings",
     )
 
@@ -142,6 +144,8 @@ class CircuitBreaker:
         self._rng = rng or random.Random()
         self._listener = listener
         self._window = _window_for(settings)
+        self.hosts = HostBook(settings)
+        """Where the evidence came from: a verdict needs it from enough hosts (core/hosts.py)."""
         self._state = BreakerState.CLOSED
         self.generation = 0
         self._admitted: Token = BreakerToken(self, ADMITTED, 0)
@@ -203,6 +207,7 @@ class CircuitBreaker:
         self.settings = settings
         if (old.window, old.window_calls) != (settings.window, settings.window_calls):
             self._window = _window_for(settings)
+            self.hosts = HostBook(settings)
         if settings == old:
             return
         if self._state is BreakerState.CLOSED and judge:  # not while an operator's order stands in front
@@ -223,6 +228,13 @@ class CircuitBreaker:
         self._consecutive = 0
         self._level = 0
         self._open_duration = 0.0
+
+    def note_host(self, host: str, failed: bool, overloaded: bool, latency: float) -> None:
+        """Which host answered a call of this tier (before the call is judged: the verdict asks)."""
+        if overloaded:
+            self.hosts.note_overload(host, self.clock())
+        else:
+            self.hosts.note(host, self.clock(), failed, latency >= self.settings.slow_call_duration)
 
     def observe(self, failed: bool, overloaded: bool, latency: float) -> None:
         """Count a call into the window without judging it: a forced-closed tier's outcomes,
@@ -336,20 +348,32 @@ class CircuitBreaker:
             self._open(cause, 0)
 
     def _verdict(self, window: Window) -> str | None:
-        """The threshold the evidence so far crosses, if any."""
+        """The threshold the evidence so far crosses, if any, on evidence from enough hosts."""
+        crossed = self._crossed(window)
+        if not crossed:
+            return None
+        now = self.clock()
+        for cause in crossed:
+            if self.hosts.spread(cause, self.settings, now):
+                return cause
+        return None
+
+    def _crossed(self, window: Window) -> tuple[str, ...]:
+        """The thresholds the evidence in the window crosses, strongest first; () on most calls."""
         settings = self.settings
+        found: tuple[str, ...] = ()
         if settings.consecutive_failures and self._consecutive >= settings.consecutive_failures:
-            return "consecutive_failures"
+            found = (CONSECUTIVE,)
         calls = window.calls
         if calls < settings.min_calls:
-            return None
+            return found
         # Ratios by division, not `failures >= rate * calls`: 0.3 * 10 is 3.0000000000000004
         # in floating point, which would put exactly-at-threshold on the wrong side.
         if window.failures / calls >= settings.failure_rate:
-            return "failure_rate"
+            found += (FAILURE_RATE,)
         if window.slow / calls >= settings.slow_call_rate:
-            return "slow_call_rate"
-        return None
+            found += (SLOW_CALL_RATE,)
+        return found
 
     def _open(self, cause: str, level: int) -> None:
         settings = self.settings
@@ -376,6 +400,7 @@ class CircuitBreaker:
             probes_in_flight=len(self._probe_starts),
         )
         self._state = to_state
+        self.hosts.clear_run()
         self.generation += 1
         self._admitted = BreakerToken(self, ADMITTED, self.generation)
         self._probe_starts = []

@@ -46,6 +46,7 @@ class Decision:
         respond: Respond | None = None,
         arm: str | None = None,
         canary: TierState | None = None,
+        passing: bool = False,
     ) -> None:
         self.model_name = UNMATCHED if model is None else model.name
         self.tier_name = tier.name if tier is not None else UNMATCHED if model is None else NO_TIER
@@ -60,10 +61,11 @@ class Decision:
         """Where the response is recorded (the canary route's own state for the canary's calls); the
         null state for a decision that records nothing."""
         self.failure = FailureSettings() if model is None else model.failure
-        self.degraded = model is not None and (tier is None or tier.index > 0)
+        self.passes_through = model is None or passing
+        """Unmatched, or not a call the model's breakers judge: the request goes on untouched (but
+        for the removal of spoofed headers)."""
+        self.degraded = not self.passes_through and (tier is None or tier.index > 0)
         """Not served by the first tier of the ladder."""
-        self.passes_through = model is None
-        """Unmatched: the request goes on untouched (but for the removal of spoofed headers)."""
 
     @property
     def count(self) -> int:

@@ -17,10 +17,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from ext_proc.core import reasons
 from ext_proc.core.admission import NO_TOKENS, Admitter, Ticket, Token, admit_all, reason_of
 from ext_proc.core.breaker import BreakerState
+from ext_proc.core.calls import HEADER_NAMES as CALL_HEADER_NAMES
+from ext_proc.core.calls import CallRule
 from ext_proc.core.canary.arms import CanaryGuard
 from ext_proc.core.decision import NO_TIER, UNMATCHED, Decision
+from ext_proc.core.hosts import NO_HOST
 from ext_proc.core.matching import Matcher
-from ext_proc.core.outcomes import DROPPED, OUTCOMES, classify
+from ext_proc.core.outcomes import DROPPED, FAILURE, OUTCOMES, OVERLOAD, classify
 from ext_proc.core.registry import StateRegistry, TierState
 from ext_proc.policy import Match, ModelPolicy, Policy, Tier
 from ext_proc.protocol.headers import REQUEST_ID
@@ -97,6 +100,7 @@ class TierGuard:
         else:
             figures.update(inflight=state.inflight, outcomes=dict(state.outcomes))
             figures.update(state.breaker.snapshot())
+            figures["hosts"] = state.breaker.hosts.snapshot(state.breaker.clock())
             order = state.order
             figures.update(
                 state=state.state_name,
@@ -108,7 +112,7 @@ class TierGuard:
 
 
 class ModelGuard:
-    __slots__ = ("exhausted", "exhausted_tickets", "failure", "name", "policy", "tiers")
+    __slots__ = ("calls", "exhausted", "exhausted_tickets", "failure", "name", "passing", "policy", "tiers")
 
     def __init__(self, policy: ModelPolicy, registry: StateRegistry) -> None:
         self.policy = policy
@@ -124,6 +128,10 @@ class ModelGuard:
         """Every tier refused: the built-in 503 (or gRPC UNAVAILABLE) naming the model, by why the
         first tier refused."""
         self.exhausted_tickets = {why: Ticket(decision, NO_TOKENS, 0.0) for why, decision in self.exhausted.items()}
+        self.calls = CallRule(policy.calls)
+        counter = registry.counter(self.name, NO_TIER, reasons.PASS_THROUGH)
+        self.passing = Ticket(Decision(self, None, reasons.PASS_THROUGH, counter, passing=True), NO_TOKENS, 0.0)
+        """The ticket of the model's requests that are not calls it judges (core/calls.py)."""
 
     def snapshot(self) -> dict[str, object]:
         """This model's entry in /v1/state."""
@@ -161,7 +169,7 @@ class Guard:
         self._matcher: Matcher[ModelGuard] = Matcher([(m.policy.match, m) for m in self.models])
         self._alone: dict[str, Matcher[ModelGuard]] = {m.name: Matcher([(m.policy.match, m)]) for m in self.models}
         self._nothing: Matcher[ModelGuard] = Matcher([])
-        self.header_names = self._matcher.header_names | canary_headers(policy)
+        self.header_names = self._matcher.header_names | canary_headers(policy) | CALL_HEADER_NAMES
         self.canaries: dict[str, CanaryGuard] = {
             model.name: model.tiers[0].canary for model in self.models if model.tiers[0].canary is not None
         }
@@ -181,6 +189,9 @@ class Guard:
         if model is None:
             self.unmatched.counter.value += 1
             return self._unmatched_ticket
+        if not model.calls.judged(headers):
+            model.passing.decision.counter.value += 1
+            return model.passing
         now = self.clock()
         why: str | None = None  # the refusal of the first tier that refused
         for tier in model.tiers:
@@ -218,12 +229,18 @@ class Guard:
         return ticket
 
     def record(
-        self, ticket: Ticket, status: int, grpc_status: int | None, answered_at: float | None = None
+        self,
+        ticket: Ticket,
+        status: int,
+        grpc_status: int | None,
+        answered_at: float | None = None,
+        host: str = NO_HOST,
     ) -> str | None:
         """Judge a response into every admitter of the ticket; returns the outcome.
 
         ``answered_at`` is when the response headers came, for a gRPC answer judged later on its
-        trailers; the latency is measured to it, not to the end of the stream.
+        trailers; the latency is measured to it, not to the end of the stream. ``host`` is the
+        upstream host that answered, as Envoy names it (core/hosts.py).
         """
         if ticket.done:
             return None
@@ -233,6 +250,7 @@ class Guard:
         outcome = classify(status, grpc_status, decision.failure)
         started = ticket.started
         latency = (self.clock() if answered_at is None else answered_at) - started
+        state.breaker.note_host(host, outcome == FAILURE, outcome == OVERLOAD, latency)
         for token in ticket.tokens:
             token.record(outcome, latency, started)
         state.inflight -= 1
@@ -260,6 +278,7 @@ class Guard:
             for tier in model.tiers:
                 found.extend(tier.decisions)
             found.extend(model.exhausted.values())
+            found.append(model.passing.decision)
         return found
 
     def tiers(self) -> list[TierGuard]:

@@ -11,6 +11,9 @@ HALF_OPEN_PROBE = "half_open_probe"
 """One of the few requests a half-open breaker lets through to test a tier."""
 FORCED = "forced"
 """Served lower down the ladder (or refused) because an operator forced a better tier open."""
+PASS_THROUGH = "pass_through"
+"""Not an inference call of the model (a readiness check, a metadata read): passed through
+unjudged, untagged (core/calls.py)."""
 CANARY = "canary"
 """Served by the new version of the first tier: the request's key is in the canary's share."""
 

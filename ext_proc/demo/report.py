@@ -82,6 +82,9 @@ class Summary:
     primary_share_at_end: float
     expectations: dict[str, bool] = field(default_factory=dict)
     canary: CanarySummary | None = None
+    scenario: str = "incident"
+    """The scenario played (scenario.SCENARIOS): ``bad_host`` has no whole-model fault, so only its
+    one-bad-host figures mean something, counted from the host's fault to the end of the run."""
 
     @property
     def passed(self) -> bool:
@@ -168,9 +171,11 @@ def summarize(
     protected: bool,
     end: float,
     canary_changes: Sequence[CanaryChange] | None = None,
+    scenario: str = "incident",
 ) -> Summary:
     """The run's figures and expectations; ``canary_changes`` None: the model has no canary (or no
-    modelguard judged it), so there are no canary figures."""
+    modelguard judged it), so there are no canary figures. ``scenario`` picks the expectations: the
+    incident's, or ``bad_host``'s (no trip, primary still serving, a healthy canary left alone)."""
     single = _event(events, "single_host_fault")
     whole = _event(events, "whole_model_fault")
     clear = _event(events, "fault_cleared")
@@ -210,8 +215,17 @@ def summarize(
         if settled
         else 0.0,
         primary_share_at_end=round(sum(served_by(s) == primary_label for s in tail) / len(tail), 3) if tail else 0.0,
+        scenario=scenario,
     )
-    if protected:
+    if protected and scenario == "bad_host":
+        summary.expectations = {
+            "no breaker trip while only one primary host is bad": summary.false_trips == 0,
+            "primary serves >= 90% in the last 10 s": summary.primary_share_at_end >= 0.9,
+        }
+        if canary_changes is not None:
+            summary.canary = canary.summarize(samples, canary_changes, model)
+            summary.expectations["the healthy v2 canary is not aborted"] = not summary.canary.aborted
+    elif protected:
         summary.expectations = {
             "no breaker trip while only one primary host is bad": summary.false_trips == 0,
             "breaker opens within 5 s of the whole-model fault": summary.fault_to_breaker_open_s is not None
@@ -302,10 +316,15 @@ def render_summary(summary: Summary) -> str:
     lines = [
         f"requests {summary.requests}, client-visible errors {summary.failed}",
         f"one bad primary host: {summary.single_host_fault_failed} client errors, {summary.false_trips} breaker trips",
-        f"whole-model fault: {summary.whole_fault_failed} of {summary.whole_fault_requests} requests failed "
-        f"for clients, p99 {summary.whole_fault_p99_ms:g} ms",
     ]
-    if summary.protected:
+    if summary.scenario == "bad_host":  # no whole-model fault: its figures would only say "never"
+        lines.append("(counted from the host's fault to the end of the run, the canary arm's errors left out)")
+    else:
+        lines.append(
+            f"whole-model fault: {summary.whole_fault_failed} of {summary.whole_fault_requests} requests failed "
+            f"for clients, p99 {summary.whole_fault_p99_ms:g} ms"
+        )
+    if summary.protected and summary.scenario != "bad_host":
         lines += [
             f"fault -> breaker open {seconds(summary.fault_to_breaker_open_s)}, "
             f"-> first light answer {seconds(summary.fault_to_first_light_s)}; light share while open "

@@ -2,10 +2,10 @@
 
 Starts, as separate processes on free 127.0.0.1 ports: 3 primary and 2 light model servers and
 the canary's v2 host, modelguard, Envoy (the reference config from envoy/envoy.yaml) and an
-open-loop load generator; then plays the scenario (scenario.py) by injecting faults into the model
-servers, prints a line per second while it runs (with the breaker's and the canary's states, as
-modelguard's admin port tells them), and ends with a timeline table, a JSON report and a PNG
-chart. Every process it started is stopped on the way out, Ctrl-C included.
+open-loop load generator; then plays a scenario (scenario.py: the incident, or ``bad_host``) by
+injecting faults into the model servers, prints a line per second while it runs (with the breaker's
+and the canary's states, as modelguard's admin port tells them), and ends with a timeline table, a
+JSON report and a PNG chart. Every process it started is stopped on the way out, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ class DemoOptions:
     extra_http_filters: tuple[dict[str, Any], ...] = ()
     """Envoy HTTP filters to add before the router, e.g. admission_control for a comparison."""
     chart: bool = True
+    scenario: str = "incident"
+    """Which script of scenario.SCENARIOS to play: ``incident`` or ``bad_host``."""
 
 
 @dataclass
@@ -81,6 +83,10 @@ class Demo:
         self.envoy: EnvoyProcess | None = None
         self.events: list[report.Event] = []
         self.polls: list[report.Poll] = []
+        self.outlier_stats: dict[str, int] = {}
+        """Envoy's outlier-detection counters of the primary cluster at the end of the load, e.g.
+        ``ejections_enforced_total``: the ejections, a host let back in and ejected again included
+        (the half-second polls of ``ejections_active`` miss a return that lasts a fraction of that)."""
         self.breaker = "closed" if options.with_modelguard else "n/a"
         self.phase = "normal"
         self.has_canary = False
@@ -93,6 +99,7 @@ class Demo:
     # -- the run ---------------------------------------------------------------------------
 
     async def run(self) -> int:
+        scenario.steps(self.options.scenario, self.options.duration)  # KeyError / ValueError before any start
         self.out.mkdir(parents=True, exist_ok=True)
         policy = load_policy(self.options.policy)
         tiers = [t.name for t in policy.model(MODEL).tiers]
@@ -195,6 +202,7 @@ class Demo:
             f"load: {options.rate:g} req/s for {options.duration:g} s "
             + ("with" if options.with_modelguard else "WITHOUT")
             + " modelguard"
+            + ("" if options.scenario == "incident" else f", scenario {options.scenario}")
         )
         async with aiohttp.ClientSession() as session:
             tasks = [
@@ -204,6 +212,7 @@ class Demo:
             try:
                 await self._live(loadgen, start)
                 await asyncio.wait_for(loadgen.wait(), 30.0)
+                self.outlier_stats = await self._outlier_stats(session)
             finally:
                 for task in tasks:
                     task.cancel()
@@ -215,7 +224,7 @@ class Demo:
         return start, start + options.duration
 
     async def _script(self, session: aiohttp.ClientSession, start: float) -> None:
-        for step in scenario.incident(self.options.duration):
+        for step in scenario.steps(self.options.scenario, self.options.duration):
             await asyncio.sleep(max(0.0, start + step.at - time.time()))
             await self._apply(session, step.faults)
             self.events.append(report.Event(time.time(), step.kind, step.label))
@@ -249,6 +258,22 @@ class Demo:
                 if self.has_canary:
                     await self._poll_canary(session)
             await asyncio.sleep(0.5)
+
+    async def _outlier_stats(self, session: aiohttp.ClientSession) -> dict[str, int]:
+        """The primary cluster's outlier-detection counters and gauges off Envoy's admin stats
+        ({} when Envoy does not answer)."""
+        assert self.envoy is not None
+        prefix = f"cluster.{PRIMARY_CLUSTER}.outlier_detection."
+        found: dict[str, int] = {}
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            url = f"{self.envoy.admin_url}/stats?filter=^{prefix.replace('.', '[.]')}"
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=5.0)) as response:
+                text = await response.text()
+            for line in text.splitlines():
+                name, _, value = line.partition(": ")
+                if name.startswith(prefix) and value.strip().isdigit():
+                    found[name.removeprefix(prefix)] = int(value)
+        return found
 
     async def _poll_canary(self, session: aiohttp.ClientSession) -> None:
         """The canary's state and weight (GET /v1/canary/<model>); a change is said as it is seen,
@@ -324,6 +349,7 @@ class Demo:
             protected,
             end,
             canary_changes=changes if self.has_canary else None,
+            scenario=self.options.scenario,
         )
         order = tiers if protected else [f"{t} (unprotected)" for t in ("primary", "light")]
         text = report.table(rows, order)
@@ -340,16 +366,22 @@ class Demo:
                     "rate": self.options.rate,
                     "policy": str(self.options.policy),
                     "with_modelguard": protected,
+                    "scenario": self.options.scenario,
                 },
                 "transitions": [{**asdict(t), "t": round(t.t - start, 3)} for t in transitions],
                 "canary_changes": [{**asdict(c), "t": round(c.t - start, 3)} for c in changes],
+                "outlier_detection": self.outlier_stats,
             },
         )
         if self.options.chart:
             title = "modelguard demo: recommender" + ("" if protected else " (WITHOUT modelguard)")
+            if self.options.scenario != "incident":
+                title += f", scenario {self.options.scenario}"
             chart.draw(self.out / "timeline.png", rows, self.events, start, order, title, changes)
         say("\n" + text + "\n")
         say(report.render_summary(summary))
+        if "ejections_enforced_total" in self.outlier_stats:
+            say(f"Envoy ejected a primary host {self.outlier_stats['ejections_enforced_total']} times")
         say(
             f"report: {self.out / 'report.json'}   chart: {self.out / 'timeline.png'}   "
             f"timeline: {self.out / 'timeline.md'}"

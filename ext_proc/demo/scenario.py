@@ -1,6 +1,7 @@
-"""The incident, as a script of fault injections on the model-server hosts.
+"""The demo's scenarios, as scripts of fault injections on the model-server hosts.
 
-Times are fractions of the run, so a shorter ``--duration`` keeps every phase:
+``incident`` (the default; times are fractions of the run, so a shorter ``--duration`` keeps every
+phase):
 
     0%    normal traffic: primary ~200 ms, light ~40 ms; a new version of the primary (v2, on
           canary-1) is rolled out to 10% of users by the policy's canary, and it is bad: 30% of its
@@ -13,10 +14,14 @@ Times are fractions of the run, so a shorter ``--duration`` keeps every phase:
           the rest take 3 s instead of 200 ms, on every primary host; modelguard's breaker
           opens, traffic steps down
     65%   the fault clears; half-open probes succeed; traffic returns to primary
+
+``bad_host``: only one primary host of three goes bad, long enough for Envoy to let it back in
+while it is still bad (times in seconds, from Envoy's outlier detection, see ``bad_host``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,3 +85,54 @@ def incident(duration: float) -> list[Step]:
             dict.fromkeys(PRIMARY_HOSTS),
         ),
     ]
+
+
+# envoy/envoy.yaml, the primary cluster's outlier_detection: a host that fails 5 times in a row is
+# ejected at once for base_ejection_time x (times ejected), at most max_ejection_time; the ejected
+# hosts are checked for return every interval.
+EJECTION_INTERVAL_S = 1.0
+BASE_EJECTION_S = 10.0
+
+BAD_HOST_AT = 1.0
+"""A second of normal traffic first."""
+BAD_HOST_BACK_IN_AT = BAD_HOST_AT + BASE_EJECTION_S + EJECTION_INTERVAL_S
+"""About when Envoy has let the still bad host back in: its first ejection (10 s) ends at an interval's
+check, up to 1 s later."""
+BAD_HOST_CLEARED_AT = BAD_HOST_BACK_IN_AT + 4.0
+"""Inside the second ejection (until about 32-33 s), with room for a first ejection a second late."""
+BAD_HOST_BACK_HEALTHY_AT = BAD_HOST_BACK_IN_AT + 2 * BASE_EJECTION_S + EJECTION_INTERVAL_S
+"""About when Envoy lets the (by then healthy) host back in, after its second ejection (2 x 10 s)."""
+BAD_HOST_DURATION = BAD_HOST_BACK_HEALTHY_AT + 3.0
+"""The load's length for ``bad_host`` (36 s): a few seconds of three healthy hosts at the end."""
+
+
+def bad_host(duration: float) -> list[Step]:
+    """One bad primary host of three, and Envoy letting it back in while it is still bad.
+
+    primary-1 answers 503 from ``BAD_HOST_AT`` (1 s): Envoy retries its calls on the other hosts
+    and ejects it after 5 failures in a row (its 503s come after its usual ~200 ms, and calls already
+    sent to it fail too: within about a second, some 10-30 calls at 100-200 req/s), for
+    ``BASE_EJECTION_S`` (10 s). At the first interval check after that (about 11-13 s) Envoy lets
+    it back in, still bad: its next calls fail again (each retried elsewhere) until it is ejected a
+    second time, now for 2 x 10 s. That return is the moment a breaker could count the host's
+    failures as the model's; nothing else is wrong (no whole-model fault, the canary's v2 stays
+    healthy), so any primary breaker trip is a false one. The host is cleared at 16 s, inside its
+    second ejection, and comes back healthy by about 33 s; the load runs ``BAD_HOST_DURATION``
+    (36 s). Times are seconds, not fractions: they follow Envoy's ejection times, not the run's
+    length, so ``duration`` only has to leave room for every step (ValueError otherwise)."""
+    if duration <= BAD_HOST_CLEARED_AT:
+        raise ValueError(f"the bad_host scenario needs more than {BAD_HOST_CLEARED_AT:g} s of load, got {duration:g}")
+    return [
+        Step(BAD_HOST_AT, "single_host_fault", "primary-1 fails (503)", {"primary-1": BAD_HOST}),
+        Step(BAD_HOST_CLEARED_AT, "single_host_cleared", "primary-1 healthy again", {"primary-1": None}),
+    ]
+
+
+SCENARIOS: dict[str, Callable[[float], list[Step]]] = {"incident": incident, "bad_host": bad_host}
+DEFAULT_DURATION: dict[str, float] = {"incident": 80.0, "bad_host": BAD_HOST_DURATION}
+"""Each scenario's load length when none is given."""
+
+
+def steps(name: str, duration: float) -> list[Step]:
+    """The named scenario's steps for a load of ``duration`` seconds (KeyError: no such scenario)."""
+    return SCENARIOS[name](duration)

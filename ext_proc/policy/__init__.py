@@ -17,8 +17,10 @@ from ext_proc.policy.limits import (
 from ext_proc.policy.loading import load_policy, parse_policy
 from ext_proc.policy.model import (
     BUCKETS,
+    INFERENCE_PATHS,
     RESERVED_LABELS,
     BreakerSettings,
+    Calls,
     Canary,
     Exclude,
     FailureSettings,
@@ -35,6 +37,7 @@ from ext_proc.policy.reader import build_policy
 
 __all__ = [
     "BUCKETS",
+    "INFERENCE_PATHS",
     "MAX_DEPTH",
     "MAX_ERRORS",
     "MAX_FILE_BYTES",
@@ -45,6 +48,7 @@ __all__ = [
     "MAX_WINDOW_CALLS",
     "RESERVED_LABELS",
     "BreakerSettings",
+    "Calls",
     "Canary",
     "Exclude",
     "FailureSettings",

@@ -30,3 +30,5 @@ MAX_ERRORS = 100
 """Errors kept for the message; the rest are counted. 10,000 broken models must not print a million lines."""
 MAX_EXCLUDED_VALUES = 64
 """Values a canary's ``exclude`` lists: a set lookup per request, whatever its size."""
+MAX_CALL_PATHS = 64
+"""Path endings (and methods) of a model's inference calls."""

@@ -71,6 +71,8 @@ class BreakerSettings:
     max_probe_duration: float = 10.0
     """A probe held longer than this counts as a slow failure; the reader defaults it to
     slow_call_duration."""
+    min_failing_hosts: int = 2
+    """Hosts a verdict's evidence must come from, or every host seen if fewer (core/hosts.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,34 @@ class FailureSettings:
             GRPC_STATUS_CODES[name] for name in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL")
         )
     )
+
+
+INFERENCE_PATHS = frozenset(
+    {
+        "/infer",  # KServe v2 / Triton: /v2/models/NAME[/versions/N]/infer
+        "/generate",  # the v2 generate extension (Triton, LLM servers)
+        "/generate_stream",
+        ":predict",  # KServe v1 (TensorFlow Serving's REST): /v1/models/NAME:predict
+        "/v1/chat/completions",  # OpenAI-compatible servers (vLLM, TGI, ...)
+        "/v1/completions",
+        "/v1/embeddings",
+    }
+)
+"""Path endings of inference calls by default (README, "Which calls are judged")."""
+
+
+@dataclass(frozen=True, slots=True)
+class Calls:
+    """Which of a model's requests are calls its breakers judge: readiness, metadata and health
+    checks answer 200 while every inference fails, so judging them would hide a broken model."""
+
+    judge: str = "inference"
+    """``inference``: only calls matching ``methods`` and ``paths`` (and gRPC calls); ``all``: every
+    request of the model, as before calls were told apart."""
+    methods: frozenset[str] = frozenset({"POST"})
+    paths: frozenset[str] = INFERENCE_PATHS
+    """Endings of the normalized path (query left off) of an HTTP inference call; any gRPC call
+    is one."""
 
 
 BUCKETS = 10_000
@@ -140,6 +170,7 @@ class ModelPolicy:
     breaker: BreakerSettings
     failure: FailureSettings
     canary: Canary | None = None
+    calls: Calls = field(default_factory=Calls)
 
 
 @dataclass(frozen=True, slots=True)

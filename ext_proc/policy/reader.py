@@ -30,7 +30,7 @@ from ext_proc.policy.model import (
     Tier,
 )
 from ext_proc.policy.sections import Collector, Node, Section, kind_of, merged
-from ext_proc.policy.tables import BREAKER, CANARY, FAILURE, RESPOND
+from ext_proc.policy.tables import BREAKER, CALLS, CANARY, FAILURE, RESPOND
 from ext_proc.protocol.paths import covering_prefixes, normalize_path
 
 S = TypeVar("S")
@@ -98,11 +98,12 @@ class _Reader(Collector):
 
     def defaults(self, raw: object) -> Node | None:
         """Checked once here, so that a mistake in defaults is reported once, at its own path."""
-        found = self.mapping(raw, "defaults", {"breaker", "failure"})
+        found = self.mapping(raw, "defaults", {"breaker", "failure", "calls"})
         before = self.count
         if found is not None:
             self.settings(found.get("breaker"), "defaults.breaker", BREAKER)
             self.settings(found.get("failure"), "defaults.failure", FAILURE)
+            self.settings(found.get("calls"), "defaults.calls", CALLS)
         return found if found is not None and self.count == before else None
 
     def model_list(self, root: Node) -> list[object] | None:
@@ -137,7 +138,7 @@ class _Reader(Collector):
         claimed.setdefault(key, (index, model.name))
 
     def model(self, raw: object, path: str, defaults: Node) -> ModelPolicy | None:
-        node = self.mapping(raw, path, {"name", "match", "tiers", "breaker", "failure", "canary"})
+        node = self.mapping(raw, path, {"name", "match", "tiers", "breaker", "failure", "canary", "calls"})
         if node is None:
             return None
         name = self.name(node.get("name"), f"{path}.name")
@@ -146,11 +147,12 @@ class _Reader(Collector):
         breaker = self.breaker(defaults.get("breaker"), node.get("breaker"), f"{path}.breaker")
         failure = self.failure(defaults.get("failure"), node.get("failure"), f"{path}.failure")
         canary = self.canary(node["canary"], f"{path}.canary", tiers) if "canary" in node else None
-        if name is None or match is None or tiers is None or breaker is None or failure is None:
+        calls = self.settings(merged(CALLS, defaults.get("calls"), node.get("calls")), f"{path}.calls", CALLS)
+        if name is None or match is None or tiers is None or breaker is None or failure is None or calls is None:
             return None
         if "canary" in node and canary is None:
             return None
-        return ModelPolicy(name, match, tiers, breaker, failure, canary)
+        return ModelPolicy(name, match, tiers, breaker, failure, canary, calls)
 
     def canary(self, raw: object, path: str, tiers: tuple[Tier, ...] | None) -> Canary | None:
         """The canary of a model's first tier, which must be routed, to another route than any tier's."""

@@ -18,13 +18,14 @@ from ext_proc.policy.fields import (
     HttpStatus,
     Integer,
     Number,
+    OneOf,
     Percent,
     Ratio,
     Text,
     TextSet,
 )
-from ext_proc.policy.limits import MAX_EXCLUDED_VALUES, MAX_WINDOW_CALLS
-from ext_proc.policy.model import BreakerSettings, Canary, Exclude, FailureSettings, Guardrails, Ramp, Respond
+from ext_proc.policy.limits import MAX_CALL_PATHS, MAX_EXCLUDED_VALUES, MAX_WINDOW_CALLS
+from ext_proc.policy.model import BreakerSettings, Calls, Canary, Exclude, FailureSettings, Guardrails, Ramp, Respond
 from ext_proc.policy.sections import Exclusive, Nested, Rule, Section, Values
 
 _CONTENT_TYPE_PATTERN = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,254}[\x21-\x7e])?")
@@ -78,6 +79,7 @@ BREAKER = Section(
         "max_open_duration": Duration(0.01, 86400.0),
         "half_open_probes": Integer(1, 1000),
         "jitter": Ratio(allow_zero=True),
+        "min_failing_hosts": Integer(1, 1000),
     },
     exclusive=(
         Exclusive(
@@ -155,4 +157,23 @@ CANARY = Section(
         "ramp": _RAMP,
     },
     rules=(Rule("route", _route_required), Rule("ramp", _ramp_reaches_weight)),
+)
+
+
+CALLS = Section(
+    Calls,
+    {
+        "judge": OneOf({"inference": "inference", "all": "all"}),
+        "methods": TextSet(
+            Text(re.compile(r"[A-Z]{1,16}"), "must be an HTTP method in capitals, such as POST"), MAX_CALL_PATHS
+        ),
+        "paths": TextSet(
+            Text(
+                re.compile(r"[/:][\x21-\x22\x24-\x3e\x40-\x7e]{0,255}"),
+                "must be a path ending starting with '/' or ':', such as /infer: at most 256 visible ASCII"
+                " characters, without '?' or '#'",
+            ),
+            MAX_CALL_PATHS,
+        ),
+    },
 )

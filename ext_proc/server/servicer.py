@@ -28,6 +28,7 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
 from google.protobuf.message import DecodeError
 
 from ext_proc.core.guard import Decision, Guard, Ticket
+from ext_proc.core.hosts import NO_HOST
 from ext_proc.observe.log_budget import LogBudget
 from ext_proc.protocol.headers import CONTENT_TYPE, GRPC_CONTENT_TYPE, GRPC_STATUS, MODEL_SCOPE, PREFIX, STATUS
 from ext_proc.server import wire
@@ -39,6 +40,10 @@ log = logging.getLogger("modelguard.server")
 
 _RESPONSE_HEADER_NAMES = frozenset({STATUS, GRPC_STATUS, CONTENT_TYPE})
 _TRAILER_NAMES = frozenset({GRPC_STATUS})
+ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
+"""Where Envoy puts the attributes it was told to send (ProcessingRequest.attributes)."""
+UPSTREAM_ADDRESS = "upstream.address"
+"""The attribute naming the upstream host that answered: host-aware judgement (core/hosts.py)."""
 CANCEL_WINDOW = 0.01
 """How long a stream whose gRPC answer awaits its grpc-status waits, at its end, to tell a
 cancel from a half-close. grpc.aio returns EOF from read() for both; a cancel is delivered as
@@ -117,7 +122,7 @@ class ExtProcServicer:
         plan = self.plan
         guard = plan.guard
         ticket: Ticket | None = None
-        pending: tuple[int, float] | None = None  # gRPC answer whose grpc-status is still to come
+        pending: tuple[int, float, str] | None = None  # gRPC answer whose grpc-status is still to come
         try:
             scope = self._scope(plan, context) if plan.scoped else None
             while True:
@@ -157,7 +162,7 @@ class ExtProcServicer:
                 elif phase == "response_trailers":
                     if ticket is not None and pending is not None:
                         grpc_status = _grpc_status(_read(request.response_trailers.trailers, _TRAILER_NAMES))
-                        guard.record(ticket, pending[0], grpc_status, pending[1])
+                        guard.record(ticket, pending[0], grpc_status, pending[1], pending[2])
                         pending = None
                         return
                     await context.write(wire.EMPTY_RESPONSE_TRAILERS)
@@ -182,7 +187,7 @@ class ExtProcServicer:
         finally:
             if ticket is not None:
                 if pending is not None:
-                    guard.record(ticket, pending[0], None, pending[1])
+                    guard.record(ticket, pending[0], None, pending[1], pending[2])
                 else:
                     guard.release(ticket)
 
@@ -237,8 +242,8 @@ class ExtProcServicer:
             return ticket, wire.with_removals(answers.request_message, spoofed), last
         return ticket, answers.request_http, last
 
-    def _on_response(self, guard: Guard, ticket: Ticket, request: ProcessingRequest) -> tuple[int, float] | None:
-        """Record the outcome now, or return (status, time) when grpc-status comes in trailers."""
+    def _on_response(self, guard: Guard, ticket: Ticket, request: ProcessingRequest) -> tuple[int, float, str] | None:
+        """Record the outcome now, or return (status, time, host) when grpc-status comes in trailers."""
         values = _read(request.response_headers.headers, _RESPONSE_HEADER_NAMES)
         try:
             status = int(values.get(STATUS, ""))
@@ -253,8 +258,8 @@ class ExtProcServicer:
             and values.get(CONTENT_TYPE, "").startswith(GRPC_CONTENT_TYPE)
             and not request.response_headers.end_of_stream
         ):
-            return status, guard.clock()
-        guard.record(ticket, status, grpc_status)
+            return status, guard.clock(), _host(request)
+        guard.record(ticket, status, grpc_status, None, _host(request))
         return None
 
 
@@ -271,6 +276,16 @@ def _read(header_map: Any, names: frozenset[str]) -> dict[str, str]:
         if key in names:
             values[key] = _text(header)
     return values
+
+
+def _host(request: ProcessingRequest) -> str:
+    """The upstream host that answered, from the attributes Envoy sends with the response headers
+    (``response_attributes: [upstream.address]`` in envoy/envoy.yaml); NO_HOST without them."""
+    attributes = request.attributes.get(ATTRIBUTES_KEY)
+    if attributes is None:
+        return NO_HOST
+    address = attributes.fields.get(UPSTREAM_ADDRESS)
+    return NO_HOST if address is None else str(address.string_value)
 
 
 def _grpc_status(values: dict[str, str]) -> int | None:

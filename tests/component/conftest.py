@@ -61,11 +61,19 @@ def header_map(headers: dict[str, str | bytes]) -> HeaderMap:
 
 
 def request_headers(headers: dict[str, str | bytes], end_of_stream: bool = True) -> ProcessingRequest:
-    return ProcessingRequest(request_headers=HttpHeaders(headers=header_map(headers), end_of_stream=end_of_stream))
+    """Request headers as Envoy sends them: with a ``:method`` (POST, an inference call's, unless given)."""
+    with_method: dict[str, str | bytes] = {":method": "POST", **headers}
+    return ProcessingRequest(request_headers=HttpHeaders(headers=header_map(with_method), end_of_stream=end_of_stream))
 
 
-def response_headers(headers: dict[str, str | bytes], end_of_stream: bool = False) -> ProcessingRequest:
-    return ProcessingRequest(response_headers=HttpHeaders(headers=header_map(headers), end_of_stream=end_of_stream))
+def response_headers(
+    headers: dict[str, str | bytes], end_of_stream: bool = False, host: str | None = None
+) -> ProcessingRequest:
+    """Response headers; with ``host``, the ``upstream.address`` attribute Envoy sends with them."""
+    message = ProcessingRequest(response_headers=HttpHeaders(headers=header_map(headers), end_of_stream=end_of_stream))
+    if host is not None:
+        message.attributes["envoy.filters.http.ext_proc"].fields["upstream.address"].string_value = host
+    return message
 
 
 def set_headers(response: ProcessingResponse, phase: str = "request_headers") -> dict[str, str]:
@@ -90,6 +98,7 @@ class Harness:
         headers: dict[str, str | bytes],
         status: int | None = 200,
         extra: dict[str, str | bytes] | None = None,
+        host: str | None = None,
     ) -> tuple[ProcessingResponse, ProcessingResponse | None]:
         """One HTTP request's stream, as Envoy drives it: request headers, then (unless status is
         None, or modelguard ended the stream with its first answer) response headers. Returns the
@@ -109,7 +118,7 @@ class Harness:
         second: ProcessingResponse | None = None
         if status is not None:
             sent = {":status": str(status), **(extra or {})}
-            await call.write(response_headers(sent))
+            await call.write(response_headers(sent, host=host))
             awaits_trailers = "grpc-status" not in sent and str(sent.get("content-type", "")).startswith(
                 "application/grpc"
             )
@@ -123,9 +132,9 @@ class Harness:
         assert await call.read() is grpc.aio.EOF
         return first, second
 
-    async def request(self, status: int = 200, path: str = REC_PATH) -> tuple[str, str]:
+    async def request(self, status: int = 200, path: str = REC_PATH, host: str | None = None) -> tuple[str, str]:
         """Send one request for the recommender; returns (tier, reason) as set on the request."""
-        first, _ = await self.exchange({":path": path, ":authority": "gw"}, status)
+        first, _ = await self.exchange({":path": path, ":authority": "gw"}, status, host=host)
         if first.HasField("immediate_response"):
             tier = {h.header.key: h.header.raw_value.decode() for h in first.immediate_response.headers.set_headers}
             return tier["x-modelguard-tier"], tier["x-modelguard-reason"]

@@ -318,7 +318,7 @@ async def test_a_restart_on_the_same_state_directory_meets_the_first_request_for
     await first.stop(0)
     second, _, _ = await start_admin(DirectoryStore(tmp_path))
     try:
-        ticket = second.guard.decide({":path": "/v2/models/recommender/infer"})
+        ticket = second.guard.decide({":method": "POST", ":path": "/v2/models/recommender/infer"})
         assert (ticket.decision.tier_name, ticket.decision.reason) == ("light", "forced")
     finally:
         await second.stop(0)

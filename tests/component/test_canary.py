@@ -75,7 +75,7 @@ class World:
         return await stub(request, metadata=metadata, timeout=5)
 
     async def serve(self, user: str, status: int = 200) -> dict[str, str]:
-        first, _ = await self.harness.exchange({":path": PATH, "x-user-id": user}, status)
+        first, _ = await self.harness.exchange({":method": "POST", ":path": PATH, "x-user-id": user}, status)
         self.harness.clock.advance(0.01)
         return set_headers(first)
 
@@ -121,13 +121,15 @@ async def test_canary_keys_get_the_canary_route_and_the_arm_header_stable_keys_t
         "rec-v2", "canary", "canary",
     )  # fmt: skip
     assert (stable["x-modelguard-route"], stable["x-modelguard-arm"]) == ("rec-v1", "stable")
-    other, _ = await world.harness.exchange({":path": "/v2/models/ranker/infer", "x-user-id": IN_CANARY[0]})
+    other, _ = await world.harness.exchange(
+        {":method": "POST", ":path": "/v2/models/ranker/infer", "x-user-id": IN_CANARY[0]}
+    )
     assert "x-modelguard-arm" not in set_headers(other)  # no canary, no arm
 
 
 async def test_a_spoofed_arm_header_is_removed_and_the_key_decides(world: World) -> None:
     first, _ = await world.harness.exchange(
-        {":path": PATH, "x-user-id": IN_STABLE[0], "x-modelguard-arm": "canary"}, 200
+        {":method": "POST", ":path": PATH, "x-user-id": IN_STABLE[0], "x-modelguard-arm": "canary"}, 200
     )
     assert set_headers(first)["x-modelguard-arm"] == "stable"
     assert "x-modelguard-arm" in first.request_headers.response.header_mutation.remove_headers
@@ -257,8 +259,12 @@ async def test_a_guardrail_abort_the_store_cannot_keep_holds_and_is_logged_once(
     guard = service.guard
     for round_ in range(200):
         for user in IN_STABLE[:9]:
-            guard.record(guard.decide({":path": PATH, "x-user-id": user}), 200, None)
-        guard.record(guard.decide({":path": PATH, "x-user-id": IN_CANARY[round_]}), 503 if round_ % 2 else 200, None)
+            guard.record(guard.decide({":method": "POST", ":path": PATH, "x-user-id": user}), 200, None)
+        guard.record(
+            guard.decide({":method": "POST", ":path": PATH, "x-user-id": IN_CANARY[round_]}),
+            503 if round_ % 2 else 200,
+            None,
+        )
         if run.state.value == "aborted":
             break
     assert run.state.value == "aborted"

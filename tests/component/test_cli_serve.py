@@ -27,6 +27,11 @@ from tests.component.conftest import serve_command
 from tests.component.log_lines import LogLines
 from tests.tls_certs import KeyPair, Pki, make_pki
 
+INFER_HEADERS = [
+    HeaderValue(key=":method", raw_value=b"POST"),
+    HeaderValue(key=":path", raw_value=b"/v2/models/recommender/infer"),
+]
+
 
 def read_serving_line(process: subprocess.Popen[str], timeout: float = 20.0) -> dict[str, object]:
     assert process.stderr is not None
@@ -44,11 +49,7 @@ def read_serving_line(process: subprocess.Popen[str], timeout: float = 20.0) -> 
 def exchange_over_grpc(port: int) -> tuple[ProcessingResponse, ...]:
     """One routed request's stream, as Envoy drives it: request headers, then response headers."""
     messages = [
-        ProcessingRequest(
-            request_headers=HttpHeaders(
-                headers=HeaderMap(headers=[HeaderValue(key=":path", raw_value=b"/v2/models/recommender/infer")])
-            )
-        ),
+        ProcessingRequest(request_headers=HttpHeaders(headers=HeaderMap(headers=INFER_HEADERS))),
         ProcessingRequest(
             response_headers=HttpHeaders(headers=HeaderMap(headers=[HeaderValue(key=":status", raw_value=b"200")]))
         ),
@@ -185,11 +186,7 @@ def tls_decision(port: int, pki: Pki, client: KeyPair | None) -> str:
     """The tier of one request over a new TLS connection (client: the certificate to present)."""
     cert, key = client.read() if client is not None else (None, None)
     credentials = grpc.ssl_channel_credentials(pki.ca.pem, private_key=key, certificate_chain=cert)
-    message = ProcessingRequest(
-        request_headers=HttpHeaders(
-            headers=HeaderMap(headers=[HeaderValue(key=":path", raw_value=b"/v2/models/recommender/infer")])
-        )
-    )
+    message = ProcessingRequest(request_headers=HttpHeaders(headers=HeaderMap(headers=INFER_HEADERS)))
     options = [("grpc.use_local_subchannel_pool", 1)]
     with grpc.secure_channel(f"127.0.0.1:{port}", credentials, options=options) as channel:
         call = ext_proc_grpc.ExternalProcessorStub(channel).Process(iter([message]), timeout=10)
@@ -276,11 +273,7 @@ def test_a_second_sigterm_while_draining_is_logged_and_the_drain_keeps_its_grace
     release = threading.Event()
 
     def held_open() -> Iterator[ProcessingRequest]:
-        yield ProcessingRequest(
-            request_headers=HttpHeaders(
-                headers=HeaderMap(headers=[HeaderValue(key=":path", raw_value=b"/v2/models/recommender/infer")])
-            )
-        )
+        yield ProcessingRequest(request_headers=HttpHeaders(headers=HeaderMap(headers=INFER_HEADERS)))
         release.wait(15)  # the stream stays open, as a request waiting for its response would
 
     try:

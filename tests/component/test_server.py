@@ -138,8 +138,8 @@ async def test_respond_tier_gives_grpc_clients_a_grpc_status(harness: Harness) -
 
 async def test_all_tiers_refusing_gives_the_builtin_503(harness: Harness) -> None:
     for _ in range(2):
-        await harness.exchange({":path": "/predict", ":authority": "ranker.models:8080"}, 503)
-    first, _ = await harness.exchange({":path": "/predict", ":authority": "ranker.models"}, 200)
+        await harness.exchange({":path": "/v2/models/ranker/infer", ":authority": "ranker.models:8080"}, 503)
+    first, _ = await harness.exchange({":path": "/v2/models/ranker/infer", ":authority": "ranker.models"}, 200)
     immediate = first.immediate_response
     assert immediate.status.code == 503
     assert json.loads(immediate.body)["model"] == "ranker"
@@ -343,9 +343,11 @@ async def test_empty_message_and_repeated_headers_are_rejected(harness: Harness)
 
 
 async def test_odd_header_values_do_not_break_the_stream(harness: Harness) -> None:
-    huge = "/v2/models/recommender/" + "a" * 1_000_000
+    huge = "/v2/models/recommender/" + "a" * 1_000_000 + "/infer"
     assert await harness.request(200, path=huge) == ("primary", "ok")
-    first, _ = await harness.exchange({":path": b"/v2/models/recommender/\xff\xfe", ":authority": b"\xc3\x28"}, 200)
+    first, _ = await harness.exchange(
+        {":path": b"/v2/models/recommender/\xff\xfe/infer", ":authority": b"\xc3\x28"}, 200
+    )
     assert set_headers(first)["x-modelguard-tier"] == "primary"
     first, second = await harness.exchange({":path": b"\xff" * 64}, 200)
     assert first.HasField("request_headers") and second is None  # unmatched: passed on untouched
@@ -489,3 +491,21 @@ async def test_a_stream_scoped_to_a_model_leaves_other_models_requests_alone(har
         answer, ended = await scoped_stream(harness, scope)
         assert "x-modelguard-route" not in set_headers(answer) and ended, "another's: untouched, nothing judged"
     assert harness.service.servicer.errors.counts.get("unknown_model_scope") == 1
+
+
+async def test_the_host_envoy_names_decides_whose_failures_they_are(harness: Harness) -> None:
+    """Envoy's upstream.address attribute on the response: one host's failures are Envoy's to eject,
+    the same failures from two hosts are the model's."""
+    hosts = ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"]
+    for host in hosts:
+        assert await harness.request(200, host=host) == ("primary", "ok")
+    for _ in range(6):  # 6 failures of 9 calls: over failure_rate 0.5, all from one host
+        assert await harness.request(503, host=hosts[0]) == ("primary", "ok")
+    assert await harness.request(200, host=hosts[1]) == ("primary", "ok")
+    state = harness.service.registry.get("recommender", "primary")
+    assert state is not None
+    snapshot = state.breaker.hosts.snapshot(harness.clock())
+    assert snapshot[hosts[0]]["failures"] == 6 and snapshot[hosts[1]]["calls"] == 2
+    tiers = [(await harness.request(503, host=hosts[1]))[0] for _ in range(3)]
+    assert tiers == ["primary", "primary", "light"]  # host 2 at 2 failures of 4: it crosses 0.5 too
+    assert state.breaker.state.value == "open"

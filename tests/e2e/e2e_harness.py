@@ -275,10 +275,15 @@ class Sample:
         return self.status == 200 and self.server == "light" and self.tier == "light" and self.degraded == "true"
 
 
+def infer(url: str, headers: Mapping[str, str] | None = None, timeout: float = 2.0) -> processes.HttpResult:
+    """An inference call (a POST with a JSON body): what modelguard judges."""
+    return http_request(url, method="POST", headers=headers, body=b"{}", timeout=timeout)
+
+
 def send_sample(url: str, headers: Mapping[str, str] | None = None, timeout: float = 2.0) -> Sample:
     t0 = time.monotonic()
     try:
-        res = http_request(url, headers=headers, timeout=timeout)
+        res = infer(url, headers=headers, timeout=timeout)
     except (OSError, http.client.HTTPException) as exc:
         return Sample(t0, time.monotonic() - t0, 0, None, None, None, repr(exc))
     server: str | None = None

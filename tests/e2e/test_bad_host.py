@@ -81,6 +81,10 @@ def test_one_bad_replica_is_hidden_and_ejected(
     assert light.request_count == 0
     assert modelguard.tier_state(MODEL, "primary") == "closed"
     tiers = modelguard.state()["models"][MODEL]["tiers"]["primary"]
+    # Envoy names the host that answered (response_attributes in envoy/envoy.yaml): modelguard sees
+    # the healthy replicas one by one, so a run of one host's failures could not open the breaker.
+    hosts = tiers["hosts"]
+    assert {f"127.0.0.1:{g.port}" for g in good} <= set(hosts) <= {f"127.0.0.1:{u.port}" for u in (*good, bad)}, hosts
 
     stats = envoy.stats(r"cluster\.recommender-resnet50\.(outlier_detection|upstream_rq_retry)")
     with capsys.disabled():

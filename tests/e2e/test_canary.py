@@ -82,7 +82,7 @@ class Load:
         while not self._stop.is_set() and time.monotonic() < deadline:
             user = rng.choice(USERS)
             try:
-                connection.request("GET", parts.path, headers={"x-user-id": user})
+                connection.request("POST", parts.path, body=b"{}", headers={"x-user-id": user})
                 response = connection.getresponse()
                 response.read()
                 call = Call(time.time(), user, response.status, response.getheader("x-modelguard-arm"))

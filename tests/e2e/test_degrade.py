@@ -26,7 +26,6 @@ from ext_proc.processes import (
     EnvoyProcess,
     HttpResult,
     ModelguardProcess,
-    http_request,
     wait_for,
 )
 from tests.e2e.e2e_harness import (
@@ -38,6 +37,7 @@ from tests.e2e.e2e_harness import (
     Traffic,
     Upstream,
     free_port,
+    infer,
     model_cluster_ports,
     running_traffic,
     send_sample,
@@ -271,7 +271,7 @@ def test_ladder_ends_in_immediate_response(
     envoy = envoy_factory(model_cluster_ports(modelguard.grpc_port, [primary.port], [light.port]))
     answers: list[HttpResult] = []
     for _ in range(40):
-        res = http_request(envoy.url + MODEL_PATH)
+        res = infer(envoy.url + MODEL_PATH)
         answers.append(res)
         if res.headers.get("x-modelguard-tier") == "default":
             break
@@ -285,6 +285,6 @@ def test_ladder_ends_in_immediate_response(
 
     served = primary.request_count + light.request_count
     for _ in range(5):
-        res = http_request(envoy.url + MODEL_PATH)
+        res = infer(envoy.url + MODEL_PATH)
         assert res.status == 200 and res.headers.get("x-modelguard-tier") == "default"
     assert primary.request_count + light.request_count == served

@@ -16,6 +16,7 @@ from tests.e2e.e2e_harness import (
     Traffic,
     Upstream,
     free_port,
+    infer,
     model_cluster_ports,
     running_traffic,
     send_sample,
@@ -52,7 +53,7 @@ def test_requests_succeed_when_modelguard_is_down(
                 body=b'{"inputs": []}',
             )
         else:
-            res = http_request(envoy.url + MODEL_PATH)
+            res = infer(envoy.url + MODEL_PATH)
         assert res.status == 200, res
         assert res.json()["server"] == "primary"
         # Nothing tagged the response: modelguard never saw it.
@@ -86,7 +87,7 @@ def test_client_cannot_pick_a_tier_while_modelguard_is_down(
         "x-modelguard-reason": "forged",
     }
     for _ in range(5):
-        res = http_request(envoy.url + MODEL_PATH, headers=forged)
+        res = infer(envoy.url + MODEL_PATH, headers=forged)
         assert res.status == 200
         assert res.json()["server"] == "primary"
     assert light.request_count == 0
@@ -140,7 +141,7 @@ def test_config_without_ext_proc_serves_the_default_route(
         without_ext_proc=True,
     )
     for _ in range(9):
-        res = http_request(envoy.url + MODEL_PATH)
+        res = infer(envoy.url + MODEL_PATH)
         assert res.status == 200, res
         assert res.json()["server"] == "primary"
         assert "x-modelguard-tier" not in res.headers

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from ext_proc import cli
-from ext_proc.processes import ModelguardProcess, http_request, validate_envoy_config, wait_for
-from tests.e2e.e2e_harness import EXAMPLE_POLICY, MODEL_PATH, EnvoyFactory, Upstream
+from ext_proc.processes import ModelguardProcess, validate_envoy_config, wait_for
+from tests.e2e.e2e_harness import EXAMPLE_POLICY, MODEL_PATH, EnvoyFactory, Upstream, infer
 from tests.e2e.istio_mesh import GATEWAY, MODELGUARD_CLUSTER, SIDECAR, Mesh, mesh_bootstrap, subset_cluster
 
 pytestmark = pytest.mark.e2e
@@ -55,7 +55,7 @@ def test_every_envoy_filter_fragment_validates_where_istio_puts_it(mesh: Mesh, e
 
 
 def ask(envoy_url: str, host: str, path: str = MODEL_PATH, headers: dict[str, str] | None = None) -> Any:
-    return http_request(envoy_url + path, headers={"host": host, **(headers or {})})
+    return infer(envoy_url + path, headers={"host": host, **(headers or {})})
 
 
 def test_sidecar_filters_carry_traffic_through_modelguard(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ext_proc.processes import EnvoyProcess, ModelguardProcess, http_request
-from tests.e2e.e2e_harness import EXAMPLE_POLICY, MODEL_PATH, EnvoyFactory, Upstream, model_cluster_ports
+from tests.e2e.e2e_harness import EXAMPLE_POLICY, MODEL_PATH, EnvoyFactory, Upstream, infer, model_cluster_ports
 from tests.unit.istio.monitoring_queries import ENVOY_PREFIX, Sample, samples, used_metric_names
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +51,7 @@ def test_every_envoy_series_the_dashboard_and_alerts_read_is_exported(
     assert {name: total(start, name) for name in wanted} == dict.fromkeys(wanted, 0.0)
 
     # Through modelguard: its answer tags the response, and nothing fails open.
-    res = http_request(envoy.url + MODEL_PATH)
+    res = infer(envoy.url + MODEL_PATH)
     assert res.status == 200 and res.headers.get("x-modelguard-tier") == "primary", res
     guarded = prometheus_stats(envoy)
     assert total(guarded, EXT_PROC + "streams_started") == 1
@@ -61,7 +61,7 @@ def test_every_envoy_series_the_dashboard_and_alerts_read_is_exported(
     # modelguard gone: requests still succeed, untagged, and the fail-open counters say so.
     modelguard.stop()
     for _ in range(3):
-        res = http_request(envoy.url + MODEL_PATH)
+        res = infer(envoy.url + MODEL_PATH)
         assert res.status == 200 and "x-modelguard-tier" not in res.headers, res
     after = prometheus_stats(envoy)
     assert wanted - {sample.name for sample in after} == set()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ext_proc.processes import ModelguardProcess, http_request, validate_envoy_config
+from ext_proc.processes import ModelguardProcess, validate_envoy_config
 from tests.e2e.e2e_harness import (
     EXAMPLE_POLICY,
     MODEL_PATH,
@@ -20,6 +20,7 @@ from tests.e2e.e2e_harness import (
     EnvoyFactory,
     Upstream,
     free_port,
+    infer,
     model_cluster_ports,
 )
 
@@ -73,7 +74,7 @@ def test_readme_wiring_in_real_envoy(
     # modelguard down: every request fails open to the catch-all, whatever the client sent.
     down = envoy_factory(model_cluster_ports(free_port(), [primary.port], [light.port]), source=source)
     for _ in range(3):
-        answer = http_request(down.url + MODEL_PATH, headers=FORGED)
+        answer = infer(down.url + MODEL_PATH, headers=FORGED)
         assert answer.status == 200 and answer.json()["server"] == "primary", answer
     assert light.request_count == 0
     assert not [h for h in primary.last_headers if h.startswith("x-modelguard-")]
@@ -81,7 +82,7 @@ def test_readme_wiring_in_real_envoy(
     # modelguard up: its decision routes the request and its tag reaches the client.
     modelguard = modelguard_factory(EXAMPLE_POLICY)
     up = envoy_factory(model_cluster_ports(modelguard.grpc_port, [primary.port], [light.port]), source=source)
-    answer = http_request(up.url + MODEL_PATH, headers=FORGED)
+    answer = infer(up.url + MODEL_PATH, headers=FORGED)
     assert answer.status == 200 and answer.json()["server"] == "primary"
     assert answer.headers.get("x-modelguard-tier") == "primary"
     assert primary.last_headers.get("x-modelguard-route") == "recommender-resnet50"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from ext_proc import cli
-from ext_proc.processes import ModelguardProcess, http_request, validate_envoy_config
-from tests.e2e.e2e_harness import EXAMPLE_POLICY, MODEL_PATH, EnvoyFactory, Upstream
+from ext_proc.processes import ModelguardProcess, validate_envoy_config
+from tests.e2e.e2e_harness import EXAMPLE_POLICY, MODEL_PATH, EnvoyFactory, Upstream, infer
 
 pytestmark = pytest.mark.e2e
 
@@ -47,11 +47,11 @@ def test_the_rendered_bootstrap_routes_through_modelguard(
         "recommender-mobilenet": [light.port],
     }
     envoy = envoy_factory(ports, source=render(EXAMPLE_POLICY, tmp_path / "envoy.yaml"))
-    answer = http_request(envoy.url + MODEL_PATH, headers={"x-modelguard-route": "recommender-mobilenet"})
+    answer = infer(envoy.url + MODEL_PATH, headers={"x-modelguard-route": "recommender-mobilenet"})
     assert answer.status == 200 and answer.json()["server"] == "primary"
     assert answer.headers.get("x-modelguard-tier") == "primary"
-    assert http_request(envoy.url + "/v2/models/other/infer").status == 404, "no model, no route"
+    assert infer(envoy.url + "/v2/models/other/infer").status == 404, "no model, no route"
     modelguard.stop()
-    answer = http_request(envoy.url + MODEL_PATH, headers={"x-modelguard-route": "recommender-mobilenet"})
+    answer = infer(envoy.url + MODEL_PATH, headers={"x-modelguard-route": "recommender-mobilenet"})
     assert answer.status == 200 and answer.json()["server"] == "primary" and "x-modelguard-tier" not in answer.headers
     assert light.request_count == 0

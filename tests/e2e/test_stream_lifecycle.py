@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ext_proc.processes import ModelguardProcess, http_request
-from tests.e2e.e2e_harness import EXAMPLE_POLICY, MODEL_PATH, EnvoyFactory, Upstream, model_cluster_ports
+from tests.e2e.e2e_harness import EXAMPLE_POLICY, MODEL_PATH, EnvoyFactory, Upstream, infer, model_cluster_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +37,7 @@ def test_envoy_goes_on_after_modelguard_ends_the_stream(
     envoy = envoy_factory(model_cluster_ports(modelguard.grpc_port, [primary.port], [light.port]))
 
     for _ in range(ROUTED):
-        res = http_request(envoy.url + MODEL_PATH)
+        res = infer(envoy.url + MODEL_PATH)
         assert res.status == 200
         # Set on the request by modelguard, copied onto the response by Envoy's virtual host.
         assert res.headers.get("x-modelguard-tier") == "primary"

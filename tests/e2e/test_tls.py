@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from ext_proc.processes import EnvoyProcess, ModelguardProcess, http_request, wait_for
+from ext_proc.processes import EnvoyProcess, ModelguardProcess, wait_for
 from tests.e2e.e2e_harness import (
     EXAMPLE_POLICY,
     MODEL_PATH,
     MODELGUARD_CLUSTER,
     EnvoyFactory,
     Upstream,
+    infer,
     model_cluster_ports,
     mtls_transport_socket,
     send_sample,
@@ -94,7 +95,7 @@ def test_envoy_without_a_client_certificate_gets_no_decision(
     )
     count = 10
     for _ in range(count):
-        res = http_request(envoy.url + MODEL_PATH)
+        res = infer(envoy.url + MODEL_PATH)
         # Fail-open: the default route, untagged, because modelguard never saw the request.
         assert res.status == 200 and res.json()["server"] == "primary", res
         assert "x-modelguard-tier" not in res.headers

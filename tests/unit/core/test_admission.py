@@ -62,13 +62,13 @@ def test_a_guard_settles_every_token_once() -> None:
     log: list[str] = []
     tier = guard.models[0].tiers[0]
     tier.chain = (FakeAdmitter("limit", True, log),)  # the chain now has two admitters: the gate and this
-    ticket = guard.decide({":path": "/m/x"})
+    ticket = guard.decide({":method": "POST", ":path": "/m/infer"})
     assert len(ticket.tokens) == 2
     assert guard.record(ticket, 500, None) == "failure"
     assert guard.record(ticket, 200, None) is None
     guard.release(ticket)
     assert log == ["limit admit", "limit record failure"]
-    second = guard.decide({":path": "/m/x"})
+    second = guard.decide({":method": "POST", ":path": "/m/infer"})
     guard.release(second)
     guard.release(second)
     assert log[-2:] == ["limit admit", "limit release"]

@@ -13,7 +13,7 @@ from ext_proc.core.guard import Guard
 from ext_proc.core.registry import EXPIRY, StateRegistry, UnknownTier
 from ext_proc.policy import parse_policy
 
-REC = {":path": "/v2/models/recommender/infer"}
+REC = {":method": "POST", ":path": "/v2/models/recommender/infer"}
 POLICY = """
 models:
   - name: recommender

@@ -27,7 +27,7 @@ models:
       - {name: primary, route: ranker-v1}
 """
 
-REC = {":path": "/v2/models/recommender/infer"}
+REC = {":method": "POST", ":path": "/v2/models/recommender/infer"}
 
 
 def make() -> tuple[Guard, ManualClock]:
@@ -49,12 +49,16 @@ def route(ticket: Ticket) -> tuple[str, str, str]:
 def test_healthy_primary_serves() -> None:
     guard, _ = make()
     assert route(guard.decide(REC)) == ("recommender", "primary", "ok")
-    assert route(guard.decide({":path": "/x", "x-model": "ranker"})) == ("ranker", "primary", "ok")
+    assert route(guard.decide({":method": "POST", ":path": "/x/infer", "x-model": "ranker"})) == (
+        "ranker",
+        "primary",
+        "ok",
+    )
 
 
 def test_unmatched_passes_through_and_is_counted() -> None:
     guard, _ = make()
-    ticket = guard.decide({":path": "/v2/models/other/infer"})
+    ticket = guard.decide({":method": "POST", ":path": "/v2/models/other/infer"})
     assert ticket.decision.passes_through
     assert route(ticket) == ("unmatched", "unmatched", "unmatched")
     assert guard.record(ticket, 503, None) is None  # nothing to judge
@@ -79,8 +83,8 @@ def test_ladder_steps_down_as_breakers_open() -> None:
 def test_every_tier_refusing_gives_the_builtin_answer() -> None:
     guard, _ = make()
     for _ in range(5):  # ranker keeps the default breaker: 5 consecutive failures open it
-        serve(guard, {":path": "/", "x-model": "ranker"}, 503)
-    ticket = guard.decide({"x-model": "ranker"})
+        serve(guard, {":method": "POST", ":path": "/infer", "x-model": "ranker"}, 503)
+    ticket = guard.decide({":method": "POST", ":path": "/infer", "x-model": "ranker"})
     assert route(ticket) == ("ranker", "none", "breaker_open")
     assert ticket.decision.tier_name == "none" and ticket.decision.route is None and ticket.decision.degraded
 

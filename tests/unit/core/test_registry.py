@@ -12,7 +12,7 @@ from ext_proc.core.guard import Guard, ModelGuard, Ticket
 from ext_proc.core.registry import StateRegistry
 from ext_proc.policy import parse_policy
 
-REC = {":path": "/v2/models/recommender/infer"}
+REC = {":method": "POST", ":path": "/v2/models/recommender/infer"}
 
 
 def policy(breaker: str = "{min_calls: 10, failure_rate: 0.5, consecutive_failures: 0, jitter: 0}",
@@ -126,7 +126,7 @@ def test_while_a_new_route_is_built_the_live_guard_still_decides_on_the_old_one(
 
 def test_removed_models_and_tiers_leave_the_registry() -> None:
     guard, registry, _ = start(policy(extra=RANKER))
-    guard.decide({":path": "/v2/models/ranker/infer"})
+    guard.decide({":method": "POST", ":path": "/v2/models/ranker/infer"})
     assert registry.get("ranker", "primary").inflight == 1
     reload(registry, policy())
     with pytest.raises(KeyError):

@@ -69,7 +69,9 @@ def exposition() -> str:
     clock = ManualClock()
     guard = Guard(load_policy(DEMO_POLICY), StateRegistry(clock, random.Random(1)))
     for index in range(20):
-        ticket = guard.decide({":path": "/v2/models/recommender/infer", "x-user-id": f"user-{index}"})
+        ticket = guard.decide(
+            {":method": "POST", ":path": "/v2/models/recommender/infer", "x-user-id": f"user-{index}"}
+        )
         clock.advance(0.01)
         guard.record(ticket, 503, None)
     guard.registry.force("recommender", "light", ForceOrder(ForceMode.FORCED_OPEN, "drill", "sre", 0.0))

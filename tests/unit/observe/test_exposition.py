@@ -54,11 +54,13 @@ def busy_guard() -> tuple[Guard, ServerStats, ManualClock]:
     clock = ManualClock()
     guard = Guard(build_policy(document), StateRegistry(clock, random.Random(3)))
     for index in range(40):
-        ticket = guard.decide({":path": f"/v2/models/model-{index % 3}/infer", "x-request-id": f"r{index}"})
+        ticket = guard.decide(
+            {":method": "POST", ":path": f"/v2/models/model-{index % 3}/infer", "x-request-id": f"r{index}"}
+        )
         clock.advance(0.003 * index)
         guard.record(ticket, 500 if index % 3 == 0 else 200, None)
-    guard.decide({":path": "/v2/models/model-4/infer"})  # left in flight
-    guard.decide({":path": "/elsewhere"})
+    guard.decide({":method": "POST", ":path": "/v2/models/model-4/infer"})  # left in flight
+    guard.decide({":method": "POST", ":path": "/elsewhere"})
     guard.registry.get("model-1", "primary").outcomes["success"] += 1_234_567
     guard.registry.force("model-2", "primary", ForceOrder(ForceMode.FORCED_OPEN, "drill", "sre", 0.0))
     guard.registry.canaries.give("model-1", CanaryOrder(Action.ABORT, "primary-v2", "drill", "sre", 0.0), "sre")

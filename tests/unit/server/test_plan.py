@@ -26,7 +26,9 @@ models:
 
 
 def request(path: str) -> ProcessingRequest:
-    headers = HeaderMap(headers=[HeaderValue(key=":path", raw_value=path.encode())])
+    headers = HeaderMap(
+        headers=[HeaderValue(key=":method", raw_value=b"POST"), HeaderValue(key=":path", raw_value=path.encode())]
+    )
     return ProcessingRequest(request_headers=HttpHeaders(headers=headers, end_of_stream=True))
 
 
@@ -48,14 +50,19 @@ def test_nothing_is_built_before_it_is_used_then_kept() -> None:
     assert route_of(answer) == "a-primary"
     assert list(plan.answers) == [ticket.decision]
     kept = plan.answers[ticket.decision]
-    servicer._decide(plan, request("/a/other"))
+    servicer._decide(plan, request("/a/versions/2/infer"))
     assert plan.answers[ticket.decision] is kept and len(plan.answers) == 1
 
 
 def test_the_cache_is_bounded_and_answers_stay_right(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(servicer_module, "MAX_CACHED_ANSWERS", 2)
     servicer, plan = make()
-    for path, route in [("/a/x", "a-primary"), ("/b/x", "b-primary"), ("/zzz", ""), ("/a/x", "a-primary")] * 3:
+    for path, route in [
+        ("/a/infer", "a-primary"),
+        ("/b/infer", "b-primary"),
+        ("/zzz", ""),
+        ("/a/infer", "a-primary"),
+    ] * 3:
         _, answer, _ = servicer._decide(plan, request(path))
         assert route_of(answer) == route
         assert len(plan.answers) <= 2

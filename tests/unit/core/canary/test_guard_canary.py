@@ -53,7 +53,7 @@ class World:
         self.run = self.registry.canaries.find("recommender")
 
     def headers(self, user: str | None, more: dict[str, str] | None = None) -> dict[str, str]:
-        found = {":path": PATH, **(more or {})}
+        found = {":method": "POST", ":path": PATH, **(more or {})}
         if user is not None:
             found["x-user-id"] = user
         return found
@@ -84,9 +84,11 @@ def test_a_key_in_the_canary_share_goes_to_the_canary_route_as_arm_canary() -> N
 
 def test_the_request_id_is_the_key_without_the_sticky_header_and_a_draw_without_either() -> None:
     world = World()
-    by_id = {world.guard.decide({":path": PATH, "x-request-id": "r-17"}).decision.arm for _ in range(20)}
+    by_id = {
+        world.guard.decide({":method": "POST", ":path": PATH, "x-request-id": "r-17"}).decision.arm for _ in range(20)
+    }
     assert len(by_id) == 1
-    drawn = [world.guard.decide({":path": PATH}).decision.arm for _ in range(2000)]
+    drawn = [world.guard.decide({":method": "POST", ":path": PATH}).decision.arm for _ in range(2000)]
     assert 120 < drawn.count("canary") < 280  # 10% of 2000, per request
 
 

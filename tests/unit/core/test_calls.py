@@ -1,0 +1,141 @@
+"""Only inference calls are judged: readiness and metadata calls pass through and never dilute a breaker."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ext_proc.core.calls import CallRule
+from ext_proc.core.clock import ManualClock
+from ext_proc.core.guard import Guard
+from ext_proc.core.registry import StateRegistry
+from ext_proc.policy import Calls, PolicyError, parse_policy
+
+POLICY = """
+models:
+  - name: recommender
+    match: {path_prefix: /v2/models/recommender}
+    tiers:
+      - {name: primary, route: rec-primary}
+      - name: default
+        respond: {status: 503, body: '{"error": "unavailable"}'}
+    breaker: {min_calls: 10, failure_rate: 0.5, consecutive_failures: 0}
+  - name: chat
+    match: {path_prefix: /openai}
+    tiers: [{name: primary, route: chat-primary}]
+    calls: {paths: [/v1/chat/completions, ":predict"]}
+  - name: everything
+    match: {header: {name: x-model, value: everything}}
+    tiers: [{name: primary, route: all-primary}]
+    calls: {judge: all}
+"""
+
+
+def make() -> Guard:
+    return Guard(parse_policy(POLICY), StateRegistry(ManualClock(), random.Random(1)))
+
+
+def call(path: str, method: str = "POST", **more: str) -> dict[str, str]:
+    return {":method": method, ":path": path, **more}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        call("/v2/models/recommender/infer"),
+        call("/v2/models/recommender/versions/3/infer"),
+        call("/v2/models/recommender/infer/"),
+        call("/v2/models/recommender/infer?trace=1"),
+        call("/v2/models/recommender//./infer"),
+        call("/v2/models/recommender/inf%65r"),
+        call("/v2/models/recommender/generate"),
+        call("/v2/models/recommender/generate_stream"),
+        call("/v2/models/recommender/anything", "GET", **{"content-type": "application/grpc+proto"}),
+    ],
+)
+def test_inference_calls_are_judged(headers: dict[str, str]) -> None:
+    ticket = make().decide(headers)
+    assert (ticket.decision.tier_name, ticket.decision.reason, ticket.decision.route) == (
+        "primary",
+        "ok",
+        "rec-primary",
+    )
+    assert not ticket.done  # a response will be judged
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        call("/v2/models/recommender/ready", "GET"),
+        call("/v2/models/recommender", "GET"),
+        call("/v2/models/recommender/versions/3", "GET"),
+        call("/v2/models/recommender/infer", "GET"),
+        call("/v2/models/recommender/infer", "post"),
+        call("/v2/models/recommender/infer/ready"),
+        call("/v2/models/recommender/inferx"),
+        call("/v2/models/recommender/ready?x=/infer"),
+        {":path": "/v2/models/recommender/infer"},
+    ],
+)
+def test_other_calls_pass_through_untagged_and_unjudged(headers: dict[str, str]) -> None:
+    guard = make()
+    ticket = guard.decide(headers)
+    decision = ticket.decision
+    assert decision.passes_through and decision.route is None and not decision.degraded
+    assert (decision.model_name, decision.tier_name, decision.reason) == ("recommender", "none", "pass_through")
+    assert ticket.done and guard.record(ticket, 200, None) is None
+    assert decision.count == 1
+
+
+def test_ready_checks_do_not_keep_a_failing_breaker_closed() -> None:
+    """The trap seen with tritonclient: two ready checks per failing infer held the failure rate at 1/3."""
+    guard = make()
+    for _ in range(10):
+        for _ in range(2):
+            guard.record(guard.decide(call("/v2/models/recommender/ready", "GET")), 200, None)
+        guard.record(guard.decide(call("/v2/models/recommender/infer")), 503, None)
+    after = guard.decide(call("/v2/models/recommender/infer"))
+    assert after.decision.tier_name == "default"
+    ready = guard.decide(call("/v2/models/recommender/ready", "GET"))
+    assert ready.decision.passes_through  # never answered with an inference body, even now
+
+
+def test_policy_paths_and_judge_all() -> None:
+    guard = make()
+    assert guard.decide(call("/openai/v1/chat/completions")).decision.route == "chat-primary"
+    assert guard.decide(call("/openai/v1/models/x:predict")).decision.route == "chat-primary"
+    assert guard.decide(call("/openai/v1/embeddings")).decision.passes_through  # not in its list
+    assert guard.decide(call("/ready", "GET", **{"x-model": "everything"})).decision.route == "all-primary"
+
+
+def test_the_rule_reads_only_its_headers() -> None:
+    rule = CallRule(Calls())
+    assert rule.judged({":method": "POST", ":path": "/v1/completions"})
+    assert not rule.judged({":method": "POST", ":path": "/v1/completion"})
+    assert not rule.judged({})
+
+
+@pytest.mark.parametrize(
+    ("calls", "error"),
+    [
+        ("{judge: some}", "models[0].calls.judge: must be one of inference, all"),
+        ("{paths: [infer]}", "models[0].calls.paths[0]: must be a path ending starting with '/' or ':'"),
+        ("{paths: ['/infer?x']}", "models[0].calls.paths[0]: must be a path ending"),
+        ("{paths: []}", "models[0].calls.paths: must be a list of 1 to 64 values"),
+        ("{methods: [post]}", "models[0].calls.methods[0]: must be an HTTP method in capitals"),
+        ("{verbs: [POST]}", "models[0].calls"),
+    ],
+)
+def test_bad_calls_are_named_by_their_path(calls: str, error: str) -> None:
+    policy = f"models: [{{name: m, match: {{path_prefix: /m}}, tiers: [{{name: t, route: r}}], calls: {calls}}}]"
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(policy)
+    assert any(line.startswith(error) for line in caught.value.errors), caught.value.errors
+
+
+def test_defaults_calls_apply_to_every_model() -> None:
+    policy = parse_policy(
+        "defaults: {calls: {judge: all}}\nmodels: [{name: m, match: {path_prefix: /m}, tiers: [{name: t, route: r}]}]"
+    )
+    assert policy.models[0].calls.judge == "all"

@@ -1,0 +1,152 @@
+"""Host-aware judgement: failures confined to one host of several never open a model's breaker."""
+
+from __future__ import annotations
+
+import random
+
+from ext_proc.core.breaker import BreakerState
+from ext_proc.core.clock import ManualClock
+from ext_proc.core.guard import Guard
+from ext_proc.core.hosts import MAX_HOSTS, NO_HOST, OTHER, HostBook
+from ext_proc.core.registry import StateRegistry
+from ext_proc.policy import BreakerSettings, parse_policy
+
+POLICY = """
+models:
+  - name: recommender
+    match: {path_prefix: /v2/models/recommender}
+    tiers:
+      - {name: primary, route: rec-primary}
+      - {name: light, route: rec-light}
+    breaker: {window: 10s, min_calls: 20, failure_rate: 0.5, jitter: 0%s}
+"""
+INFER = {":method": "POST", ":path": "/v2/models/recommender/infer"}
+HOSTS = ("10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000")
+
+
+def make(extra: str = ", consecutive_failures: 5") -> tuple[Guard, ManualClock]:
+    clock = ManualClock()
+    return Guard(parse_policy(POLICY % extra), StateRegistry(clock, random.Random(1))), clock
+
+
+def answer(guard: Guard, status: int, host: str) -> str:
+    ticket = guard.decide(INFER)
+    guard.record(ticket, status, None, host=host)
+    return ticket.decision.tier_name
+
+
+def primary_state(guard: Guard) -> BreakerState:
+    state = guard.models[0].tiers[0].state
+    assert state is not None
+    return state.breaker.state
+
+
+def test_a_run_of_failures_from_one_host_does_not_open() -> None:
+    """What Envoy lets through when a bad host comes back from ejection: its fast 503s, back to back."""
+    guard, clock = make()
+    for host in HOSTS:
+        for _ in range(10):
+            answer(guard, 200, host)
+    for _ in range(50):
+        answer(guard, 503, HOSTS[0])
+        clock.advance(0.005)
+    assert primary_state(guard) is BreakerState.CLOSED
+    snapshot = guard.models[0].tiers[0].snapshot()
+    hosts = snapshot["hosts"]
+    assert isinstance(hosts, dict)
+    assert hosts[HOSTS[0]]["failures"] == 50 and hosts[HOSTS[0]]["in_run"]
+    assert hosts[HOSTS[1]]["failures"] == 0
+
+
+def test_one_host_failing_at_a_high_rate_does_not_open() -> None:
+    guard, _ = make(", consecutive_failures: 0")
+    for _ in range(40):
+        answer(guard, 503, HOSTS[0])
+        answer(guard, 503, HOSTS[0])
+        answer(guard, 200, HOSTS[1])  # overall failure rate 2/3, all from one host
+    assert primary_state(guard) is BreakerState.CLOSED
+
+
+def test_failures_from_two_hosts_open_at_once() -> None:
+    guard, _ = make()
+    for host in HOSTS:
+        answer(guard, 200, host)
+    for index in range(5):
+        answer(guard, 503, HOSTS[index % 2])
+    assert primary_state(guard) is BreakerState.OPEN
+    assert answer(guard, 200, HOSTS[2]) == "light"
+
+
+def test_a_failure_rate_on_every_host_opens() -> None:
+    guard, _ = make(", consecutive_failures: 0")
+    for index in range(30):
+        host = HOSTS[index % 3]
+        answer(guard, 503 if index % 5 < 3 else 200, host)
+    assert primary_state(guard) is BreakerState.OPEN
+
+
+def test_a_model_with_one_host_trips_as_before() -> None:
+    guard, _ = make()
+    for _ in range(5):
+        answer(guard, 503, HOSTS[0])
+    assert primary_state(guard) is BreakerState.OPEN
+
+
+def test_without_host_information_the_breaker_judges_as_before() -> None:
+    guard, _ = make()
+    for _ in range(5):
+        answer(guard, 503, NO_HOST)
+    assert primary_state(guard) is BreakerState.OPEN
+
+
+def test_failures_no_host_answered_count_against_the_whole_tier() -> None:
+    """Envoy's `no healthy upstream` has no host: every host is gone, not one."""
+    guard, _ = make()
+    for host in HOSTS:
+        answer(guard, 200, host)
+    answer(guard, 503, HOSTS[0])
+    for _ in range(4):
+        answer(guard, 503, NO_HOST)
+    assert primary_state(guard) is BreakerState.OPEN
+
+
+def test_min_failing_hosts_is_a_setting() -> None:
+    guard, _ = make(", consecutive_failures: 5, min_failing_hosts: 3")
+    for host in HOSTS:
+        answer(guard, 200, host)
+    for index in range(8):
+        answer(guard, 503, HOSTS[index % 2])
+    assert primary_state(guard) is BreakerState.CLOSED
+    answer(guard, 503, HOSTS[2])
+    assert primary_state(guard) is BreakerState.OPEN
+
+
+def test_min_failing_hosts_of_one_is_the_old_rule() -> None:
+    guard, _ = make(", consecutive_failures: 5, min_failing_hosts: 1")
+    for host in HOSTS:
+        answer(guard, 200, host)
+    for _ in range(5):
+        answer(guard, 503, HOSTS[0])
+    assert primary_state(guard) is BreakerState.OPEN
+
+
+def test_hosts_leave_the_count_with_the_window() -> None:
+    """A host quiet for a whole window is no longer "seen": one host left serving judges alone."""
+    guard, clock = make()
+    for host in HOSTS:
+        answer(guard, 200, host)
+    clock.advance(11.0)
+    for _ in range(5):
+        answer(guard, 503, HOSTS[0])
+    assert primary_state(guard) is BreakerState.OPEN
+
+
+def test_the_book_is_bounded() -> None:
+    book = HostBook(BreakerSettings())
+    for index in range(MAX_HOSTS * 4):
+        book.note(f"10.1.{index // 250}.{index % 250}:80", 0.0, True, False)
+    assert len(book.hosts) == MAX_HOSTS
+    assert OTHER in book.hosts and len(book.run) == MAX_HOSTS
+    # hosts gone quiet make room again
+    book.note("10.9.9.9:80", 100.0, False, False)
+    assert "10.9.9.9:80" in book.hosts and len(book.hosts) <= MAX_HOSTS
