@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from ext_proc.core.admission import Token
 from ext_proc.core.clock import Clock
+from ext_proc.core.flight import Flight
 from ext_proc.core.hosts import CONSECUTIVE, FAILURE_RATE, SLOW_CALL_RATE, HostBook
 from ext_proc.core.outcomes import FAILURE, OVERLOAD
 from ext_proc.core.reasons import BREAKER_OPEN, HALF_OPEN_PROBE
@@ -127,8 +128,10 @@ class CircuitBreaker:
         "_state",
         "_window",
         "clock",
+        "flight",
         "generation",
         "hosts",
+        "judging",
         "settings",
     )
 
@@ -146,6 +149,10 @@ class CircuitBreaker:
         self._window = _window_for(settings)
         self.hosts = HostBook(settings)
         """Where the evidence came from: a verdict needs it from enough hosts (core/hosts.py)."""
+        self.judging = True
+        """No operator's order stands in front (core/forcing.py): the sweep may decide."""
+        self.flight = Flight(settings.slow_call_duration)
+        """The tier's calls in flight by admission time: overdue ones are slow already (core/flight.py)."""
         self._state = BreakerState.CLOSED
         self.generation = 0
         self._admitted: Token = BreakerToken(self, ADMITTED, 0)
@@ -194,6 +201,7 @@ class CircuitBreaker:
             "open_remaining_s": round(max(0.0, self._open_until - now), 3) if state is BreakerState.OPEN else 0.0,
             "probes_in_flight": len(self._probe_starts),
             "probe_successes": self._probe_successes,
+            "overdue_in_flight": self.flight.overdue,
         }
 
     # -- reconfiguring ---------------------------------------------------------------------
@@ -208,6 +216,8 @@ class CircuitBreaker:
         if (old.window, old.window_calls) != (settings.window, settings.window_calls):
             self._window = _window_for(settings)
             self.hosts = HostBook(settings)
+        if old.slow_call_duration != settings.slow_call_duration:
+            self.flight = Flight(settings.slow_call_duration)
         if settings == old:
             return
         if self._state is BreakerState.CLOSED and judge:  # not while an operator's order stands in front
@@ -235,6 +245,28 @@ class CircuitBreaker:
             self.hosts.note_overload(host, self.clock())
         else:
             self.hosts.note(host, self.clock(), failed, latency >= self.settings.slow_call_duration)
+
+    @property
+    def probing(self) -> bool:
+        """Probes are in flight (the sweep keeps watching them until they answer)."""
+        return bool(self._probe_starts)
+
+    def judge_in_flight(self, now: float) -> None:
+        """The periodic sweep: calls still in flight past slow_call_duration are slow already, and
+        a run of them opens a closed breaker (core/flight.py); a probe held past its bound reopens
+        a half-open one, whether or not another request comes. Not while an operator's order stands
+        in front (``judging`` False): the count is kept, nothing is decided."""
+        run = self.flight.sweep(now)
+        state = self._state
+        judge = self.judging
+        if state is BreakerState.CLOSED and judge:
+            settings = self.settings
+            if run >= (settings.consecutive_failures or settings.min_calls):
+                self._open(f"slow calls in flight ({run} in a row past {settings.slow_call_duration:g}s)", 0)
+            return
+        self.flight.reset_run()
+        if state is BreakerState.HALF_OPEN and judge:
+            self._reopen_if_probe_overdue(now)
 
     def observe(self, failed: bool, overloaded: bool, latency: float) -> None:
         """Count a call into the window without judging it: a forced-closed tier's outcomes,
@@ -401,6 +433,7 @@ class CircuitBreaker:
         )
         self._state = to_state
         self.hosts.clear_run()
+        self.flight.reset_run()
         self.generation += 1
         self._admitted = BreakerToken(self, ADMITTED, self.generation)
         self._probe_starts = []

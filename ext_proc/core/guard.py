@@ -222,7 +222,7 @@ class Guard:
                 reason = why
             decision = tier.served if reason is None else tier.by_reason[reason]
             decision.counter.value += 1
-            state.inflight += 1
+            state.enter(now)
             return Ticket(decision, tokens, now)
         ticket = model.exhausted_tickets[why or reasons.BREAKER_OPEN]
         ticket.decision.counter.value += 1
@@ -249,11 +249,12 @@ class Guard:
         state = decision.state
         outcome = classify(status, grpc_status, decision.failure)
         started = ticket.started
-        latency = (self.clock() if answered_at is None else answered_at) - started
+        answered = self.clock() if answered_at is None else answered_at
+        latency = answered - started
         state.breaker.note_host(host, outcome == FAILURE, outcome == OVERLOAD, latency)
         for token in ticket.tokens:
             token.record(outcome, latency, started)
-        state.inflight -= 1
+        state.leave(started, answered)
         state.outcomes[outcome] += 1
         state.latency.observe(latency)
         return outcome
@@ -266,7 +267,7 @@ class Guard:
         for token in ticket.tokens:
             token.release(ticket.started)
         state = ticket.decision.state
-        state.inflight -= 1
+        state.leave(ticket.started, self.clock())
         state.outcomes[DROPPED] += 1
 
     # -- reading -------------------------------------------------------------------------

@@ -89,6 +89,18 @@ class TierState:
         self.gate: Gate
         """The head of the admission chain: the breaker, or a forced state standing in front of it."""
 
+    def enter(self, now: float) -> None:
+        """A request admitted to this tier at ``now`` is in flight."""
+        self.inflight += 1
+        breaker = self.breaker
+        if breaker.flight.admit(now) and self.registry is not None:
+            self.registry.flying.add(breaker)
+
+    def leave(self, started: float, now: float) -> None:
+        """The request admitted at ``started`` ended at ``now``, answered or dropped."""
+        self.inflight -= 1
+        self.breaker.flight.answer(started, now)
+
     @property
     def state_name(self) -> str:
         """What the tier is doing: a breaker state, ``forced_open`` or ``forced_closed``."""
@@ -104,6 +116,7 @@ class TierState:
     def regate(self, deadline: float = NEVER) -> None:
         self.era += 1
         order = self.order
+        self.breaker.judging = order is None
         if order is None:
             self.gate = self.breaker
         elif order.mode is ForceMode.FORCED_OPEN:
@@ -180,6 +193,8 @@ class StateRegistry:
         """Bumped by each guard built over this registry; what a build asks for is marked with it,
         so that ``sweep`` knows what the guard that goes live no longer has without listing it."""
         self.unmatched = self.counter(UNMATCHED, UNMATCHED, UNMATCHED)
+        self.flying: set[CircuitBreaker] = set()
+        """Breakers whose tier admitted calls the in-flight sweep has still to look at."""
 
     def begin(self) -> int:
         """Start building a guard: the number its states and counters are marked with."""
@@ -236,6 +251,19 @@ class StateRegistry:
 
     def tiers(self) -> list[TierState]:
         return list(self._tiers.values())
+
+    def judge_in_flight(self) -> int:
+        """The periodic sweep of calls in flight (core/flight.py), over the tiers (canary routes
+        included) with calls admitted since they were last swept clean; returns how many it looked at."""
+        now = self.clock()
+        flying = self.flying
+        looked = 0
+        for breaker in list(flying):
+            looked += 1
+            breaker.judge_in_flight(now)
+            if breaker.flight.swept and not breaker.probing:
+                flying.discard(breaker)
+        return looked
 
     # -- operators' orders ------------------------------------------------------------------
 

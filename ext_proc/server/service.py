@@ -45,6 +45,7 @@ from ext_proc.server.signals import (
     RELOAD_SIGNAL,
     log_ignored,
 )
+from ext_proc.server.sweeper import sweep_in_flight
 from ext_proc.server.tls import TlsFiles, add_port
 from ext_proc.server.watch import ChangeDetector, watch
 from ext_proc.store import StateStore
@@ -102,6 +103,7 @@ class Service:
         self._admin: web.AppRunner | None = None
         self._admin_grpc: AdminGrpcServer | None = None
         self._follower: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     # -- what the core and the reloader report: logs, watchers, the store -------------------
 
@@ -149,6 +151,7 @@ class Service:
         split_address(grpc_address)
         await self.orders.restore()
         self._follower = asyncio.create_task(self.orders.follow())
+        self._sweeper = asyncio.create_task(sweep_in_flight(self.registry))
         server = grpc.aio.server(options=_GRPC_OPTIONS)
         server.add_generic_rpc_handlers((self.servicer.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -202,9 +205,10 @@ class Service:
         if self._admin_grpc is not None:
             await self._admin_grpc.stop(min(grace, 1.0))
             self._admin_grpc = None
-        if self._follower is not None:
-            self._follower.cancel()
-            self._follower = None
+        for task in (self._follower, self._sweeper):
+            if task is not None:
+                task.cancel()
+        self._follower = self._sweeper = None
 
 
 async def serve(

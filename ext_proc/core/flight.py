@@ -1,0 +1,103 @@
+"""Calls in flight by admission time, so that a hanging tier is judged before its calls answer.
+
+A fault whose calls hang (a GPU stalled, a server stuck on a lock) shows nothing to a breaker
+that judges answers: the first answers are the per-try timeouts, a second or more later, and by
+then hundreds of calls are stuck. A call still in flight after ``slow_call_duration`` is known to
+be slow already (README, "Slow calls in flight"). Rather than a timer per request, each tier
+counts its admissions in short buckets by admission time, and the answers that came back in
+time; a periodic sweep on the server's loop (``StateRegistry.judge_in_flight``) looks at each
+bucket once it is ``slow_call_duration`` old. Every call of a bucket that has no answer in time
+is overdue; such buckets one after another, with no call answered in time between them, make a
+run of slow calls in admission order, and a run of ``consecutive_failures`` calls (``min_calls``
+when that rule is off) opens the breaker. One hung host among several cannot make such a run:
+the calls the others answer in time break it, as Envoy's round robin interleaves them.
+"""
+
+from __future__ import annotations
+
+import math
+
+MIN_WIDTH = 0.025
+"""Seconds per bucket at least: a sweep tells calls apart to about this (and its own period)."""
+BUCKETS_PER_DURATION = 16
+"""Buckets per slow_call_duration, so that long durations keep a small ring."""
+SPARE_BUCKETS = 64
+"""Buckets past the duration the ring keeps, for a sweep that comes late (the loop was busy)."""
+
+
+class Flight:
+    """One tier's admissions and in-time answers by admission bucket (a ring of counts)."""
+
+    __slots__ = ("_admitted", "_answered", "_head", "_size", "_swept", "_width", "duration", "overdue", "run")
+
+    def __init__(self, slow_call_duration: float) -> None:
+        self.duration = slow_call_duration
+        self._width = max(MIN_WIDTH, slow_call_duration / BUCKETS_PER_DURATION)
+        self._size = math.ceil(slow_call_duration / self._width) + SPARE_BUCKETS
+        self._admitted = [0] * self._size
+        self._answered = [0] * self._size
+        self._head = -1
+        """Absolute index of the newest bucket (time / width); -1 before the first admission."""
+        self._swept = -1
+        """Absolute index of the last bucket the sweep judged."""
+        self.run = 0
+        """Overdue calls one after another in admission order, none answered in time between."""
+        self.overdue = 0
+        """Calls found still in flight past the duration, ever: for the state endpoint."""
+
+    def admit(self, now: float) -> bool:
+        """Count an admission; True when it opened a new bucket (the sweep must look here again)."""
+        index = int(now / self._width)
+        head = self._head
+        if index == head:
+            self._admitted[index % self._size] += 1
+            return False
+        if index < head:  # a time older than the newest bucket (the clock never goes back): counted there
+            self._admitted[head % self._size] += 1
+            return False
+        self._advance(index)
+        self._admitted[index % self._size] += 1
+        return True
+
+    @property
+    def swept(self) -> bool:
+        """Every bucket with admissions has been judged: nothing for the sweep until the next one."""
+        return self._swept >= self._head
+
+    def answer(self, started: float, now: float) -> None:
+        """A call admitted at ``started`` ended (answered or dropped) at ``now``."""
+        if now - started < self.duration:
+            index = int(started / self._width)
+            if index > self._head - self._size and index > self._swept:
+                self._answered[index % self._size] += 1
+
+    def sweep(self, now: float) -> int:
+        """Judge the buckets that are ``duration`` old by ``now``; returns the run of overdue calls."""
+        ready = int((now - self.duration) / self._width) - 1  # the newest bucket wholly old enough
+        first = max(self._swept + 1, self._head - self._size + 1)
+        if ready < first:
+            return self.run
+        size = self._size
+        for index in range(first, min(ready, self._head) + 1):
+            slot = index % size
+            admitted = self._admitted[slot]
+            if not admitted:
+                continue
+            answered = self._answered[slot]
+            self.overdue += admitted - answered
+            self.run = self.run + admitted if answered == 0 else 0
+        self._swept = max(self._swept, ready)
+        return self.run
+
+    def reset_run(self) -> None:
+        self.run = 0
+
+    def _advance(self, index: int) -> None:
+        """Move the head to ``index``, emptying the slots it passes (their buckets are gone)."""
+        head = self._head
+        size = self._size
+        for absolute in range(max(head + 1, index - size + 1), index + 1):
+            slot = absolute % size
+            self._admitted[slot] = 0
+            self._answered[slot] = 0
+        self._head = index
