@@ -85,7 +85,7 @@ def test_a_hanging_model_is_judged_while_its_calls_hang() -> None:
     assert cause.startswith("slow calls in flight"), cause
     assert detected - onset <= 0.7, detected - onset  # 0.5 s, a bucket or two, a sweep
     state = world.guard.models[0].tiers[0].state
-    assert state is not None and state.breaker.snapshot()["overdue_in_flight"] > 0
+    assert state is not None and state.breaker.flight.overdue > 0
 
 
 def test_one_hanging_host_of_three_never_opens_the_breaker() -> None:
