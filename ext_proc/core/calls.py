@@ -15,11 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ext_proc.policy import Calls
-from ext_proc.protocol.headers import CONTENT_TYPE, GRPC_CONTENT_TYPE
-from ext_proc.protocol.paths import normalize_path
+from ext_proc.protocol.headers import CONTENT_TYPE, GRPC_CONTENT_TYPE, METHOD, PATH
+from ext_proc.protocol.paths import routed_path
 
-METHOD = ":method"
-PATH = ":path"
 HEADER_NAMES = frozenset({METHOD, PATH, CONTENT_TYPE})
 """The request headers the rule reads."""
 
@@ -41,15 +39,4 @@ class CallRule:
             return True
         if headers.get(METHOD) not in self._methods:
             return False
-        return _route_part(headers.get(PATH, "")).endswith(self._endings)
-
-
-def _route_part(path: str) -> str:
-    """The path as a server routes it: normalized, without query or fragment, without a trailing
-    slash (servers route ``/infer/`` as ``/infer``, so it must not pass for another call)."""
-    path = normalize_path(path)
-    for mark in "?#":
-        cut = path.find(mark)
-        if cut >= 0:
-            path = path[:cut]
-    return path.rstrip("/")
+        return routed_path(headers.get(PATH, "")).endswith(self._endings)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from ext_proc.core import reasons
 from ext_proc.core.registry import NO_STATE, TierState
 from ext_proc.core.stats import Counter
 from ext_proc.policy import FailureSettings, Respond
+from ext_proc.protocol.answers import AUTO
 
 if TYPE_CHECKING:
     from ext_proc.core.guard import ModelGuard, TierGuard
@@ -30,8 +32,10 @@ class Decision:
         "failure",
         "model_name",
         "passes_through",
+        "protocol",
         "reason",
         "respond",
+        "retry_after",
         "route",
         "state",
         "tier_name",
@@ -61,6 +65,10 @@ class Decision:
         """Where the response is recorded (the canary route's own state for the canary's calls); the
         null state for a decision that records nothing."""
         self.failure = FailureSettings() if model is None else model.failure
+        self.protocol = AUTO if model is None else model.policy.protocol
+        """The HTTP protocol of an answer given directly (protocol/answers.py)."""
+        self.retry_after = 1 if model is None else max(1, math.ceil(model.policy.breaker.open_duration))
+        """Seconds a client told to come back waits: the first open period, when a probe may pass."""
         self.passes_through = model is None or passing
         """Unmatched, or not a call the model's breakers judge: the request goes on untouched (but
         for the removal of spoofed headers)."""

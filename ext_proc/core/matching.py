@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Generic, TypeVar
 
 from ext_proc.policy import Match
+from ext_proc.protocol.headers import PATH
 from ext_proc.protocol.paths import SEGMENT_ENDS, normalize_path
 
-PATH = ":path"
 AUTHORITY = ":authority"
 
 T = TypeVar("T")

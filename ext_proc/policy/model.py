@@ -171,6 +171,9 @@ class ModelPolicy:
     failure: FailureSettings
     canary: Canary | None = None
     calls: Calls = field(default_factory=Calls)
+    protocol: str = "auto"
+    """The HTTP protocol of the answers modelguard gives itself (protocol/answers.py): ``auto`` (by
+    the request's path), ``kserve`` or ``openai``; gRPC clients always get a status."""
 
 
 @dataclass(frozen=True, slots=True)

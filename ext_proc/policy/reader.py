@@ -16,7 +16,7 @@ import re
 from typing import TypeVar
 
 from ext_proc.policy.durations import shown
-from ext_proc.policy.fields import HEADER_VALUE, ROUTE, HeaderName, Text
+from ext_proc.policy.fields import HEADER_VALUE, ROUTE, HeaderName, OneOf, Text
 from ext_proc.policy.limits import MAX_DEPTH, MAX_MODELS, MAX_TIERS
 from ext_proc.policy.model import (
     RESERVED_LABELS,
@@ -31,10 +31,12 @@ from ext_proc.policy.model import (
 )
 from ext_proc.policy.sections import Collector, Node, Section, kind_of, merged
 from ext_proc.policy.tables import BREAKER, CALLS, CANARY, FAILURE, RESPOND
+from ext_proc.protocol.answers import AUTO, PROTOCOLS
 from ext_proc.protocol.paths import covering_prefixes, normalize_path
 
 S = TypeVar("S")
 
+_PROTOCOL = OneOf({name: name for name in PROTOCOLS})
 _NAME = Text(
     re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}"),
     "must be 1-63 characters of letters, digits, '_', '.', '-', starting with a letter or digit",
@@ -138,7 +140,7 @@ class _Reader(Collector):
         claimed.setdefault(key, (index, model.name))
 
     def model(self, raw: object, path: str, defaults: Node) -> ModelPolicy | None:
-        node = self.mapping(raw, path, {"name", "match", "tiers", "breaker", "failure", "canary", "calls"})
+        node = self.mapping(raw, path, {"name", "match", "tiers", "breaker", "failure", "canary", "calls", "protocol"})
         if node is None:
             return None
         name = self.name(node.get("name"), f"{path}.name")
@@ -148,11 +150,12 @@ class _Reader(Collector):
         failure = self.failure(defaults.get("failure"), node.get("failure"), f"{path}.failure")
         canary = self.canary(node["canary"], f"{path}.canary", tiers) if "canary" in node else None
         calls = self.settings(merged(CALLS, defaults.get("calls"), node.get("calls")), f"{path}.calls", CALLS)
+        protocol = self.value(_PROTOCOL, node.get("protocol", AUTO), f"{path}.protocol")
         if name is None or match is None or tiers is None or breaker is None or failure is None or calls is None:
             return None
-        if "canary" in node and canary is None:
+        if ("canary" in node and canary is None) or protocol is None:
             return None
-        return ModelPolicy(name, match, tiers, breaker, failure, canary, calls)
+        return ModelPolicy(name, match, tiers, breaker, failure, canary, calls, protocol)
 
     def canary(self, raw: object, path: str, tiers: tuple[Tier, ...] | None) -> Canary | None:
         """The canary of a model's first tier, which must be routed, to another route than any tier's."""

@@ -17,6 +17,8 @@ so a request is judged only for the model whose Service Envoy routes it to, neve
 model's breaker."""
 
 STATUS = ":status"
+PATH = ":path"
+METHOD = ":method"
 CONTENT_TYPE = "content-type"
 GRPC_STATUS = "grpc-status"
 GRPC_CONTENT_TYPE = "application/grpc"

@@ -86,3 +86,11 @@ def _without_dot_segments(path: str) -> str:
     if trailing:
         text += "/"
     return text or "/"
+
+
+def routed_path(path: str) -> str:
+    """The path as a server routes it: normalized, without query or fragment, without a trailing
+    slash (servers route ``/infer/`` as ``/infer``)."""
+    path = normalize_path(path)
+    cut = _query_start(path)
+    return path[:cut].rstrip("/")

@@ -30,7 +30,8 @@ from google.protobuf.message import DecodeError
 from ext_proc.core.guard import Decision, Guard, Ticket
 from ext_proc.core.hosts import NO_HOST
 from ext_proc.observe.log_budget import LogBudget
-from ext_proc.protocol.headers import CONTENT_TYPE, GRPC_CONTENT_TYPE, GRPC_STATUS, MODEL_SCOPE, PREFIX, STATUS
+from ext_proc.protocol.answers import speaks_openai
+from ext_proc.protocol.headers import CONTENT_TYPE, GRPC_CONTENT_TYPE, GRPC_STATUS, MODEL_SCOPE, PATH, PREFIX, STATUS
 from ext_proc.server import wire
 from ext_proc.server.metrics import ServerStats
 
@@ -235,9 +236,12 @@ class ExtProcServicer:
         if answers is None:
             answers = plan.build(ticket.decision)
         last = answers.request_is_last
-        if answers.request_message is None:
-            is_grpc = values.get(CONTENT_TYPE, "").startswith(GRPC_CONTENT_TYPE)
-            return ticket, answers.request_grpc if is_grpc else answers.request_http, last
+        if answers.request_message is None:  # answered directly: in the client's protocol
+            if values.get(CONTENT_TYPE, "").startswith(GRPC_CONTENT_TYPE):
+                return ticket, answers.request_grpc, last
+            if speaks_openai(ticket.decision.protocol, values.get(PATH, "")):
+                return ticket, answers.request_openai, last
+            return ticket, answers.request_http, last
         if spoofed is not None:
             return ticket, wire.with_removals(answers.request_message, spoofed), last
         return ticket, answers.request_http, last

@@ -12,7 +12,6 @@ stream (see server.py), and Envoy copies the tags for the client (``x-modelguard
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,11 +28,14 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
 from envoy.type.v3.http_status_pb2 import HttpStatus
 
 from ext_proc.core.guard import Decision
+from ext_proc.protocol.answers import KSERVE, OPENAI, kserve_error, openai_error
 from ext_proc.protocol.grpc_codes import GRPC_STATUS_CODES
 from ext_proc.protocol.headers import ARM, DEGRADED, REASON, ROUTE, TIER
 
 _OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 _UNAVAILABLE = GRPC_STATUS_CODES["UNAVAILABLE"]
+GRPC = "grpc"
+RETRY_AFTER = "retry-after"
 
 EMPTY_REQUEST_HEADERS = ProcessingResponse(request_headers=HeadersResponse()).SerializeToString()
 EMPTY_RESPONSE_HEADERS = ProcessingResponse(response_headers=HeadersResponse()).SerializeToString()
@@ -58,6 +60,8 @@ class WireAnswers:
 
     request_http: bytes
     request_grpc: bytes
+    request_openai: bytes
+    """An answer given directly to an OpenAI client (the same as ``request_http`` when routed)."""
     request_message: ProcessingResponse | None
     """The request-phase message to copy when spoofed headers must also be removed; None for an
     immediate response, which never reaches an upstream."""
@@ -70,7 +74,7 @@ def build_answers(decision: Decision) -> WireAnswers:
     if decision.passes_through:
         message = ProcessingResponse(request_headers=HeadersResponse())
         wire = message.SerializeToString()
-        return WireAnswers(wire, wire, message, request_is_last=True)
+        return WireAnswers(wire, wire, wire, message, request_is_last=True)
     client_headers = [(TIER, decision.tier_name)]
     if decision.degraded:
         client_headers.append((DEGRADED, "true"))
@@ -88,29 +92,35 @@ def build_answers(decision: Decision) -> WireAnswers:
             )
         )
         wire = message.SerializeToString()
-        return WireAnswers(wire, wire, message, request_is_last=False)
-    http = _immediate(decision, client_headers, grpc=False)
-    grpc = _immediate(decision, client_headers, grpc=True)
-    return WireAnswers(http.SerializeToString(), grpc.SerializeToString(), None, request_is_last=True)
+        return WireAnswers(wire, wire, wire, message, request_is_last=False)
+    http, grpc, openai = (
+        _immediate(decision, client_headers, flavour).SerializeToString() for flavour in (KSERVE, GRPC, OPENAI)
+    )
+    return WireAnswers(http, grpc, openai, None, request_is_last=True)
 
 
-def _immediate(decision: Decision, client_headers: list[tuple[str, str]], grpc: bool) -> ProcessingResponse:
+def _immediate(decision: Decision, client_headers: list[tuple[str, str]], flavour: str) -> ProcessingResponse:
+    """An answer given directly, in the client's protocol (protocol/answers.py), with Retry-After."""
     respond = decision.respond
-    headers = [*client_headers, (REASON, decision.reason)]
+    headers = [*client_headers, (REASON, decision.reason), (RETRY_AFTER, str(decision.retry_after))]
     if respond is not None:
         status, content_type, body = respond.status, respond.content_type, respond.body
         grpc_status = respond.grpc_status
-        details = f"modelguard: {decision.model_name} answered by tier {decision.tier_name}"
+        details = f"modelguard: {decision.model_name} is degraded, answered by tier {decision.tier_name}"
+        code = "model_degraded"
     else:
-        status, content_type, grpc_status = 503, "application/json", _UNAVAILABLE
-        body = json.dumps({"error": "no tier available", "model": decision.model_name, "source": "modelguard"})
-        details = f"modelguard: no tier of {decision.model_name} is available"
+        status, content_type, grpc_status, body = 503, "application/json", _UNAVAILABLE, ""
+        details = f"modelguard: no tier of {decision.model_name} is available ({decision.reason})"
+        code = "model_unavailable"
     immediate = ImmediateResponse(status=HttpStatus(code=status), details=details)
-    if grpc:
+    if flavour == GRPC:
         # Envoy turns this into a trailers-only gRPC answer; grpc-message carries the text.
         immediate.grpc_status.status = grpc_status
         immediate.body = details.encode()
     else:
+        if not body:  # the policy gave none: an error the client's library parses
+            body = openai_error(details, code) if flavour == OPENAI else kserve_error(details)
+            content_type = "application/json"
         headers.append(("content-type", content_type))
         immediate.body = body.encode()
     immediate.headers.set_headers.extend(_set(headers))

@@ -142,7 +142,9 @@ async def test_all_tiers_refusing_gives_the_builtin_503(harness: Harness) -> Non
     first, _ = await harness.exchange({":path": "/v2/models/ranker/infer", ":authority": "ranker.models"}, 200)
     immediate = first.immediate_response
     assert immediate.status.code == 503
-    assert json.loads(immediate.body)["model"] == "ranker"
+    assert "ranker" in json.loads(immediate.body)["error"]  # KServe v2's error shape: a string
+    headers = {h.header.key: h.header.raw_value.decode() for h in immediate.headers.set_headers}
+    assert headers["retry-after"] == "5" and headers["content-type"] == "application/json"
     grpc_first, _ = await harness.exchange(
         {":path": "/predict", ":authority": "ranker.models", "content-type": "application/grpc"}, 200
     )

@@ -261,8 +261,9 @@ def test_ladder_ends_in_immediate_response(
     modelguard_factory: Callable[[Path], ModelguardProcess],
     envoy_factory: EnvoyFactory,
 ) -> None:
-    """examples/policy.yaml with both models failing: the `default` tier's canned answer
-    comes from Envoy (ImmediateResponse), and neither model server sees the request."""
+    """examples/policy.yaml with both models failing: the `default` tier's answer comes from
+    Envoy (ImmediateResponse), a KServe v2 error with Retry-After, and neither model server
+    sees the request."""
     primary = upstream_factory("primary")
     light = upstream_factory("light")
     primary.set_fault(True)
@@ -278,13 +279,15 @@ def test_ladder_ends_in_immediate_response(
     last = answers[-1]
     tiers = [a.headers.get("x-modelguard-tier") for a in answers]
     assert last.headers.get("x-modelguard-tier") == "default", tiers
-    assert last.status == 200
-    assert last.json() == {"items": [], "degraded": True}
+    assert last.status == 503
+    error = last.json()["error"]
+    assert isinstance(error, str) and "recommender" in error
     assert last.headers["content-type"] == "application/json"
+    assert int(last.headers["retry-after"]) >= 1
     assert last.headers.get("x-modelguard-degraded") == "true"
 
     served = primary.request_count + light.request_count
     for _ in range(5):
         res = infer(envoy.url + MODEL_PATH)
-        assert res.status == 200 and res.headers.get("x-modelguard-tier") == "default"
+        assert res.status == 503 and res.headers.get("x-modelguard-tier") == "default"
     assert primary.request_count + light.request_count == served

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ext_proc.core.matching import AUTHORITY, PATH, Matcher
+from ext_proc.core.matching import AUTHORITY, Matcher
 from ext_proc.policy import Match, parse_policy
+from ext_proc.protocol.headers import PATH
 
 
 def prefix(p: str) -> Match:

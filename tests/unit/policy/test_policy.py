@@ -71,12 +71,7 @@ def test_example_loads_unchanged() -> None:
     assert model.tiers[1].route == "recommender-mobilenet"
     last = model.tiers[2]
     assert last.route is None
-    assert last.respond == Respond(
-        status=200,
-        content_type="application/json",
-        body='{"items": [], "degraded": true}',
-        grpc_status=14,
-    )
+    assert last.respond == Respond(status=503, content_type="application/json", body="", grpc_status=14)
 
     breaker = model.breaker
     assert breaker.window == 10.0
