@@ -235,6 +235,7 @@ class CircuitBreaker:
         else:
             self._move(BreakerState.CLOSED, cause)
         self._window.reset()
+        self.hosts = HostBook(self.settings)
         self._consecutive = 0
         self._level = 0
         self._open_duration = 0.0
@@ -261,7 +262,7 @@ class CircuitBreaker:
         judge = self.judging
         if state is BreakerState.CLOSED and judge:
             settings = self.settings
-            if run >= (settings.consecutive_failures or settings.min_calls):
+            if run >= settings.min_calls:
                 self._open(f"slow calls in flight ({run} in a row past {settings.slow_call_duration:g}s)", 0)
             return
         self.flight.reset_run()

@@ -5,9 +5,10 @@ the model fails; judged with the inference calls, two ready checks per call keep
 of 100% under 0.5 and the breaker never opens. So only inference calls are judged (policy
 ``calls``, README "Which calls are judged"): an HTTP request whose method is listed and whose
 path, as a server acts on it (paths.py, query left off, a trailing slash ignored), ends with a
-listed ending; and any gRPC call, whose methods are inference by the protocol's design (health
-and reflection are other services, not routed to a model). Every other request of the model is
-passed through unjudged: routed as if modelguard were not there, never answered by a tier.
+listed ending; and any gRPC call (a POST of ``application/grpc``) but the methods that only ask
+about the server or the model (``GRPC_NOT_INFERENCE``: KServe v2's ``ServerReady``, ``ModelReady``,
+``ModelMetadata`` ..., health checks, reflection). Every other request of the model is passed
+through unjudged: routed as if modelguard were not there, never answered by a tier.
 """
 
 from __future__ import annotations
@@ -20,6 +21,40 @@ from ext_proc.protocol.paths import routed_path
 
 HEADER_NAMES = frozenset({METHOD, PATH, CONTENT_TYPE})
 """The request headers the rule reads."""
+
+GRPC_NOT_INFERENCE = frozenset(
+    {
+        # KServe v2 / Triton (inference.GRPCInferenceService)
+        "ServerLive",
+        "ServerReady",
+        "ModelReady",
+        "ServerMetadata",
+        "ModelMetadata",
+        "ModelConfig",
+        "ModelStatistics",
+        "RepositoryIndex",
+        "RepositoryModelLoad",
+        "RepositoryModelUnload",
+        "SystemSharedMemoryStatus",
+        "SystemSharedMemoryRegister",
+        "SystemSharedMemoryUnregister",
+        "CudaSharedMemoryStatus",
+        "CudaSharedMemoryRegister",
+        "CudaSharedMemoryUnregister",
+        "TraceSetting",
+        "LogSettings",
+        # TensorFlow Serving (tensorflow.serving.ModelService, PredictionService)
+        "GetModelStatus",
+        "GetModelMetadata",
+        "HandleReloadConfigRequest",
+        # grpc.health.v1.Health, grpc.reflection
+        "Check",
+        "Watch",
+        "ServerReflectionInfo",
+    }
+)
+"""gRPC method names (the path's last segment) that are not inference calls."""
+GRPC_MARK_LENGTH = len(GRPC_CONTENT_TYPE)
 
 
 class CallRule:
@@ -35,8 +70,13 @@ class CallRule:
     def judged(self, headers: Mapping[str, str]) -> bool:
         if self.judges_all:
             return True
-        if headers.get(CONTENT_TYPE, "").startswith(GRPC_CONTENT_TYPE):
-            return True
+        if headers.get(CONTENT_TYPE, "")[:GRPC_MARK_LENGTH].lower() == GRPC_CONTENT_TYPE:
+            return headers.get(METHOD) == "POST" and _grpc_method(headers.get(PATH, "")) not in GRPC_NOT_INFERENCE
         if headers.get(METHOD) not in self._methods:
             return False
         return routed_path(headers.get(PATH, "")).endswith(self._endings)
+
+
+def _grpc_method(path: str) -> str:
+    """The method name of a gRPC path (``/package.Service/Method``), as a server dispatches it."""
+    return routed_path(path).rpartition("/")[2]

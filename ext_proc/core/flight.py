@@ -8,9 +8,13 @@ counts its admissions in short buckets by admission time, and the answers that c
 time; a periodic sweep on the server's loop (``StateRegistry.judge_in_flight``) looks at each
 bucket once it is ``slow_call_duration`` old. Every call of a bucket that has no answer in time
 is overdue; such buckets one after another, with no call answered in time between them, make a
-run of slow calls in admission order, and a run of ``consecutive_failures`` calls (``min_calls``
-when that rule is off) opens the breaker. One hung host among several cannot make such a run:
-the calls the others answer in time break it, as Envoy's round robin interleaves them.
+run of slow calls in admission order, and a run of ``min_calls`` calls opens the breaker: the
+slow-call rule's own evidence (every one of at least ``min_calls`` calls slow), not
+``consecutive_failures``, which is about failures and would let a pause of a few calls trip a
+model. One hung host among several cannot make such a run: the calls the others answer in time
+break it, as Envoy's round robin interleaves them. A call dropped before its answer (the client
+went away) is taken out of its bucket: neither slow nor in time, so a client cannot break a run
+by abandoning calls.
 """
 
 from __future__ import annotations
@@ -70,6 +74,14 @@ class Flight:
             index = int(started / self._width)
             if index > self._head - self._size and index > self._swept:
                 self._answered[index % self._size] += 1
+
+    def drop(self, started: float) -> None:
+        """A call admitted at ``started`` ended without an answer: it is not counted at all."""
+        index = int(started / self._width)
+        if index > self._head - self._size and index > self._swept:
+            slot = index % self._size
+            if self._admitted[slot] > self._answered[slot]:
+                self._admitted[slot] -= 1
 
     def sweep(self, now: float) -> int:
         """Judge the buckets that are ``duration`` old by ``now``; returns the run of overdue calls."""

@@ -267,7 +267,7 @@ class Guard:
         for token in ticket.tokens:
             token.release(ticket.started)
         state = ticket.decision.state
-        state.leave(ticket.started, self.clock())
+        state.drop(ticket.started)
         state.outcomes[DROPPED] += 1
 
     # -- reading -------------------------------------------------------------------------

@@ -12,8 +12,9 @@ judgement"):
   model with one host trips as before, one with two needs both to fail;
 - for ``consecutive_failures`` the hosts are those that answered the failures of the run;
 - a failure no host answered (Envoy found no host to try: ``no healthy upstream``, an overflow,
-  or Envoy was not told to send the host) is evidence against the whole tier: it satisfies the
-  rule on its own, so without host information the breaker judges exactly as before.
+  a client gone before an answer, or Envoy was not told to send the host) counts as one more host,
+  ``NO_HOST``: without host information every call is its, one host seen, and the breaker judges
+  exactly as before; with it, such failures alone cannot outvote healthy hosts.
 
 Hosts come from Envoy's ``upstream.address`` attribute on the response (envoy/envoy.yaml,
 ``response_attributes``). Each host keeps its own time window; a tier keeps at most
@@ -32,8 +33,9 @@ OTHER = "other"
 """Where the hosts past MAX_HOSTS are counted together."""
 MAX_HOSTS = 32
 """Hosts a tier tracks one by one: more than a model's replicas in one Envoy's view, usually."""
-DEFAULT_LENGTH = 10.0
-"""The host window of a breaker with a count window (which has no length of its own)."""
+COUNT_WINDOW_LENGTH = 60.0
+"""The host window of a breaker with a count window (which has no length of its own): long, so
+that the hosts' windows hold at least the calls the breaker's window does at any sensible rate."""
 
 CONSECUTIVE = "consecutive_failures"
 FAILURE_RATE = "failure_rate"
@@ -46,7 +48,7 @@ class HostBook:
     __slots__ = ("_length", "hosts", "run")
 
     def __init__(self, settings: BreakerSettings) -> None:
-        self._length = settings.window or DEFAULT_LENGTH
+        self._length = settings.window or COUNT_WINDOW_LENGTH
         self.hosts: dict[str, TimeWindow] = {}
         self.run: set[str] = set()
         """The hosts that answered the failures of the current run of consecutive failures."""
@@ -73,17 +75,17 @@ class HostBook:
 
     def spread(self, cause: str, settings: BreakerSettings, now: float) -> bool:
         """Whether the evidence for ``cause`` comes from enough hosts (see the module's rule)."""
-        seen = {host: window.figures(now) for host, window in self.hosts.items()}
-        seen = {host: figures for host, figures in seen.items() if figures.calls}
-        if cause == CONSECUTIVE:
-            failing = self.run
-        else:
-            failing = {host for host, figures in seen.items() if _crosses(cause, figures, settings)}
-        if not failing or NO_HOST in failing:
-            # none: the calls were judged without being noted here; a crossed rate always has a host
-            # that crosses it on its own (an average is never above all of its parts)
+        need = settings.min_failing_hosts
+        if cause == CONSECUTIVE and len(self.run) >= need:
             return True
-        return len(failing) >= min(settings.min_failing_hosts, max(len(seen), 1))
+        seen = [figures for figures in (window.figures(now) for window in self.hosts.values()) if figures.calls]
+        if not seen:  # nothing noted here (a caller that judges without hosts): the tier's verdict stands
+            return True
+        if cause == CONSECUTIVE:
+            failing = len(self.run)
+        else:
+            failing = sum(1 for figures in seen if _crosses(cause, figures, settings))
+        return failing >= min(need, len(seen))
 
     def snapshot(self, now: float) -> dict[str, dict[str, object]]:
         """The hosts with calls in the window, for /v1/state."""

@@ -14,6 +14,10 @@ DROPPED = "dropped"
 OUTCOMES = (SUCCESS, FAILURE, OVERLOAD, DROPPED)
 
 TOO_MANY_REQUESTS = 429
+NOT_FOUND = 404
+"""From a judged call, the tier does not serve the model (a server that knows it under another name,
+or not at all): a failure whatever ``failure.statuses`` lists, or that tier's breaker would stay
+closed while every call to it fails."""
 
 
 def classify(status: int, grpc_status: int | None, failure: FailureSettings) -> str:
@@ -21,8 +25,9 @@ def classify(status: int, grpc_status: int | None, failure: FailureSettings) -> 
 
     429 and RESOURCE_EXHAUSTED mean "slow down", not "broken": they count as overload, so a
     model server shedding load does not trip its own breaker, unless the policy lists them.
+    404 is always a failure (NOT_FOUND): only judged calls get here, and those name the model.
     """
-    if status in failure.statuses:
+    if status in failure.statuses or status == NOT_FOUND:
         return FAILURE
     if grpc_status is not None and grpc_status in failure.grpc_statuses:
         return FAILURE

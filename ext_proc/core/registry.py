@@ -97,9 +97,14 @@ class TierState:
             self.registry.flying.add(breaker)
 
     def leave(self, started: float, now: float) -> None:
-        """The request admitted at ``started`` ended at ``now``, answered or dropped."""
+        """The request admitted at ``started`` was answered at ``now``."""
         self.inflight -= 1
         self.breaker.flight.answer(started, now)
+
+    def drop(self, started: float) -> None:
+        """The request admitted at ``started`` ended without an answer."""
+        self.inflight -= 1
+        self.breaker.flight.drop(started)
 
     @property
     def state_name(self) -> str:

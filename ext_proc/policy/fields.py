@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from ext_proc.policy.durations import format_duration, parse_duration, shown
-from ext_proc.policy.limits import MAX_STATUSES
+from ext_proc.policy.limits import MAX_SERVED_NAME, MAX_STATUSES
 from ext_proc.protocol.grpc_codes import GRPC_STATUS_CODES
 
 T = TypeVar("T")
@@ -263,6 +263,11 @@ HEADER_VALUE = Text(  # a request header never carries control characters or sur
 ROUTE = Text(  # an HTTP header value for Envoy
     re.compile(r"[A-Za-z0-9_.:/\-]{1,128}"),
     "must be 1-128 characters of letters, digits, '_', '.', ':', '/', '-'",
+)
+SERVED_MODEL = Text(  # one path segment, spelled into a rewritten :path; never '.' or '..'
+    re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{MAX_SERVED_NAME - 1}}}"),
+    f"must be the model's name on the tier's servers: 1-{MAX_SERVED_NAME} characters of letters, digits, '_',"
+    " '.', '-', starting with a letter or digit",
 )
 
 

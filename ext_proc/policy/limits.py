@@ -32,3 +32,6 @@ MAX_EXCLUDED_VALUES = 64
 """Values a canary's ``exclude`` lists: a set lookup per request, whatever its size."""
 MAX_CALL_PATHS = 64
 """Path endings (and methods) of a model's inference calls."""
+MAX_SERVED_NAME = 63
+"""Characters of a tier's ``model:``, the name its servers know the model by: one path segment
+(KServe names its models with DNS labels, at most 63 characters)."""

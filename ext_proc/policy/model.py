@@ -51,6 +51,9 @@ class Tier:
     name: str
     route: str | None = None
     respond: Respond | None = None
+    model: str | None = None
+    """The name the tier's servers know the model by, when it is not the one in the request's path:
+    rendered routes rewrite the path's model segment to it (render/plan.py). Routed tiers only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,8 @@ INFERENCE_PATHS = frozenset(
         "/v1/chat/completions",  # OpenAI-compatible servers (vLLM, TGI, ...)
         "/v1/completions",
         "/v1/embeddings",
+        "/v1/responses",
+        "/invocations",  # SageMaker-style model servers (MLflow, TorchServe's SageMaker mode)
     }
 )
 """Path endings of inference calls by default (README, "Which calls are judged")."""

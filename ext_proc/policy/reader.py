@@ -16,7 +16,7 @@ import re
 from typing import TypeVar
 
 from ext_proc.policy.durations import shown
-from ext_proc.policy.fields import HEADER_VALUE, ROUTE, HeaderName, OneOf, Text
+from ext_proc.policy.fields import HEADER_VALUE, ROUTE, SERVED_MODEL, HeaderName, OneOf, Text
 from ext_proc.policy.limits import MAX_DEPTH, MAX_MODELS, MAX_TIERS
 from ext_proc.policy.model import (
     RESERVED_LABELS,
@@ -32,7 +32,7 @@ from ext_proc.policy.model import (
 from ext_proc.policy.sections import Collector, Node, Section, kind_of, merged
 from ext_proc.policy.tables import BREAKER, CALLS, CANARY, FAILURE, RESPOND
 from ext_proc.protocol.answers import AUTO, PROTOCOLS
-from ext_proc.protocol.paths import covering_prefixes, normalize_path
+from ext_proc.protocol.paths import covering_prefixes, named_model, normalize_path
 
 S = TypeVar("S")
 
@@ -151,11 +151,26 @@ class _Reader(Collector):
         canary = self.canary(node["canary"], f"{path}.canary", tiers) if "canary" in node else None
         calls = self.settings(merged(CALLS, defaults.get("calls"), node.get("calls")), f"{path}.calls", CALLS)
         protocol = self.value(_PROTOCOL, node.get("protocol", AUTO), f"{path}.protocol")
+        served = match is None or tiers is None or self.served_names(match, tiers, f"{path}.tiers")
         if name is None or match is None or tiers is None or breaker is None or failure is None or calls is None:
             return None
-        if ("canary" in node and canary is None) or protocol is None:
+        if ("canary" in node and canary is None) or protocol is None or not served:
             return None
         return ModelPolicy(name, match, tiers, breaker, failure, canary, calls, protocol)
+
+    def served_names(self, match: Match, tiers: tuple[Tier, ...], path: str) -> bool:
+        """A tier's ``model:`` replaces the name a request's path carries, so the model must be
+        matched by a path prefix that ends in that name."""
+        if match.path_prefix is not None and named_model(match.path_prefix) is not None:
+            return True
+        named = [index for index, tier in enumerate(tiers) if tier.model is not None]
+        for index in named:
+            self.error(
+                f"{path}[{index}].model",
+                "needs the model matched by a path_prefix ending in /models/NAME (as KServe v1 and v2 and"
+                " Triton paths are): NAME is what the rendered routes rewrite",
+            )
+        return not named
 
     def canary(self, raw: object, path: str, tiers: tuple[Tier, ...] | None) -> Canary | None:
         """The canary of a model's first tier, which must be routed, to another route than any tier's."""
@@ -265,7 +280,7 @@ class _Reader(Collector):
         return tuple(tiers)
 
     def tier(self, raw: object, path: str, last: bool) -> Tier | None:
-        node = self.mapping(raw, path, {"name", "route", "respond"})
+        node = self.mapping(raw, path, {"name", "route", "respond", "model"})
         if node is None:
             return None
         name = self.name(node.get("name"), f"{path}.name")
@@ -275,12 +290,19 @@ class _Reader(Collector):
             return None
         if has_route:
             route = self.value(ROUTE, node["route"], f"{path}.route")
-            return Tier(name=name, route=route) if name is not None and route is not None else None
+            model = self.value(SERVED_MODEL, node["model"], f"{path}.model") if "model" in node else None
+            if name is None or route is None or ("model" in node and model is None):
+                return None
+            return Tier(name=name, route=route, model=model)
+        if "model" in node:
+            self.error(f"{path}.model", "only a tier with a route serves a model: modelguard answers a respond tier")
         if not last:
             self.error(f"{path}.respond", "only the last tier may respond directly")
             return None
         respond = self.section(node["respond"], f"{path}.respond", RESPOND)
-        return Tier(name=name, respond=respond) if name is not None and respond is not None else None
+        if name is None or respond is None or "model" in node:
+            return None
+        return Tier(name=name, respond=respond)
 
 
 def _match_keys(match: Match) -> tuple[tuple[str, ...], list[tuple[str, ...]], str]:

@@ -22,7 +22,7 @@ AUTO = "auto"
 PROTOCOLS = (AUTO, KSERVE, OPENAI)
 """The values of a model's ``protocol`` setting."""
 
-OPENAI_ENDINGS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+OPENAI_ENDINGS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
 """Paths of the OpenAI endpoints modelguard knows (an OpenAI-compatible server serves them)."""
 
 

@@ -26,6 +26,17 @@ SEGMENT_ENDS = frozenset("/?#:;")
 (':' for the /v1/models/name:predict style)."""
 
 
+_NAMED_MODEL = re.compile(r"(.*/models/)([^/?#:;]+)")
+
+
+def named_model(prefix: str) -> tuple[str, str] | None:
+    """Where a path prefix names its model as KServe v1 and v2, Triton and TF Serving paths do
+    (``/v2/models/NAME``, ``/v1/models/NAME``): the part before the name and the name; None when
+    the prefix does not end so."""
+    found = _NAMED_MODEL.fullmatch(prefix)
+    return (found.group(1), found.group(2)) if found else None
+
+
 def covering_prefixes(prefix: str) -> list[str]:
     """The shorter prefixes that match every path this one matches (matching.py's boundary rule):
     ``/v1/models/x`` is covered by ``/``, ``/v1``, ``/v1/``, ``/v1/models`` and ``/v1/models/``."""

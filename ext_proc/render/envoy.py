@@ -44,6 +44,9 @@ def envoy_bootstrap(policy: Policy, options: EnvoyOptions, parts: ReferenceParts
         raise RenderError(
             [f"{where}: {MODELGUARD_CLUSTER!r} is the ext_proc cluster's name: rename the route" for where in clashes]
         )
+    shared = _shared_rewritten_routes(models)
+    if shared:
+        raise RenderError(shared)
     bootstrap = reference.bootstrap
     uses = list(distinct(use for model in models for use in model.routes))
     vhost = reference.hcm["route_config"]["virtual_hosts"][0]
@@ -56,9 +59,30 @@ def envoy_bootstrap(policy: Policy, options: EnvoyOptions, parts: ReferenceParts
     return bootstrap
 
 
+def _shared_rewritten_routes(models: tuple[ModelRoutes, ...]) -> list[str]:
+    """A route whose path is rewritten for a tier's model: is one header route to Envoy: another
+    model's requests on it would be rewritten too, or left for a server that knows only that name."""
+    first: dict[str, tuple[str, RouteUse]] = {}
+    problems: list[str] = []
+    for model in models:
+        for use in model.routes:
+            owner, earlier = first.setdefault(use.route, (model.name, use))
+            if owner != model.name and (use.rewrite or earlier.rewrite):
+                problems.append(
+                    f"{use.where}: {use.route!r} is also {earlier.where}, and a tier's model: rewrites the path on"
+                    " it: give each model its own route there"
+                )
+    return problems
+
+
 def _route_action(use: RouteUse, reference: ReferenceParts) -> dict[str, Any]:
     action = reference.canary_route() if use.role is Role.CANARY else reference.replica_route()
     action["cluster"] = use.route
+    if use.rewrite is not None:
+        action["regex_rewrite"] = {
+            "pattern": {"regex": use.rewrite.pattern},
+            "substitution": use.rewrite.substitution,
+        }
     return action
 
 

@@ -209,7 +209,7 @@ def _service(
 def _destination(use: RouteUse, model: ModelRoutes, options: IstioOptions, reference: ReferenceParts) -> dict[str, Any]:
     route = reference.canary_route() if use.role is Role.CANARY else reference.replica_route()
     retry = route["retry_policy"]
-    return {
+    destination: dict[str, Any] = {
         "route": [
             {"destination": {"host": options.host(model.name), "port": {"number": options.port}, "subset": use.route}}
         ],
@@ -220,3 +220,7 @@ def _destination(use: RouteUse, model: ModelRoutes, options: IstioOptions, refer
             "retryOn": retry["retry_on"],
         },
     }
+    if use.rewrite is not None:  # Istio 1.18 and later
+        rewrite = {"match": use.rewrite.pattern, "rewrite": use.rewrite.substitution}
+        destination["rewrite"] = {"uriRegexRewrite": rewrite}
+    return destination

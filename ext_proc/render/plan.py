@@ -9,13 +9,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from ext_proc.policy.model import Match, Policy
+from ext_proc.policy.model import Match, ModelPolicy, Policy
+from ext_proc.protocol.paths import named_model
 
 __all__ = [
     "CANARY_REPLICAS",
+    "MAX_REGEX_PROGRAM",
+    "MAX_REWRITTEN_PREFIX",
     "REPLICAS",
     "ModelRoutes",
     "RenderError",
+    "Rewrite",
     "Role",
     "RouteUse",
     "distinct",
@@ -28,6 +32,17 @@ CANARY_REPLICAS = 1
 
 # Kubernetes object names, Istio subset names and label values: a DNS-1123 label.
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+
+MAX_REGEX_PROGRAM = 100
+"""Envoy refuses a regex that compiles to more RE2 instructions than this (runtime key
+re2.max_program_size.error_level, 100 by default, in Istio's proxies too: a larger one would have
+the whole route table rejected)."""
+_VERSION = "(?:/versions/[^/:]+)?"
+_PROGRAM_OVERHEAD = 24
+"""RE2 instructions of a rewrite pattern besides one per character of the path prefix (measured
+with Envoy 1.40: /v2/models/ and a 100-character name compile to 135)."""
+MAX_REWRITTEN_PREFIX = MAX_REGEX_PROGRAM - _PROGRAM_OVERHEAD
+_RE2_SPECIAL = frozenset("\\.+*?()|[]{}^$")
 
 
 class RenderError(ValueError):
@@ -44,6 +59,18 @@ class Role(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Rewrite:
+    """A tier that serves the model under another name (its ``model:``): the path's model segment,
+    with a ``/versions/N`` after it (a version of the model the request named, not of this one),
+    becomes that name; the rest of the path and the query stay. ``pattern`` is RE2, anchored at the
+    model's path prefix, which every request routed there starts with at a segment boundary."""
+
+    pattern: str
+    substitution: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
 class RouteUse:
     """One `route:` of a model: the header value modelguard sets, and what serves it."""
 
@@ -51,6 +78,7 @@ class RouteUse:
     role: Role
     tier: str
     where: str  # its path in the policy file, for errors
+    rewrite: Rewrite | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +107,11 @@ def plan(policy: Policy, *, kubernetes_names: bool = False) -> tuple[ModelRoutes
     for index, model in enumerate(policy.models):
         where = f"models[{index}]"
         uses = [
-            RouteUse(tier.route, Role.TIER, tier.name, f"{where}.tiers[{position}].route")
+            RouteUse(tier.route, Role.TIER, tier.name, f"{where}.tiers[{position}].route", _rewrite(model, tier.model))
             for position, tier in enumerate(model.tiers)
             if tier.route is not None
         ]
+        errors += _rewrite_problems(model, where, uses)
         if model.canary is not None:
             first = uses[0].tier if uses else model.tiers[0].name
             uses.append(RouteUse(model.canary.route, Role.CANARY, first, f"{where}.canary.route"))
@@ -94,6 +123,39 @@ def plan(policy: Policy, *, kubernetes_names: bool = False) -> tuple[ModelRoutes
     if errors:
         raise RenderError(errors)
     return tuple(models)
+
+
+def _rewrite(model: ModelPolicy, served: str | None) -> Rewrite | None:
+    named = named_model(model.match.path_prefix or "")
+    if served is None or named is None:
+        return None  # the policy reader refuses a model: without a path prefix naming the model
+    base, name = named
+    return Rewrite(f"^({_re2_literal(base)}){_re2_literal(name)}{_VERSION}", f"\\1{served}", served)
+
+
+def _re2_literal(text: str) -> str:
+    return "".join(f"\\{char}" if char in _RE2_SPECIAL else char for char in text)
+
+
+def _rewrite_problems(model: ModelPolicy, where: str, uses: list[RouteUse]) -> list[str]:
+    """A route is one header value to Envoy's router and one Istio subset, so all of a model's tiers
+    on it must agree on the rewrite; and Envoy must accept the pattern."""
+    problems: list[str] = []
+    first: dict[str, RouteUse] = {}
+    for use in uses:
+        earlier = first.setdefault(use.route, use)
+        if earlier.rewrite != use.rewrite:
+            problems.append(
+                f"{use.where}: {use.route!r} is also {earlier.where}, with another model: (routes tell tiers apart"
+                " for the router): give this tier a route of its own"
+            )
+    prefix = model.match.path_prefix or ""
+    if any(use.rewrite for use in uses) and len(prefix) > MAX_REWRITTEN_PREFIX:
+        problems.append(
+            f"{where}.match.path_prefix: at most {MAX_REWRITTEN_PREFIX} characters when a tier has a model:"
+            f" (the path rewrite's regex would pass Envoy's limit of {MAX_REGEX_PROGRAM} RE2 instructions)"
+        )
+    return problems
 
 
 def distinct(uses: Iterable[RouteUse]) -> tuple[RouteUse, ...]:

@@ -165,22 +165,36 @@ async def test_primary_and_light_servers_answer_differently(client: Client, prim
         await running.stop()
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/v2/models/ranker/infer",
-        "/v2/models/recommender/versions/2/infer",
-    ],
-)
-async def test_unknown_model_is_404(client: Client, path: str) -> None:
-    status, body, headers = await client.infer(path=path)
-    assert status == 404
-    assert "unknown" in body["error"]
+async def test_any_model_name_is_served(client: Client, light: Model) -> None:
+    """A server of one model answers to whatever name it is called, as SDK defaults expect."""
+    status, body, headers = await client.infer(request(1, seed=4), path="/v2/models/ranker/infer")
+    assert status == 200, body
+    assert body["model_name"] == "ranker"
+    assert body["outputs"][0]["data"] == light.predict(inputs(1, seed=4)).ravel().tolist()
     assert headers["x-demo-host"] == "light-1"
-    assert (await client.get("/v2/models/ranker"))[0] == 404
-    assert (await client.get("/v2/models/ranker/ready"))[0] == 404
+    status, metadata = await client.get("/v2/models/ranker")
+    assert status == 200 and metadata["name"] == "ranker" and metadata["parameters"]["model"] == "recommender"
+    assert await client.get("/v2/models/ranker/ready") == (200, {"name": "ranker", "ready": True})
+    assert (await client.get("/v2/models/ranker/versions/1/ready"))[0] == 200
+
+
+async def test_unknown_version_and_path_are_404(client: Client) -> None:
+    status, body, headers = await client.infer(path="/v2/models/recommender/versions/2/infer")
+    assert status == 404
+    assert "unknown version '2'" in body["error"]
+    assert headers["x-demo-host"] == "light-1"
+    assert (await client.get("/v2/models/recommender/versions/2"))[0] == 404
+    assert (await client.get("/v2/models/recommender/versions/2/ready"))[0] == 404
     status, body = await client.get("/v2/nothing/here")
     assert status == 404 and body == {"error": "Not Found"}
+
+
+async def test_a_model_name_too_long_is_400(client: Client) -> None:
+    name = "m" * 257
+    status, body, _ = await client.infer(path=f"/v2/models/{name}/infer")
+    assert status == 400 and "model name: at most 256 characters" in body["error"]
+    assert (await client.get(f"/v2/models/{name}/ready"))[0] == 400
+    assert (await client.stats())["outcomes"]["bad_request"] == 1
 
 
 def tensor(**changes: Any) -> dict[str, Any]:
@@ -218,7 +232,7 @@ def tensor(**changes: Any) -> dict[str, Any]:
         (tensor(data=[[0.5] * 63]), "nested data"),
         (tensor(data=[1e39] * 64), "finite"),
         (tensor(data=[10**400] * 64), "inputs[0].data"),
-        (tensor(parameters={"binary_data_size": 256}), "binary"),
+        (tensor(parameters={"binary_data_size": 256}), "give data or binary_data_size, not both"),
         ({**tensor(), "id": 5}, "id: must be a string"),
         ({**tensor(), "outputs": [{"name": "logits"}]}, "outputs"),
         ({**tensor(), "parameters": []}, "parameters"),
@@ -232,6 +246,22 @@ async def test_malformed_requests_are_400(client: Client, body: Any, message: st
     assert message in answer["error"]
     stats = await client.stats()
     assert stats["outcomes"]["bad_request"] == 1
+
+
+@pytest.mark.parametrize(
+    ("length", "message"),
+    [
+        ("99999", "more than the body's"),
+        ("x", "Inference-Header-Content-Length: must be a byte count"),
+        ("5", "must be JSON"),
+    ],
+)
+async def test_a_bad_binary_header_is_400(client: Client, length: str, message: str) -> None:
+    body = json.dumps(tensor()).encode()
+    headers = {"Inference-Header-Content-Length": length}
+    async with client.session.post(client.url(INFER), data=body, headers=headers) as response:
+        assert response.status == 400
+        assert message in (await response.json())["error"]
 
 
 async def test_a_body_too_large_is_413_and_counted(client: Client) -> None:
@@ -479,7 +509,7 @@ def test_fault_parse_names_every_problem() -> None:
 
 async def test_stats_count_each_outcome(client: Client) -> None:
     assert (await client.infer())[0] == 200
-    await client.infer(path="/v2/models/other/infer")
+    await client.infer(path="/v2/models/recommender/versions/7/infer")
     await client.infer(body={"inputs": []})
     await client.put_fault({"error_rate": 1.0})
     await client.infer()

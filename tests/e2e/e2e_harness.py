@@ -139,10 +139,12 @@ class _QuietHTTPServer(ThreadingHTTPServer):
 
 
 class Upstream:
-    """A fake model server: 200 + {"server": name} for any path, or 503 while faulted."""
+    """A fake model server: 200 + {"server": name} for any path, or 503 while faulted; given
+    ``serves``, 404 for any other path (query left off), as a server that knows one model name."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, serves: str | None = None) -> None:
         self.name = name
+        self.serves = serves
         self._lock = threading.Lock()
         self._fault = False
         self._error_rate = 0.0
@@ -214,8 +216,9 @@ class Upstream:
             fault = self._fault or (self._error_rate > 0 and self._rng.random() < self._error_rate)
         if delay:
             time.sleep(delay)
+        unknown = self.serves is not None and handler.path.split("?", 1)[0] != self.serves
         with self._lock:
-            status = 503 if fault else 200
+            status = 404 if unknown else 503 if fault else 200
             self._served[status] = self._served.get(status, 0) + 1
             self.answered.append((time.time(), status))
             self._last_headers = {k.lower(): v for k, v in handler.headers.items()}

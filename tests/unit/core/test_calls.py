@@ -40,6 +40,10 @@ def call(path: str, method: str = "POST", **more: str) -> dict[str, str]:
     return {":method": method, ":path": path, **more}
 
 
+def grpc(method: str, http_method: str = "POST", content_type: str = "application/grpc") -> dict[str, str]:
+    return call(f"/v2/models/recommender/{method}", http_method, **{"content-type": content_type})
+
+
 @pytest.mark.parametrize(
     "headers",
     [
@@ -51,7 +55,8 @@ def call(path: str, method: str = "POST", **more: str) -> dict[str, str]:
         call("/v2/models/recommender/inf%65r"),
         call("/v2/models/recommender/generate"),
         call("/v2/models/recommender/generate_stream"),
-        call("/v2/models/recommender/anything", "GET", **{"content-type": "application/grpc+proto"}),
+        call("/v2/models/recommender/anything", **{"content-type": "application/grpc+proto"}),
+        grpc("inference.GRPCInferenceService/ModelInfer", content_type="Application/GRPC"),
     ],
 )
 def test_inference_calls_are_judged(headers: dict[str, str]) -> None:
@@ -76,6 +81,10 @@ def test_inference_calls_are_judged(headers: dict[str, str]) -> None:
         call("/v2/models/recommender/inferx"),
         call("/v2/models/recommender/ready?x=/infer"),
         {":path": "/v2/models/recommender/infer"},
+        grpc("inference.GRPCInferenceService/ModelReady"),
+        grpc("inference.GRPCInferenceService/ServerLive/"),
+        grpc("grpc.health.v1.Health/Check", content_type="application/grpc+proto"),
+        grpc("x.Service/ModelInfer", "GET"),
     ],
 )
 def test_other_calls_pass_through_untagged_and_unjudged(headers: dict[str, str]) -> None:

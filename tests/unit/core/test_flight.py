@@ -146,3 +146,41 @@ def test_the_ring_survives_long_gaps_and_stale_times() -> None:
     assert flight.admit(5000.0)  # far later: the ring starts over
     assert flight.sweep(5001.0) == 1
     assert flight.swept
+
+
+def test_a_short_stall_is_not_a_verdict() -> None:
+    """A pause of a few calls (fewer than min_calls) past the duration is not a hanging model."""
+    world = World()
+
+    def stall(index: int, ticket: Ticket) -> tuple[float, int]:
+        return (0.8, 200) if 100 <= index < 110 else (0.2, 200)
+
+    world.run(2.0, stall)
+    assert world.primary is BreakerState.CLOSED and not world.opened
+
+
+def test_calls_abandoned_in_time_do_not_break_a_run() -> None:
+    """A client that sends and abandons calls cannot keep a hanging model's breaker closed."""
+    world = World()
+    world.run(1.0, healthy)
+    onset = world.clock()
+
+    def hanging(index: int, ticket: Ticket) -> tuple[float, int]:
+        if index % 2:
+            world.guard.release(ticket)  # the client went away at once
+            return 99.0, 200
+        return (3.0, 503) if ticket.decision.tier_name == "primary" else (0.04, 200)
+
+    world.run(2.0, hanging)
+    assert world.opened and world.opened[0][1].startswith("slow calls in flight")
+    assert world.opened[0][0] - onset <= 0.8
+
+
+def test_a_dropped_call_leaves_its_bucket() -> None:
+    flight = Flight(0.5)
+    flight.admit(10.0)
+    flight.admit(10.0)
+    flight.drop(10.0)
+    assert flight.sweep(11.0) == 1 and flight.overdue == 1
+    flight.drop(10.0)  # its bucket is judged: too late to change it
+    assert flight.overdue == 1

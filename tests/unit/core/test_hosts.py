@@ -18,15 +18,15 @@ models:
     tiers:
       - {name: primary, route: rec-primary}
       - {name: light, route: rec-light}
-    breaker: {window: 10s, min_calls: 20, failure_rate: 0.5, jitter: 0%s}
+    breaker: {%s, min_calls: 20, failure_rate: 0.5, jitter: 0%s}
 """
 INFER = {":method": "POST", ":path": "/v2/models/recommender/infer"}
 HOSTS = ("10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000")
 
 
-def make(extra: str = ", consecutive_failures: 5") -> tuple[Guard, ManualClock]:
+def make(extra: str = ", consecutive_failures: 5", window: str = "window: 10s") -> tuple[Guard, ManualClock]:
     clock = ManualClock()
-    return Guard(parse_policy(POLICY % extra), StateRegistry(clock, random.Random(1))), clock
+    return Guard(parse_policy(POLICY % (window, extra)), StateRegistry(clock, random.Random(1))), clock
 
 
 def answer(guard: Guard, status: int, host: str) -> str:
@@ -99,8 +99,8 @@ def test_without_host_information_the_breaker_judges_as_before() -> None:
     assert primary_state(guard) is BreakerState.OPEN
 
 
-def test_failures_no_host_answered_count_against_the_whole_tier() -> None:
-    """Envoy's `no healthy upstream` has no host: every host is gone, not one."""
+def test_failures_no_host_answered_count_as_one_more_failing_host() -> None:
+    """Envoy's `no healthy upstream` after a host failed: two sources of failure, the verdict stands."""
     guard, _ = make()
     for host in HOSTS:
         answer(guard, 200, host)
@@ -108,6 +108,27 @@ def test_failures_no_host_answered_count_against_the_whole_tier() -> None:
     for _ in range(4):
         answer(guard, 503, NO_HOST)
     assert primary_state(guard) is BreakerState.OPEN
+
+
+def test_failures_no_host_answered_alone_do_not_outvote_healthy_hosts() -> None:
+    """Answers without a host (clients gone, an overflow) while three hosts answer well: not the model's fault."""
+    guard, _ = make()
+    for host in HOSTS:
+        answer(guard, 200, host)
+    for _ in range(30):
+        answer(guard, 503, NO_HOST)
+    assert primary_state(guard) is BreakerState.CLOSED
+
+
+def test_a_count_window_keeps_hosts_a_minute() -> None:
+    """A count window has no length: the hosts' evidence outlives a slow trickle of calls."""
+    guard, clock = make(window="window_calls: 50")
+    for host in HOSTS:
+        answer(guard, 200, host)
+        clock.advance(15.0)
+    for _ in range(10):
+        answer(guard, 503, HOSTS[0])
+    assert primary_state(guard) is BreakerState.CLOSED
 
 
 def test_min_failing_hosts_is_a_setting() -> None:
@@ -150,3 +171,15 @@ def test_the_book_is_bounded() -> None:
     # hosts gone quiet make room again
     book.note("10.9.9.9:80", 100.0, False, False)
     assert "10.9.9.9:80" in book.hosts and len(book.hosts) <= MAX_HOSTS
+
+
+def test_a_reset_forgets_the_hosts_evidence() -> None:
+    """An operator's reset starts a fresh window: old per-host evidence must not decide the next verdict."""
+    guard, _ = make()
+    for host in HOSTS:
+        answer(guard, 503, host)
+    state = guard.models[0].tiers[0].state
+    assert state is not None
+    assert state.breaker.hosts.snapshot(0.0)
+    state.breaker.reset("operator reset")
+    assert guard.models[0].tiers[0].snapshot()["hosts"] == {}
