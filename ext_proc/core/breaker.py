@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from ext_proc.core.admission import Token
 from ext_proc.core.clock import Clock
 from ext_proc.core.flight import Flight
-from ext_proc.core.hosts import CONSECUTIVE, FAILURE_RATE, SLOW_CALL_RATE, HostBook
+from ext_proc.core.hosts import CONSECUTIVE, FAILURE_RATE, SLOW_CALL_RATE, host_book
 from ext_proc.core.outcomes import FAILURE, OVERLOAD
 from ext_proc.core.reasons import BREAKER_OPEN, HALF_OPEN_PROBE
 from ext_proc.core.windows import CountWindow, TimeWindow, Window, WindowFigures
@@ -104,6 +104,10 @@ class _RetiredToken:
 _RETIRED = _RetiredToken()
 
 
+def _nothing() -> None:
+    return None
+
+
 def _window_for(settings: BreakerSettings) -> Window:
     if settings.window_calls is not None:
         return CountWindow(settings.window_calls)
@@ -120,6 +124,7 @@ class CircuitBreaker:
         "_consecutive",
         "_level",
         "_listener",
+        "_on_flight",
         "_open_duration",
         "_open_until",
         "_probe_starts",
@@ -141,17 +146,20 @@ class CircuitBreaker:
         clock: Clock,
         rng: random.Random | None = None,
         listener: TransitionListener | None = None,
+        on_flight: Callable[[CircuitBreaker], None] | None = None,
     ) -> None:
+        """``on_flight``: told when the tier admits calls the in-flight sweep must look at."""
         self.settings = settings
         self.clock = clock
         self._rng = rng or random.Random()
         self._listener = listener
         self._window = _window_for(settings)
-        self.hosts = HostBook(settings)
+        self.hosts = host_book(settings)
         """Where the evidence came from: a verdict needs it from enough hosts (core/hosts.py)."""
         self.judging = True
         """No operator's order stands in front (core/forcing.py): the sweep may decide."""
-        self.flight = Flight(settings.slow_call_duration)
+        self._on_flight = on_flight
+        self.flight = Flight(settings.slow_call_duration, self._flying)
         """The tier's calls in flight by admission time: overdue ones are slow already (core/flight.py)."""
         self._state = BreakerState.CLOSED
         self.generation = 0
@@ -215,9 +223,9 @@ class CircuitBreaker:
         self.settings = settings
         if (old.window, old.window_calls) != (settings.window, settings.window_calls):
             self._window = _window_for(settings)
-            self.hosts = HostBook(settings)
+            self.hosts = host_book(settings)
         if old.slow_call_duration != settings.slow_call_duration:
-            self.flight = Flight(settings.slow_call_duration)
+            self.flight.reconfigure(settings.slow_call_duration)
         if settings == old:
             return
         if self._state is BreakerState.CLOSED and judge:  # not while an operator's order stands in front
@@ -235,17 +243,18 @@ class CircuitBreaker:
         else:
             self._move(BreakerState.CLOSED, cause)
         self._window.reset()
-        self.hosts = HostBook(self.settings)
+        self.hosts = host_book(self.settings)
         self._consecutive = 0
         self._level = 0
         self._open_duration = 0.0
 
-    def note_host(self, host: str, failed: bool, overloaded: bool, latency: float) -> None:
-        """Which host answered a call of this tier (before the call is judged: the verdict asks)."""
+    def note_host(self, host: str, now: float, failed: bool, overloaded: bool, latency: float) -> None:
+        """Which host answered a call of this tier at ``now`` (before the call is judged: the
+        verdict asks)."""
         if overloaded:
-            self.hosts.note_overload(host, self.clock())
+            self.hosts.note_overload(host, now)
         else:
-            self.hosts.note(host, self.clock(), failed, latency >= self.settings.slow_call_duration)
+            self.hosts.note(host, now, failed, latency >= self.settings.slow_call_duration)
 
     @property
     def probing(self) -> bool:
@@ -285,10 +294,15 @@ class CircuitBreaker:
         return self._verdict(self._window)
 
     def retire(self) -> None:
-        """Its tier is gone (a reload): drop the one reference cycle it has (itself <-> its
-        shared token), so that it is freed by reference counting once the streams still holding
-        its tokens end, even frozen out of the collector."""
+        """Its tier is gone (a reload): drop the reference cycles it has (itself <-> its shared
+        token, and its flight's call back), so that it is freed by reference counting once the
+        streams still holding its tokens end, even frozen out of the collector."""
         self._admitted = _RETIRED
+        self.flight.on_bucket = _nothing
+
+    def _flying(self) -> None:
+        if self._on_flight is not None:
+            self._on_flight(self)
 
     # -- the hot path --------------------------------------------------------------------
 
@@ -328,7 +342,7 @@ class CircuitBreaker:
             return
         state = self._state
         if state is BreakerState.CLOSED:
-            self._record_closed(failed, overloaded, latency)
+            self._record_closed(failed, overloaded, latency, started + latency)
         elif state is BreakerState.HALF_OPEN and admission == PROBE:
             self._forget_probe(started)
             if overloaded:
@@ -363,28 +377,35 @@ class CircuitBreaker:
 
     # -- transitions ---------------------------------------------------------------------
 
-    def _record_closed(self, failed: bool, overloaded: bool, latency: float) -> None:
-        now = self.clock()
+    def _record_closed(self, failed: bool, overloaded: bool, latency: float, now: float) -> None:
         window = self._window
         if overloaded:
             window.record_overload(now)
             return
-        settings = self.settings
-        window.record(now, failed, latency >= settings.slow_call_duration)
+        window.record(now, failed, latency >= self.settings.slow_call_duration)
         self._consecutive = self._consecutive + 1 if failed else 0
-        self._judge(window)
+        crossed = self._crossed(window)
+        if crossed:
+            self._open_on(crossed)
 
     def _judge(self, window: Window) -> None:
         """Open if the evidence so far crosses a threshold."""
-        cause = self._verdict(window)
+        crossed = self._crossed(window)
+        if crossed:
+            self._open_on(crossed)
+
+    def _open_on(self, crossed: tuple[str, ...]) -> None:
+        cause = self._spread(crossed)
         if cause is not None:
             self._open(cause, 0)
 
     def _verdict(self, window: Window) -> str | None:
         """The threshold the evidence so far crosses, if any, on evidence from enough hosts."""
         crossed = self._crossed(window)
-        if not crossed:
-            return None
+        return self._spread(crossed) if crossed else None
+
+    def _spread(self, crossed: tuple[str, ...]) -> str | None:
+        """The first of the crossed thresholds whose evidence comes from enough hosts."""
         now = self.clock()
         for cause in crossed:
             if self.hosts.spread(cause, self.settings, now):

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from ext_proc.policy import Calls
 from ext_proc.protocol.headers import CONTENT_TYPE, GRPC_CONTENT_TYPE, METHOD, PATH
-from ext_proc.protocol.paths import routed_path
+from ext_proc.protocol.paths import needs_normalizing, routed_path
 
 HEADER_NAMES = frozenset({METHOD, PATH, CONTENT_TYPE})
 """The request headers the rule reads."""
@@ -60,21 +60,36 @@ GRPC_MARK_LENGTH = len(GRPC_CONTENT_TYPE)
 class CallRule:
     """The policy's ``calls`` of one model, as a check on a request's headers."""
 
-    __slots__ = ("_endings", "_methods", "judges_all")
+    __slots__ = ("_endings", "_literal", "_methods", "judges_all")
 
     def __init__(self, calls: Calls) -> None:
         self.judges_all = calls.judge == "all"
         self._methods = calls.methods
         self._endings = tuple(sorted(calls.paths))
+        self._literal = all(literal_ending(ending) for ending in self._endings)
+        """Every ending survives normalization as written: a path that ends with one and has no
+        query is judged without normalizing it (``literal_ending``)."""
 
     def judged(self, headers: Mapping[str, str]) -> bool:
         if self.judges_all:
             return True
-        if headers.get(CONTENT_TYPE, "")[:GRPC_MARK_LENGTH].lower() == GRPC_CONTENT_TYPE:
+        content_type = headers.get(CONTENT_TYPE)
+        if content_type and content_type[:GRPC_MARK_LENGTH].lower() == GRPC_CONTENT_TYPE:
             return headers.get(METHOD) == "POST" and _grpc_method(headers.get(PATH, "")) not in GRPC_NOT_INFERENCE
         if headers.get(METHOD) not in self._methods:
             return False
-        return routed_path(headers.get(PATH, "")).endswith(self._endings)
+        path = headers.get(PATH, "")
+        if self._literal and path.endswith(self._endings) and path[:1] == "/" and "?" not in path and "#" not in path:
+            return True
+        return routed_path(path).endswith(self._endings)
+
+
+def literal_ending(ending: str) -> bool:
+    """Whether every query-less absolute path that ends with ``ending`` as written still ends with
+    it as a server routes it. True for an ending with nothing to normalize in it and no trailing slash:
+    it begins with '/' or ':', so no escape reaches into it; merged slashes and dot segments
+    before it leave it whole, and none is after it."""
+    return not needs_normalizing(ending) and not ending.endswith("/")
 
 
 def _grpc_method(path: str) -> str:

@@ -20,6 +20,7 @@ by abandoning calls.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 MIN_WIDTH = 0.025
 """Seconds per bucket at least: a sweep tells calls apart to about this (and its own period)."""
@@ -32,9 +33,32 @@ SPARE_BUCKETS = 64
 class Flight:
     """One tier's admissions and in-time answers by admission bucket (a ring of counts)."""
 
-    __slots__ = ("_admitted", "_answered", "_head", "_size", "_swept", "_width", "duration", "overdue", "run")
+    __slots__ = (
+        "_admitted",
+        "_answered",
+        "_head",
+        "_size",
+        "_swept",
+        "_width",
+        "duration",
+        "inflight",
+        "on_bucket",
+        "overdue",
+        "run",
+    )
 
-    def __init__(self, slow_call_duration: float) -> None:
+    def __init__(self, slow_call_duration: float, on_bucket: Callable[[], None] | None = None) -> None:
+        self.on_bucket = on_bucket or _nothing
+        """Called when an admission opens a new bucket: the sweep must look at this tier again."""
+        self.inflight = 0
+        """Calls admitted and not yet answered or dropped."""
+        self.overdue = 0
+        """Calls found still in flight past the duration, ever: for the state endpoint."""
+        self.reconfigure(slow_call_duration)
+
+    def reconfigure(self, slow_call_duration: float) -> None:
+        """Judge by a new duration from now on: the buckets start empty (calls in flight now are
+        not judged), the in-flight count goes on."""
         self.duration = slow_call_duration
         self._width = max(MIN_WIDTH, slow_call_duration / BUCKETS_PER_DURATION)
         self._size = math.ceil(slow_call_duration / self._width) + SPARE_BUCKETS
@@ -46,22 +70,20 @@ class Flight:
         """Absolute index of the last bucket the sweep judged."""
         self.run = 0
         """Overdue calls one after another in admission order, none answered in time between."""
-        self.overdue = 0
-        """Calls found still in flight past the duration, ever: for the state endpoint."""
 
-    def admit(self, now: float) -> bool:
-        """Count an admission; True when it opened a new bucket (the sweep must look here again)."""
+    def admit(self, now: float) -> None:
+        """A call admitted at ``now`` is in flight."""
+        self.inflight += 1
         index = int(now / self._width)
         head = self._head
         if index == head:
             self._admitted[index % self._size] += 1
-            return False
-        if index < head:  # a time older than the newest bucket (the clock never goes back): counted there
+        elif index < head:  # a time older than the newest bucket (the clock never goes back): counted there
             self._admitted[head % self._size] += 1
-            return False
-        self._advance(index)
-        self._admitted[index % self._size] += 1
-        return True
+        else:
+            self._advance(index)
+            self._admitted[index % self._size] += 1
+            self.on_bucket()
 
     @property
     def swept(self) -> bool:
@@ -69,7 +91,8 @@ class Flight:
         return self._swept >= self._head
 
     def answer(self, started: float, now: float) -> None:
-        """A call admitted at ``started`` ended (answered or dropped) at ``now``."""
+        """A call admitted at ``started`` was answered at ``now``."""
+        self.inflight -= 1
         if now - started < self.duration:
             index = int(started / self._width)
             if index > self._head - self._size and index > self._swept:
@@ -77,6 +100,7 @@ class Flight:
 
     def drop(self, started: float) -> None:
         """A call admitted at ``started`` ended without an answer: it is not counted at all."""
+        self.inflight -= 1
         index = int(started / self._width)
         if index > self._head - self._size and index > self._swept:
             slot = index % self._size
@@ -113,3 +137,7 @@ class Flight:
             self._admitted[slot] = 0
             self._answered[slot] = 0
         self._head = index
+
+
+def _nothing() -> None:
+    return None

@@ -222,7 +222,7 @@ class Guard:
                 reason = why
             decision = tier.served if reason is None else tier.by_reason[reason]
             decision.counter.value += 1
-            state.enter(now)
+            state.flight.admit(now)
             return Ticket(decision, tokens, now)
         ticket = model.exhausted_tickets[why or reasons.BREAKER_OPEN]
         ticket.decision.counter.value += 1
@@ -251,10 +251,10 @@ class Guard:
         started = ticket.started
         answered = self.clock() if answered_at is None else answered_at
         latency = answered - started
-        state.breaker.note_host(host, outcome == FAILURE, outcome == OVERLOAD, latency)
+        state.breaker.note_host(host, answered, outcome == FAILURE, outcome == OVERLOAD, latency)
         for token in ticket.tokens:
             token.record(outcome, latency, started)
-        state.leave(started, answered)
+        state.flight.answer(started, answered)
         state.outcomes[outcome] += 1
         state.latency.observe(latency)
         return outcome
@@ -267,7 +267,7 @@ class Guard:
         for token in ticket.tokens:
             token.release(ticket.started)
         state = ticket.decision.state
-        state.drop(ticket.started)
+        state.flight.drop(ticket.started)
         state.outcomes[DROPPED] += 1
 
     # -- reading -------------------------------------------------------------------------

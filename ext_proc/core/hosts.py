@@ -17,12 +17,17 @@ judgement"):
   exactly as before; with it, such failures alone cannot outvote healthy hosts.
 
 Hosts come from Envoy's ``upstream.address`` attribute on the response (envoy/envoy.yaml,
-``response_attributes``). Each host keeps its own time window; a tier keeps at most
-``MAX_HOSTS`` of them (the rest share one entry, ``OTHER``), so memory is bounded whatever
-Envoy reports.
+``response_attributes``). A host's evidence is its share of the breaker's own window, so that one
+host's figures are the tier's when it is the only one: with a time window, each host keeps a
+window of the same length and buckets (``TimeHostBook``); with a count window, each of the last
+``window_calls`` calls carries the slot of its host (``CountHostBook``). A tier tracks at most
+``MAX_HOSTS`` hosts (the rest share one entry, ``OTHER``), so memory is bounded whatever Envoy
+reports.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 from ext_proc.core.windows import TimeWindow, WindowFigures
 from ext_proc.policy import BreakerSettings
@@ -33,53 +38,55 @@ OTHER = "other"
 """Where the hosts past MAX_HOSTS are counted together."""
 MAX_HOSTS = 32
 """Hosts a tier tracks one by one: more than a model's replicas in one Envoy's view, usually."""
-COUNT_WINDOW_LENGTH = 60.0
-"""The host window of a breaker with a count window (which has no length of its own): long, so
-that the hosts' windows hold at least the calls the breaker's window does at any sensible rate."""
 
 CONSECUTIVE = "consecutive_failures"
 FAILURE_RATE = "failure_rate"
 SLOW_CALL_RATE = "slow_call_rate"
 
 
+def host_book(settings: BreakerSettings) -> HostBook:
+    """The book for a breaker's window: per-host time windows, or the count window's calls by host."""
+    if settings.window_calls is not None:
+        return CountHostBook(settings.window_calls)
+    assert settings.window is not None  # the reader sets exactly one of the two
+    return TimeHostBook(settings.window)
+
+
 class HostBook:
-    """The evidence of one tier's breaker by host."""
+    """The evidence of one tier's breaker by host: the run's hosts here, the counts in a subclass."""
 
-    __slots__ = ("_length", "hosts", "run")
+    __slots__ = ("run",)
 
-    def __init__(self, settings: BreakerSettings) -> None:
-        self._length = settings.window or COUNT_WINDOW_LENGTH
-        self.hosts: dict[str, TimeWindow] = {}
+    def __init__(self) -> None:
         self.run: set[str] = set()
         """The hosts that answered the failures of the current run of consecutive failures."""
 
     def note(self, host: str, now: float, failed: bool, slow: bool) -> None:
-        window = self.hosts.get(host)
-        if window is None:
-            host = self._admit(host, now)
-            window = self.hosts[host]
-        window.record(now, failed, slow)
-        if failed:
-            self.run.add(host)
-        elif self.run:
-            self.run.clear()
+        raise NotImplementedError
 
     def note_overload(self, host: str, now: float) -> None:
-        window = self.hosts.get(host)
-        if window is None:
-            window = self.hosts[self._admit(host, now)]
-        window.record_overload(now)
+        raise NotImplementedError
+
+    def figures(self, now: float) -> Iterator[tuple[str, WindowFigures]]:
+        """Each tracked host's calls in the breaker's window (hosts without any may be left out)."""
+        raise NotImplementedError
 
     def clear_run(self) -> None:
         self.run.clear()
+
+    def _noted(self, host: str, failed: bool) -> None:
+        if failed:
+            self.run.add(host)
+        else:
+            self.run.clear()
 
     def spread(self, cause: str, settings: BreakerSettings, now: float) -> bool:
         """Whether the evidence for ``cause`` comes from enough hosts (see the module's rule)."""
         need = settings.min_failing_hosts
         if cause == CONSECUTIVE and len(self.run) >= need:
             return True
-        seen = [figures for figures in (window.figures(now) for window in self.hosts.values()) if figures.calls]
-        if not seen:  # nothing noted here (a caller that judges without hosts): the tier's verdict stands
+        seen = [figures for _, figures in self.figures(now) if figures.calls]
+        if len(seen) <= 1:  # one host, or nothing noted here (a caller that judges without hosts)
             return True
         if cause == CONSECUTIVE:
             failing = len(self.run)
@@ -90,8 +97,7 @@ class HostBook:
     def snapshot(self, now: float) -> dict[str, dict[str, object]]:
         """The hosts with calls in the window, for /v1/state."""
         found: dict[str, dict[str, object]] = {}
-        for host, window in self.hosts.items():
-            figures = window.figures(now)
+        for host, figures in self.figures(now):
             if figures.calls or figures.overloaded:
                 found[host or "none"] = {
                     "calls": figures.calls,
@@ -102,6 +108,36 @@ class HostBook:
                     "in_run": host in self.run,
                 }
         return found
+
+
+class TimeHostBook(HostBook):
+    """A time window per host, of the breaker's window's length (so the same buckets)."""
+
+    __slots__ = ("_length", "hosts")
+
+    def __init__(self, length: float) -> None:
+        super().__init__()
+        self._length = length
+        self.hosts: dict[str, TimeWindow] = {}
+
+    def note(self, host: str, now: float, failed: bool, slow: bool) -> None:
+        window = self.hosts.get(host)
+        if window is None:
+            host = self._admit(host, now)
+            window = self.hosts[host]
+        window.record(now, failed, slow)
+        if failed or self.run:
+            self._noted(host, failed)
+
+    def note_overload(self, host: str, now: float) -> None:
+        window = self.hosts.get(host)
+        if window is None:
+            window = self.hosts[self._admit(host, now)]
+        window.record_overload(now)
+
+    def figures(self, now: float) -> Iterator[tuple[str, WindowFigures]]:
+        for host, window in self.hosts.items():
+            yield host, window.figures(now)
 
     def _admit(self, host: str, now: float) -> str:
         """The entry a host not seen before is counted under: its own, in a slot of one gone quiet
@@ -117,6 +153,80 @@ class HostBook:
         if host not in hosts:
             hosts[host] = TimeWindow(self._length)
         return host
+
+
+class CountHostBook(HostBook):
+    """The last ``size`` calls, each with the slot of the host that answered it (a ring of bytes:
+    slot << 2, bit 1 slow, bit 0 failed), and each slot's running totals over the ring."""
+
+    __slots__ = ("_calls", "_failures", "_filled", "_names", "_next", "_overloaded", "_ring", "_slot_of", "_slow")
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self._ring = bytearray(size)
+        self._next = 0
+        self._filled = 0
+        self._slot_of: dict[str, int] = {}
+        self._names: list[str] = [NO_HOST] * MAX_HOSTS
+        self._calls = [0] * MAX_HOSTS
+        self._failures = [0] * MAX_HOSTS
+        self._slow = [0] * MAX_HOSTS
+        self._overloaded = [0] * MAX_HOSTS
+        """Overload answers by slot since the slot was taken (a count window keeps no time)."""
+
+    def note(self, host: str, now: float, failed: bool, slow: bool) -> None:
+        slot = self._slot_of.get(host)
+        if slot is None:
+            slot = self._admit(host)
+        ring = self._ring
+        index = self._next
+        if self._filled == len(ring):
+            old = ring[index]
+            gone = old >> 2
+            self._calls[gone] -= 1
+            self._failures[gone] -= old & 1
+            self._slow[gone] -= (old >> 1) & 1
+        else:
+            self._filled += 1
+        ring[index] = slot << 2 | slow << 1 | failed
+        self._calls[slot] += 1
+        self._failures[slot] += failed
+        self._slow[slot] += slow
+        self._next = index + 1 if index + 1 < len(ring) else 0
+        if failed or self.run:
+            self._noted(self._names[slot], failed)
+
+    def note_overload(self, host: str, now: float) -> None:
+        slot = self._slot_of.get(host)
+        if slot is None:
+            slot = self._admit(host)
+        self._overloaded[slot] += 1
+
+    def figures(self, now: float) -> Iterator[tuple[str, WindowFigures]]:
+        for host, slot in self._slot_of.items():
+            yield host, WindowFigures(self._calls[slot], self._failures[slot], self._slow[slot], self._overloaded[slot])
+
+    def _admit(self, host: str) -> int:
+        """The slot a host not seen before is counted in: a free one or one whose host has no call
+        left in the ring, else the last slot, OTHER's."""
+        last = MAX_HOSTS - 1
+        taken = self._slot_of
+        for slot in range(last):
+            if not self._calls[slot]:
+                name = self._names[slot]
+                if taken.get(name) == slot:
+                    del taken[name]
+                    self.run.discard(name)
+                return self._take(slot, host)
+        if OTHER not in taken or taken[OTHER] != last:
+            return self._take(last, OTHER)
+        return last
+
+    def _take(self, slot: int, host: str) -> int:
+        self._names[slot] = host
+        self._overloaded[slot] = 0
+        self._slot_of[host] = slot
+        return slot
 
 
 def _crosses(cause: str, figures: WindowFigures, settings: BreakerSettings) -> bool:

@@ -30,6 +30,7 @@ from ext_proc.core.breaker import BreakerState, CircuitBreaker, Transition
 from ext_proc.core.canary.book import CanaryBook
 from ext_proc.core.canary.run import CanaryChange, ChangeSink
 from ext_proc.core.clock import Clock, monotonic, wall_clock
+from ext_proc.core.flight import Flight
 from ext_proc.core.forcing import NEVER, ForceChange, ForcedClosed, ForcedOpen, ForceMode, ForceOrder
 from ext_proc.core.listing import listed
 from ext_proc.core.outcomes import OUTCOMES
@@ -50,9 +51,9 @@ class TierState:
         "__weakref__",
         "breaker",
         "era",
+        "flight",
         "forced_changes",
         "gate",
-        "inflight",
         "latency",
         "mark",
         "model_name",
@@ -69,7 +70,6 @@ class TierState:
         self.model_name = model_name
         self.name = name
         self.route = route
-        self.inflight = 0
         self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self.latency = Histogram(LATENCY_BUCKETS)
         self.transitions: dict[tuple[str, str], int] = {}
@@ -85,26 +85,19 @@ class TierState:
         self.era = 0
         """Bumped with every new gate: a forced-closed token admitted under another is not recorded."""
         self.registry = registry
-        self.breaker: CircuitBreaker  # set by the registry, which owns the clock and the listener
+        self.breaker: CircuitBreaker  # attached by the registry, which owns the clock and the listener
+        self.flight: Flight
         self.gate: Gate
         """The head of the admission chain: the breaker, or a forced state standing in front of it."""
 
-    def enter(self, now: float) -> None:
-        """A request admitted to this tier at ``now`` is in flight."""
-        self.inflight += 1
-        breaker = self.breaker
-        if breaker.flight.admit(now) and self.registry is not None:
-            self.registry.flying.add(breaker)
+    def attach(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+        self.flight = breaker.flight
+        """Its calls in flight (core/flight.py): admitted, answered or dropped on the hot path."""
 
-    def leave(self, started: float, now: float) -> None:
-        """The request admitted at ``started`` was answered at ``now``."""
-        self.inflight -= 1
-        self.breaker.flight.answer(started, now)
-
-    def drop(self, started: float) -> None:
-        """The request admitted at ``started`` ended without an answer."""
-        self.inflight -= 1
-        self.breaker.flight.drop(started)
+    @property
+    def inflight(self) -> int:
+        return self.flight.inflight
 
     @property
     def state_name(self) -> str:
@@ -213,7 +206,7 @@ class StateRegistry:
         state = self._tiers.get(key)
         if state is None:
             state = self._tiers[key] = TierState(model, tier, route, self)
-            state.breaker = self._breaker(state, settings)
+            state.attach(self._breaker(state, settings))
             self._apply(state, self._orders.get(key))
         elif state.route != route:
             self._replaced.append(state)
@@ -404,7 +397,7 @@ class StateRegistry:
         state = TierState(old.model_name, old.name, route, self)
         state.outcomes, state.latency, state.transitions = old.outcomes, old.latency, old.transitions
         state.forced_changes = old.forced_changes
-        state.breaker = self._breaker(state, settings)
+        state.attach(self._breaker(state, settings))
         self._apply(state, old.order)
         return state
 
@@ -421,4 +414,4 @@ class StateRegistry:
             if key == _OPENED and state.name.endswith(CANARY_SUFFIX):
                 self.canaries.breaker_opened(state.model_name, state.route)
 
-        return CircuitBreaker(settings, self.clock, self._rng, listener)
+        return CircuitBreaker(settings, self.clock, self._rng, listener, self.flying.add)

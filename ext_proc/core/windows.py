@@ -148,7 +148,8 @@ class TimeWindow:
         self._head = target
 
     def record(self, now: float, failed: bool, slow: bool) -> None:
-        self.advance(now)
+        if int(now / self._width) != self._head:  # advance()'s own first test, without the call
+            self.advance(now)
         slot = self._head % BUCKETS_PER_WINDOW
         self._calls[slot] += 1
         self.calls += 1

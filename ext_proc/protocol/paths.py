@@ -100,8 +100,7 @@ def _without_dot_segments(path: str) -> str:
 
 
 def routed_path(path: str) -> str:
-    """The path as a server routes it: normalized, without query or fragment, without a trailing
-    slash (servers route ``/infer/`` as ``/infer``)."""
-    path = normalize_path(path)
-    cut = _query_start(path)
-    return path[:cut].rstrip("/")
+    """The path as a server routes it: without query or fragment, normalized, without a trailing
+    slash (servers route ``/infer/`` as ``/infer``). The query is cut first, as a server does: an
+    escaped ``%3F`` is a character of the path, not the start of a query."""
+    return normalize_path(path[: _query_start(path)]).rstrip("/")

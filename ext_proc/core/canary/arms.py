@@ -43,11 +43,11 @@ class CanaryGuard:
                 token.release(now)
                 decision = self.served
                 decision.counter.value += 1
-                state.enter(now)
+                state.flight.admit(now)
                 return Ticket(decision, (held, run.canary_token), now)
         decision = tier.served if token.reason is None else tier.by_reason[token.reason]
         decision.counter.value += 1
-        stable.enter(now)
+        stable.flight.admit(now)
         return Ticket(decision, (token,) if arm is None else (token, run.stable_token), now)
 
     def snapshot(self) -> dict[str, object]:

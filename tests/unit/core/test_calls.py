@@ -6,11 +6,12 @@ import random
 
 import pytest
 
-from ext_proc.core.calls import CallRule
+from ext_proc.core.calls import CallRule, literal_ending
 from ext_proc.core.clock import ManualClock
 from ext_proc.core.guard import Guard
 from ext_proc.core.registry import StateRegistry
 from ext_proc.policy import Calls, PolicyError, parse_policy
+from ext_proc.protocol.paths import routed_path
 
 POLICY = """
 models:
@@ -148,3 +149,45 @@ def test_defaults_calls_apply_to_every_model() -> None:
         "defaults: {calls: {judge: all}}\nmodels: [{name: m, match: {path_prefix: /m}, tiers: [{name: t, route: r}]}]"
     )
     assert policy.models[0].calls.judge == "all"
+
+
+_PIECES = ["/", "//", "/.", "/..", ".", "%2F", "%2e", "%3F", "%69nfer", "\\", "infer", "/infer", ":predict", "x"]
+_PIECES += ["?", "#"]
+
+
+@pytest.mark.parametrize("endings", [("/infer",), ("/infer", ":predict"), ("/v1/chat/completions",)])
+def test_the_shortcut_for_ordinary_paths_judges_as_routing_would(endings: tuple[str, ...]) -> None:
+    """A path ending with a listed ending is judged without normalizing it: the answer must be the
+    one the routed path gives, for any spelling around the ending (random paths, seeded)."""
+    rule = CallRule(Calls(paths=frozenset(endings)))
+    rng = random.Random(13)
+    shortcut_taken = 0
+    for _ in range(20_000):
+        path = "".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 6))) + rng.choice([*endings, "", "/"])
+        expected = routed_path(path).endswith(endings)
+        assert rule.judged({":method": "POST", ":path": path}) is expected, path
+        shortcut_taken += path.startswith("/") and path.endswith(endings) and "?" not in path and "#" not in path
+    assert shortcut_taken > 1000
+
+
+@pytest.mark.parametrize(
+    ("ending", "literal"),
+    [
+        ("/infer", True),
+        (":predict", True),
+        ("/infer/", False),
+        ("/%69nfer", False),
+        ("/a//b", False),
+        ("/a/./b", False),
+    ],
+)
+def test_an_ending_with_something_to_normalize_is_checked_the_long_way(ending: str, literal: bool) -> None:
+    assert literal_ending(ending) is literal
+    rule = CallRule(Calls(paths=frozenset({ending})))
+    assert rule.judged({":method": "POST", ":path": "/m" + ending}) is routed_path("/m" + ending).endswith(ending)
+
+
+def test_an_escaped_question_mark_is_part_of_the_path() -> None:
+    rule = CallRule(Calls())
+    assert rule.judged({":method": "POST", ":path": "/v2/models/a%3Fb/infer"})
+    assert not rule.judged({":method": "POST", ":path": "/v2/models/a/infer%3F"})

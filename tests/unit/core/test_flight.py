@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import replace
 
 from ext_proc.core.breaker import BreakerState, Transition
 from ext_proc.core.clock import ManualClock
@@ -43,10 +44,14 @@ class World:
             self.opened.append((self.clock(), transition.cause))
 
     @property
-    def primary(self) -> BreakerState:
+    def state(self) -> TierState:
         state = self.guard.models[0].tiers[0].state
         assert state is not None
-        return state.breaker.state
+        return state
+
+    @property
+    def primary(self) -> BreakerState:
+        return self.state.breaker.state
 
     def run(self, seconds: float, latency: Latency) -> None:
         """Requests at RATE, answers after their latency, a sweep every SWEEP, on the fake clock."""
@@ -137,15 +142,29 @@ def test_idle_tiers_leave_the_sweep() -> None:
 
 
 def test_the_ring_survives_long_gaps_and_stale_times() -> None:
-    flight = Flight(0.5)
-    assert flight.admit(10.0)
-    assert not flight.admit(9.0)  # an older time counts in the newest bucket
+    buckets: list[int] = []
+    flight = Flight(0.5, lambda: buckets.append(1))
+    flight.admit(10.0)
+    flight.admit(9.0)  # an older time counts in the newest bucket
+    assert len(buckets) == 1 and flight.inflight == 2
     flight.answer(10.0, 10.1)
     assert flight.sweep(11.0) == 0  # two admitted, one answered in time: no run
     assert flight.overdue == 1
-    assert flight.admit(5000.0)  # far later: the ring starts over
+    flight.admit(5000.0)  # far later: the ring starts over
+    assert len(buckets) == 2
     assert flight.sweep(5001.0) == 1
     assert flight.swept
+
+
+def test_a_new_duration_keeps_the_count_of_calls_in_flight() -> None:
+    """A reload that changes slow_call_duration must not lose the calls in flight, nor count them
+    twice when they answer."""
+    world = World()
+    for _ in range(3):
+        world.guard.decide(INFER)
+    state = world.state
+    state.breaker.reconfigure(replace(state.breaker.settings, slow_call_duration=2.0))
+    assert state.inflight == 3 and state.flight.duration == 2.0
 
 
 def test_a_short_stall_is_not_a_verdict() -> None:

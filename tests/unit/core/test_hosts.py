@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from ext_proc.core.breaker import BreakerState
 from ext_proc.core.clock import ManualClock
 from ext_proc.core.guard import Guard
-from ext_proc.core.hosts import MAX_HOSTS, NO_HOST, OTHER, HostBook
+from ext_proc.core.hosts import MAX_HOSTS, NO_HOST, OTHER, CountHostBook, HostBook, TimeHostBook
 from ext_proc.core.registry import StateRegistry
-from ext_proc.policy import BreakerSettings, parse_policy
+from ext_proc.policy import parse_policy
 
 POLICY = """
 models:
@@ -120,13 +122,40 @@ def test_failures_no_host_answered_alone_do_not_outvote_healthy_hosts() -> None:
     assert primary_state(guard) is BreakerState.CLOSED
 
 
-def test_a_count_window_keeps_hosts_a_minute() -> None:
-    """A count window has no length: the hosts' evidence outlives a slow trickle of calls."""
+def test_a_count_window_judges_hosts_over_its_own_calls() -> None:
+    """A count window has no length: a host's evidence is its calls among the window's, however
+    slowly they came."""
     guard, clock = make(window="window_calls: 50")
     for host in HOSTS:
         answer(guard, 200, host)
         clock.advance(15.0)
     for _ in range(10):
+        answer(guard, 503, HOSTS[0])
+    assert primary_state(guard) is BreakerState.CLOSED
+    hosts = guard.models[0].tiers[0].snapshot()["hosts"]
+    assert isinstance(hosts, dict)
+    assert hosts[HOSTS[1]]["calls"] == 1 and hosts[HOSTS[0]]["failures"] == 10
+
+
+def test_a_count_window_opens_when_every_host_fails_after_a_long_healthy_spell() -> None:
+    """Each host's evidence is its share of the last window_calls calls, not of a longer span: a
+    minute of successes before the fault must not hide it (the tier's window holds only failures)."""
+    guard, clock = make(", consecutive_failures: 0", window="window_calls: 50")
+    for index in range(600):
+        answer(guard, 200, HOSTS[index % 3])
+        clock.advance(0.1)
+    answered = 0
+    while primary_state(guard) is BreakerState.CLOSED and answered < 100:
+        answer(guard, 503, HOSTS[answered % 3])
+        answered += 1
+    assert answered == 25  # the tier's window crosses 0.5 at its 25th failure of 50 calls; so does every host
+
+
+def test_a_count_window_still_spares_a_model_one_bad_host() -> None:
+    guard, _ = make(", consecutive_failures: 5", window="window_calls: 50")
+    for index in range(300):
+        answer(guard, 503 if index % 3 == 0 else 200, HOSTS[index % 3])
+    for _ in range(30):
         answer(guard, 503, HOSTS[0])
     assert primary_state(guard) is BreakerState.CLOSED
 
@@ -162,15 +191,29 @@ def test_hosts_leave_the_count_with_the_window() -> None:
     assert primary_state(guard) is BreakerState.OPEN
 
 
-def test_the_book_is_bounded() -> None:
-    book = HostBook(BreakerSettings())
+@pytest.mark.parametrize("book", [TimeHostBook(10.0), CountHostBook(1000)], ids=["time", "count"])
+def test_the_book_is_bounded(book: HostBook) -> None:
     for index in range(MAX_HOSTS * 4):
         book.note(f"10.1.{index // 250}.{index % 250}:80", 0.0, True, False)
-    assert len(book.hosts) == MAX_HOSTS
-    assert OTHER in book.hosts and len(book.run) == MAX_HOSTS
-    # hosts gone quiet make room again
-    book.note("10.9.9.9:80", 100.0, False, False)
-    assert "10.9.9.9:80" in book.hosts and len(book.hosts) <= MAX_HOSTS
+    tracked = {host for host, figures in book.figures(0.0)}
+    assert len(tracked) == MAX_HOSTS and OTHER in tracked and len(book.run) == MAX_HOSTS
+    assert dict(book.figures(0.0))[OTHER].calls == MAX_HOSTS * 3 + 1
+
+
+def test_hosts_gone_quiet_make_room_again() -> None:
+    time_book = TimeHostBook(10.0)
+    count_book = CountHostBook(MAX_HOSTS)
+    for book in (time_book, count_book):
+        for index in range(MAX_HOSTS * 2):
+            book.note(f"10.1.0.{index}:80", 0.0, False, False)
+    time_book.note("10.9.9.9:80", 100.0, False, False)  # the window has passed
+    for _ in range(MAX_HOSTS):  # the ring has turned over: the earlier hosts have no call left in it
+        count_book.note("10.9.9.9:80", 0.0, False, False)
+    for book in (time_book, count_book):
+        figures = dict(book.figures(100.0))
+        assert figures["10.9.9.9:80"].calls >= 1 and len(figures) <= MAX_HOSTS
+    count_book.note("10.8.8.8:80", 0.0, True, False)
+    assert dict(count_book.figures(0.0))["10.8.8.8:80"].failures == 1
 
 
 def test_a_reset_forgets_the_hosts_evidence() -> None:
