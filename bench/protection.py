@@ -3,14 +3,15 @@
   admission   the same plus Envoy's admission_control filter (client-side throttling on success rate)
   modelguard  Envoy + modelguard (the reference config)
 
-Scenarios (ext_proc/demo/scenario.py): `incident` (default, 80 s) and `bad_host` (one primary host of
-three bad, let back in by Envoy while still bad; 36 s). `--repeat N` plays each config N times (what
+Scenarios (ext_proc/demo/scenario.py): `incident` (default, 80 s), `bad_host` (one primary host of
+three bad, let back in by Envoy while still bad; 36 s) and `slow_fault` (every primary call hangs 3 s,
+then fails; 40 s). `--repeat N` plays each config N times (what
 happens only sometimes, e.g. a false trip, shows over repeats): the table gives, per config, the false
 trips summed over every run and the number of runs with at least one, and the medians of the other
 figures; the JSON keeps every run's figures.
 
 Writes a Markdown table and a JSON file. Usage:
-  python -m bench.protection [--rate 200] [--scenario incident|bad_host] [--duration S] [--repeat N]
+  python -m bench.protection [--rate 200] [--scenario incident|bad_host|slow_fault] [--duration S] [--repeat N]
                              [--out DIR] [--configs envoy,admission,modelguard]
 """
 
@@ -71,6 +72,14 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("primary share, last 10 s", "primary_share_at_end"),
         ("Envoy ejections of the bad host", EJECTIONS),
     ],
+    "slow_fault": [
+        ("client-visible failures in the fault", "whole_fault_failed"),
+        ("of requests in the fault", "whole_fault_requests"),
+        ("p99 during the fault (ms)", "whole_fault_p99_ms"),
+        ("fault -> breaker open (s)", "fault_to_breaker_open_s"),
+        ("fault -> first light answer (s)", "fault_to_first_light_s"),
+        ("clear -> first primary answer (s)", "clear_to_first_primary_s"),
+    ],
 }
 """Per scenario, the table's rows: (label, the run's key)."""
 SUMMED = "false_trips"
@@ -84,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--scenario", choices=list(scenario.SCENARIOS), default="incident")
     parser.add_argument(
-        "--duration", type=float, default=None, help="seconds of load (the scenario's own: incident 80, bad_host 36)"
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of load (the scenario's own: incident 80, bad_host 36, slow_fault 40)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per config (1)")
     parser.add_argument(

@@ -93,6 +93,7 @@ class TierGuard:
             "index": self.index,
             "route": self.route,
             "respond": self.tier.respond is not None,
+            "model": self.tier.model,
         }
         state = self.state
         if state is None:

@@ -256,11 +256,18 @@ class StateRegistry:
         now = self.clock()
         flying = self.flying
         looked = 0
+        failed: Exception | None = None
         for breaker in list(flying):
             looked += 1
-            breaker.judge_in_flight(now)
+            try:
+                breaker.judge_in_flight(now)
+            except Exception as exc:  # one tier's failure (a listener's, say) must not starve the others
+                failed = failed or exc
+                continue
             if breaker.flight.swept and not breaker.probing:
                 flying.discard(breaker)
+        if failed is not None:
+            raise failed
         return looked
 
     # -- operators' orders ------------------------------------------------------------------

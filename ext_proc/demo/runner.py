@@ -2,7 +2,7 @@
 
 Starts, as separate processes on free 127.0.0.1 ports: 3 primary and 2 light model servers and
 the canary's v2 host, modelguard, Envoy (the reference config from envoy/envoy.yaml) and an
-open-loop load generator; then plays a scenario (scenario.py: the incident, or ``bad_host``) by
+open-loop load generator; then plays a scenario (scenario.py: the incident, ``bad_host`` or ``slow_fault``) by
 injecting faults into the model servers, prints a line per second while it runs (with the breaker's
 and the canary's states, as modelguard's admin port tells them), and ends with a timeline table, a
 JSON report and a PNG chart. Every process it started is stopped on the way out, Ctrl-C included.
@@ -56,7 +56,7 @@ class DemoOptions:
     """Envoy HTTP filters to add before the router, e.g. admission_control for a comparison."""
     chart: bool = True
     scenario: str = "incident"
-    """Which script of scenario.SCENARIOS to play: ``incident`` or ``bad_host``."""
+    """Which script of scenario.SCENARIOS to play: ``incident``, ``bad_host`` or ``slow_fault``."""
 
 
 @dataclass

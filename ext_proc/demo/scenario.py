@@ -17,6 +17,9 @@ phase):
 
 ``bad_host``: only one primary host of three goes bad, long enough for Envoy to let it back in
 while it is still bad (times in seconds, from Envoy's outlier detection, see ``bad_host``).
+
+``slow_fault``: the whole primary model hangs: every call takes about 3 s and then fails, on every
+primary host (see ``slow_fault``).
 """
 
 from __future__ import annotations
@@ -128,8 +131,36 @@ def bad_host(duration: float) -> list[Step]:
     ]
 
 
-SCENARIOS: dict[str, Callable[[float], list[Step]]] = {"incident": incident, "bad_host": bad_host}
-DEFAULT_DURATION: dict[str, float] = {"incident": 80.0, "bad_host": BAD_HOST_DURATION}
+HUNG: dict[str, Any] = {
+    "latency": {"distribution": "lognormal", "median_ms": 2800, "sigma": 0.2},  # on top of the base 200 ms
+    "error_rate": 1.0,
+    "error_status": 503,
+}
+"""A stalled GPU: every call hangs about 3 s, then fails (Envoy's 1 s per-try timeout cuts it first)."""
+
+
+def slow_fault(duration: float) -> list[Step]:
+    """The whole primary model hangs from 30% of the run to 65%: no answer comes for longer than
+    any per-try timeout, so a breaker that judges only answers waits for timeouts and failures,
+    while one that sees its calls in flight can open about ``slow_call_duration`` after the onset
+    (README, "Slow calls in flight")."""
+    return [
+        Step(
+            round(0.3 * duration, 1),
+            "whole_model_fault",
+            "whole primary model: every call hangs 3 s, then fails",
+            {host: HUNG for host in PRIMARY_HOSTS},
+        ),
+        Step(round(0.65 * duration, 1), "fault_cleared", "fault cleared", dict.fromkeys(PRIMARY_HOSTS)),
+    ]
+
+
+SCENARIOS: dict[str, Callable[[float], list[Step]]] = {
+    "incident": incident,
+    "bad_host": bad_host,
+    "slow_fault": slow_fault,
+}
+DEFAULT_DURATION: dict[str, float] = {"incident": 80.0, "bad_host": BAD_HOST_DURATION, "slow_fault": 40.0}
 """Each scenario's load length when none is given."""
 
 

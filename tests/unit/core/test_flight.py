@@ -203,3 +203,30 @@ def test_a_dropped_call_leaves_its_bucket() -> None:
     assert flight.sweep(11.0) == 1 and flight.overdue == 1
     flight.drop(10.0)  # its bucket is judged: too late to change it
     assert flight.overdue == 1
+
+
+def test_a_failing_tier_does_not_starve_the_sweep_of_the_others() -> None:
+    """A listener that raises on one tier's opening: every other hanging tier is still judged in
+    the same sweep, and the failure is still raised for the server to log."""
+    clock = ManualClock()
+    opened: list[str] = []
+
+    def note(tier: TierState, transition: Transition) -> None:
+        if transition.to_state is BreakerState.OPEN:
+            opened.append(tier.model_name)
+            raise RuntimeError("a listener's bug")
+
+    registry = StateRegistry(clock, random.Random(1), on_transition=note)
+    two = POLICY + POLICY.split("models:\n", 1)[1].replace("recommender", "ranker")
+    guard = Guard(parse_policy(two), registry)
+    for model in ("recommender", "ranker"):
+        for _ in range(30):
+            guard.decide({":method": "POST", ":path": f"/v2/models/{model}/infer"})
+    clock.advance(1.0)
+    try:
+        registry.judge_in_flight()
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the listener's failure was swallowed")
+    assert sorted(opened) == ["ranker", "recommender"]

@@ -126,3 +126,48 @@ def test_bad_host_summary_counts_every_trip_after_the_fault_even_after_the_clear
     text = render_summary(tripped)
     assert "[FAILED] no breaker trip while only one primary host is bad" in text
     assert "whole-model fault" not in text and "breaker open" not in text
+
+
+def test_the_slow_fault_hangs_every_primary_host_past_the_per_try_timeout() -> None:
+    steps = scenario.steps("slow_fault", scenario.DEFAULT_DURATION["slow_fault"])
+    assert [(s.at, s.kind) for s in steps] == [(12.0, "whole_model_fault"), (26.0, "fault_cleared")]
+    assert set(steps[0].faults) == set(scenario.PRIMARY_HOSTS)
+    fault = scenario.HUNG
+    assert fault["error_rate"] == 1.0 and not fault.get("fail_fast")  # each call fails only after hanging
+    config = yaml.safe_load(reference_envoy_config().read_text())
+    routes = str(config)
+    assert "per_try_timeout': '1s'" in routes  # the hang outlasts every try
+    assert fault["latency"]["median_ms"] > 2 * 1000
+
+
+def slow_fault_summary(open_at: float | None) -> report.Summary:
+    """40 s at 10 req/s; the hang from 12 s to 26 s; before the breaker opens calls fail, after
+    it the light tier serves."""
+    samples = []
+    for i in range(400):
+        t = i / 10
+        hung = 12.0 <= t < 26.0
+        if hung and (open_at is None or t < 12.0 + open_at):
+            samples.append(Sample(START + t, 2.5, 504, "primary", False, "h", "primary", None, "stable"))
+        elif hung:
+            samples.append(Sample(START + t, 0.04, 200, "light", True, "h", "light", None, "stable"))
+        else:
+            samples.append(Sample(START + t, 0.2, 200, "primary", False, "h", "primary", None, "stable"))
+    events = [
+        report.Event(START + 12.0, "whole_model_fault", "hang"),
+        report.Event(START + 26.0, "fault_cleared", "fault cleared"),
+    ]
+    transitions = [] if open_at is None else [trip(12.0 + open_at)]
+    return report.summarize(
+        samples, events, transitions, "recommender", "primary", "light", True, START + 40, scenario="slow_fault"
+    )
+
+
+def test_slow_fault_expects_the_breaker_open_within_a_second() -> None:
+    quick = slow_fault_summary(0.7)
+    assert quick.fault_to_breaker_open_s == 0.7 and quick.passed, quick.expectations
+    assert "one bad primary host" not in render_summary(quick)
+    late = slow_fault_summary(1.3)
+    assert not late.passed
+    assert late.expectations["breaker opens within 1 s of the hang, before any call answers"] is False
+    assert not slow_fault_summary(None).passed

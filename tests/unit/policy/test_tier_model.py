@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from ext_proc.core.clock import ManualClock
+from ext_proc.core.guard import Guard
+from ext_proc.core.registry import StateRegistry
 from ext_proc.policy import PolicyError, Tier, parse_policy
 from ext_proc.policy.limits import MAX_SERVED_NAME
 from ext_proc.protocol.paths import named_model
@@ -29,6 +34,12 @@ def test_a_routed_tier_names_the_model_its_servers_serve() -> None:
     tiers = parse_policy(POLICY).models[0].tiers
     assert tiers[1] == Tier(name="light", route="recommender-light", model="recommender-light")
     assert tiers[0].model is None and tiers[2].model is None, "no model: the path's name is the servers' name"
+
+
+def test_the_state_endpoint_shows_the_model_a_tier_serves() -> None:
+    guard = Guard(parse_policy(POLICY), StateRegistry(ManualClock(), random.Random(1)))
+    tiers = guard.snapshot()["models"]["recommender"]["tiers"]  # type: ignore[index]
+    assert [tiers[name]["model"] for name in ("primary", "light", "default")] == [None, "recommender-light", None]
 
 
 @pytest.mark.parametrize(
