@@ -11,6 +11,10 @@ Measures CPU time (process_time) per request for:
   adapter   what the servicer does per request: parse the request-headers ProcessingRequest,
             extract headers, decide, pick the prebuilt answer; then parse the response-headers
             message, judge it, pick the prebuilt answer (everything but the gRPC machinery)
+  logged try
+            what a failed try from Envoy's access log costs (server/tries.py): its share of a
+            parsed batch of 16 entries, read and judged into a closed breaker (only failed tries
+            are logged: a healthy model costs nothing here)
 
 Usage: python -m bench.micro [--requests N] [--models M] [--json FILE]
 """
@@ -26,13 +30,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
+from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue, RequestMethod
+from envoy.data.accesslog.v3.accesslog_pb2 import HTTPAccessLogEntry
+from envoy.service.accesslog.v3.als_pb2 import StreamAccessLogsMessage
 from envoy.service.ext_proc.v3.external_processor_pb2 import HttpHeaders, ProcessingRequest
 
 from bench.policies import policy_with
 from ext_proc.core.guard import Guard
 from ext_proc.core.registry import StateRegistry
+from ext_proc.policy import parse_policy
 from ext_proc.server.servicer import ExtProcServicer
+from ext_proc.server.tries import TryLog
 
 
 def request_headers_message(path: str) -> bytes:
@@ -125,6 +133,7 @@ def bench(requests: int, models: int) -> dict[str, Any]:
             parse(request_wires[i & 63]).WhichOneof("request")
             parse(response_wire).WhichOneof("request")
 
+    tries = logged_try_cost(min(requests, LOGGED_TRIES))
     results = {
         "requests": requests,
         "models": models,
@@ -133,9 +142,50 @@ def bench(requests: int, models: int) -> dict[str, Any]:
         "core_canary_us": round(measure(core_canary, requests), 3),
         "adapter_us": round(measure(adapter, requests), 3),
         "protobuf_parse_us": round(measure(parse_only, requests), 3),
+        "logged_try_us": tries,
     }
     results["adapter_minus_parse_us"] = round(results["adapter_us"] - results["protobuf_parse_us"], 3)
     return results
+
+
+LOGGED_TRIES = 16_000
+"""Failed tries per measured run: 4 runs stay under the policy's min_calls, so the breaker judges
+every one closed and never opens (an open one would skip the work)."""
+TRY_POLICY = """
+models:
+  - name: m
+    match: {path_prefix: /v2/models/m}
+    tiers: [{name: primary, route: m-primary}, {name: light, route: m-light}]
+    breaker: {window: 600s, min_calls: 100000, consecutive_failures: 0}
+"""
+
+
+def logged_try_cost(tries: int) -> float:
+    registry = StateRegistry(rng=random.Random(1))
+    guard = Guard(parse_policy(TRY_POLICY), registry)
+    log = TryLog(lambda: guard, registry)
+    message = StreamAccessLogsMessage()
+    for index in range(16):
+        entry: HTTPAccessLogEntry = message.http_logs.log_entry.add()
+        entry.common_properties.upstream_cluster = "m-primary"
+        entry.common_properties.upstream_remote_address.socket_address.address = f"10.0.0.{index % 3}"
+        entry.common_properties.upstream_remote_address.socket_address.port_value = 8000
+        entry.common_properties.duration.FromMilliseconds(40)
+        entry.request.request_method = RequestMethod.POST
+        entry.request.path = "/v2/models/m/infer"
+        entry.request.authority = "models.internal"
+        entry.request.request_headers["x-modelguard-tier"] = "primary"
+        entry.response.response_code.value = 503
+    wire = message.SerializeToString()
+
+    def judge(n: int) -> None:
+        parse = StreamAccessLogsMessage.FromString
+        for _ in range(n // 16):
+            log.judge(parse(wire).http_logs.log_entry)
+
+    cost = measure(judge, tries)
+    assert log.tries["counted"] > 0 and not log.tries["error"], log.tries
+    return round(cost, 3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,14 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = [bench(args.requests, m) for m in args.models]
     print(
         "| models | core decide+record (µs) | core, a path to normalize (µs) | core, every model with a canary (µs) "
-        "| adapter per request (µs) | of which protobuf parse (µs) |"
+        "| adapter per request (µs) | of which protobuf parse (µs) | a logged failed try (µs) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
             f"| {row['models']} | {row['core_us']} | {row['core_normalized_path_us']} | {row['core_canary_us']} "
             f"| {row['adapter_us']} "
-            f"| {row['protobuf_parse_us']} |"
+            f"| {row['protobuf_parse_us']} | {row['logged_try_us']} |"
         )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

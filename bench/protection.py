@@ -1,7 +1,11 @@
 """Protection quality: one of the demo's scenarios at a fixed rate, side by side, for
-  envoy       Envoy retries + outlier detection only (the ext_proc filter removed)
+  envoy       Envoy retries on another replica + outlier detection only (the ext_proc filter removed)
   admission   the same plus Envoy's admission_control filter (client-side throttling on success rate)
-  modelguard  Envoy + modelguard (the reference config)
+  modelguard  Envoy + modelguard (the reference config: a failed primary try's last retry goes to the
+              light tier, and the failed tries reach modelguard through Envoy's access log)
+and, named in --configs: envoy-fallback (envoy plus the retry on the light tier), modelguard-same-tier
+(modelguard without it), modelguard-answers (neither it nor the failed-try log: answers judged alone),
+modelguard-fallback-unlogged (the retry on the light tier without the log).
 
 Scenarios (ext_proc/demo/scenario.py): `incident` (default, 80 s), `bad_host` (one primary host of
 three bad, let back in by Envoy while still bad; 36 s) and `slow_fault` (every primary call hangs 3 s,
@@ -12,7 +16,7 @@ figures; the JSON keeps every run's figures.
 
 Writes a Markdown table and a JSON file. Usage:
   python -m bench.protection [--rate 200] [--scenario incident|bad_host|slow_fault] [--duration S] [--repeat N]
-                             [--out DIR] [--configs envoy,admission,modelguard]
+                             [--out DIR] [--configs envoy,admission,modelguard,...]
 """
 
 from __future__ import annotations
@@ -48,10 +52,22 @@ ADMISSION_CONTROL: dict[str, Any] = {
 }
 
 CONFIGS: dict[str, DemoOptions] = {
-    "envoy": DemoOptions(with_modelguard=False),
-    "admission": DemoOptions(with_modelguard=False, extra_http_filters=(ADMISSION_CONTROL,)),
+    "envoy": DemoOptions(with_modelguard=False, next_tier_retries=False),
+    "envoy-fallback": DemoOptions(with_modelguard=False),
+    "admission": DemoOptions(with_modelguard=False, extra_http_filters=(ADMISSION_CONTROL,), next_tier_retries=False),
     "modelguard": DemoOptions(with_modelguard=True),
+    "modelguard-same-tier": DemoOptions(with_modelguard=True, next_tier_retries=False),
+    "modelguard-answers": DemoOptions(with_modelguard=True, next_tier_retries=False, try_log=False),
+    "modelguard-fallback-unlogged": DemoOptions(with_modelguard=True, try_log=False),
 }
+"""``envoy``: retries on another replica and outlier detection, as Envoy alone usually runs;
+``envoy-fallback``: the same plus the reference config's last retry on the light tier;
+``admission``: ``envoy`` plus admission control; ``modelguard``: the reference config as is;
+``modelguard-same-tier``: modelguard without the retry on the light tier (what the fallback saves
+clients); ``modelguard-answers``: neither the fallback nor the failed-try log, modelguard judging the
+answers alone (how it was before per-try outcomes); ``modelguard-fallback-unlogged``: the fallback
+without the log (what the log is for: the retries hide the failures from the breaker)."""
+DEFAULT_CONFIGS = ("envoy", "admission", "modelguard")
 
 COLUMNS: dict[str, list[tuple[str, str]]] = {
     "incident": [
@@ -102,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=Path("out") / "protection", help="output folder (./out/protection, gitignored)"
     )
-    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"of {', '.join(CONFIGS)}")
     args = parser.parse_args(argv)
     duration = scenario.DEFAULT_DURATION[args.scenario] if args.duration is None else args.duration
     names = args.configs.split(",")
@@ -126,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                 out=out,
                 with_modelguard=base.with_modelguard,
                 extra_http_filters=base.extra_http_filters,
+                next_tier_retries=base.next_tier_retries,
+                try_log=base.try_log,
                 chart=True,
                 scenario=args.scenario,
             )

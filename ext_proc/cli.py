@@ -148,7 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument("--policy", type=Path, default=None, help="a policy for the recommender model (the demo's)")
     demo_cmd.add_argument("--out", type=Path, default=None, help="where to write the report (./modelguard-demo-TIME)")
     demo_cmd.add_argument(
-        "--without-modelguard", action="store_true", help="the same scenario with the ext_proc filter removed"
+        "--without-modelguard",
+        action="store_true",
+        help="the same scenario with Envoy alone: no ext_proc filter, and retries on another replica only",
     )
     demo_cmd.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     return parser
@@ -296,6 +298,7 @@ def _demo(args: argparse.Namespace) -> int:
         policy=policy,
         out=args.out,
         with_modelguard=not args.without_modelguard,
+        next_tier_retries=not args.without_modelguard,
         chart=not args.no_chart,
     )
     return run_demo(options)

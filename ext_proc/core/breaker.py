@@ -33,7 +33,7 @@ from ext_proc.core.admission import Token
 from ext_proc.core.clock import Clock
 from ext_proc.core.flight import Flight
 from ext_proc.core.hosts import CONSECUTIVE, FAILURE_RATE, SLOW_CALL_RATE, host_book
-from ext_proc.core.outcomes import FAILURE, OVERLOAD
+from ext_proc.core.outcomes import FAILURE, LOGGED, OVERLOAD
 from ext_proc.core.reasons import BREAKER_OPEN, HALF_OPEN_PROBE
 from ext_proc.core.windows import CountWindow, TimeWindow, Window, WindowFigures
 from ext_proc.policy import BreakerSettings
@@ -81,7 +81,12 @@ class BreakerToken:
         self.reason = HALF_OPEN_PROBE if admission == PROBE else None
 
     def record(self, outcome: str, latency: float, started: float) -> None:
-        self.breaker.record(self.admission, self.generation, outcome == FAILURE, outcome == OVERLOAD, latency, started)
+        if outcome == LOGGED:
+            self.breaker.record_logged(self.admission, self.generation, started)
+        else:
+            self.breaker.record(
+                self.admission, self.generation, outcome == FAILURE, outcome == OVERLOAD, latency, started
+            )
 
     def release(self, started: float) -> None:
         self.breaker.release(self.admission, self.generation, started)
@@ -353,6 +358,29 @@ class CircuitBreaker:
             self._probe_successes += 1
             if self._probe_successes >= self.settings.half_open_probes:
                 self._close()
+
+    def record_logged(self, admission: int, generation: int, started: float) -> None:
+        """A call whose failed tries the access log judges (``judge_try``): a probe among them failed;
+        a closed breaker has nothing to add."""
+        if admission == PROBE and generation == self.generation and self._state is BreakerState.HALF_OPEN:
+            self._forget_probe(started)
+            self._open("probe failed", self._level + 1)
+
+    def judge_try(self, host: str, now: float, latency: float) -> None:
+        """A failed try of a call of this tier, from Envoy's access log, with the host that failed
+        it: into the window as a failure, judged like any (observed only behind an operator's
+        order). Open or half-open: nothing (no call was admitted but probes, judged on their answer)."""
+        if self._state is not BreakerState.CLOSED:
+            return
+        slow = latency >= self.settings.slow_call_duration
+        self.hosts.note(host, now, True, slow)
+        if not self.judging:
+            self.observe(True, False, latency)
+            return
+        window = self._window
+        window.record(now, True, slow)
+        self._consecutive += 1
+        self._judge(window)
 
     def release(self, admission: int, generation: int, started: float) -> None:
         """Give back an admission whose call never produced a result (stream dropped)."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ext_proc.core.admission import Token
-from ext_proc.core.outcomes import FAILURE, OVERLOAD
+from ext_proc.core.outcomes import FAILURE, LOGGED, OVERLOAD
 from ext_proc.core.reasons import FORCED
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class _ShadowToken:
 
     def record(self, outcome: str, latency: float, started: float) -> None:
         state = self.state
-        if state.era == self.era:
+        if state.era == self.era and outcome != LOGGED:  # a logged answer's tries are observed from the log
             state.breaker.observe(outcome == FAILURE, outcome == OVERLOAD, latency)
 
     def release(self, started: float) -> None:

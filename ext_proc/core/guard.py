@@ -23,8 +23,9 @@ from ext_proc.core.canary.arms import CanaryGuard
 from ext_proc.core.decision import NO_TIER, UNMATCHED, Decision
 from ext_proc.core.hosts import NO_HOST
 from ext_proc.core.matching import Matcher
-from ext_proc.core.outcomes import DROPPED, FAILURE, OUTCOMES, OVERLOAD, classify
+from ext_proc.core.outcomes import DROPPED, FAILURE, LOGGED, OUTCOMES, OVERLOAD, classify
 from ext_proc.core.registry import StateRegistry, TierState
+from ext_proc.core.tries import LOGGED_STATUS, LoggedTry, tried_state
 from ext_proc.policy import Match, ModelPolicy, Policy, Tier
 from ext_proc.protocol.headers import REQUEST_ID
 
@@ -236,12 +237,14 @@ class Guard:
         grpc_status: int | None,
         answered_at: float | None = None,
         host: str = NO_HOST,
+        attempts: int = 1,
     ) -> str | None:
         """Judge a response into every admitter of the ticket; returns the outcome.
 
         ``answered_at`` is when the response headers came, for a gRPC answer judged later on its
         trailers; the latency is measured to it, not to the end of the stream. ``host`` is the
-        upstream host that answered, as Envoy names it (core/hosts.py).
+        upstream host that answered, as Envoy names it (core/hosts.py); ``attempts`` the tries
+        Envoy made (core/tries.py).
         """
         if ticket.done:
             return None
@@ -252,13 +255,31 @@ class Guard:
         started = ticket.started
         answered = self.clock() if answered_at is None else answered_at
         latency = answered - started
-        state.breaker.note_host(host, answered, outcome == FAILURE, outcome == OVERLOAD, latency)
+        judged = outcome
+        if self.registry.tries_logged and (attempts > 1 or (outcome == FAILURE and _logged(status, host))):
+            judged = LOGGED  # its failed tries come from the access log (core/tries.py)
+        else:
+            state.breaker.note_host(host, answered, outcome == FAILURE, outcome == OVERLOAD, latency)
         for token in ticket.tokens:
-            token.record(outcome, latency, started)
+            token.record(judged, latency, started)
         state.flight.answer(started, answered)
         state.outcomes[outcome] += 1
         state.latency.observe(latency)
         return outcome
+
+    def judge_try(self, tried: LoggedTry) -> bool:
+        """Count a failed try from Envoy's access log into the tier that took it; False when it is
+        not one: no model's, not an inference call, not a failure by the model's rules."""
+        model = self._matcher.match(tried.headers)
+        if model is None or not model.calls.judged(tried.headers):
+            return False
+        if classify(tried.status, None, model.failure) != FAILURE:
+            return False
+        state = tried_state(model, tried)
+        if state is None:
+            return False
+        state.breaker.judge_try(tried.host, self.clock(), tried.latency)
+        return True
 
     def release(self, ticket: Ticket) -> None:
         """The stream ended without a response: settle the ticket's tokens, count it dropped."""
@@ -305,6 +326,11 @@ class Guard:
             "models": {model.name: model.snapshot() for model in self.models},
             "unmatched_requests": self.unmatched.count,
         }
+
+
+def _logged(status: int, host: str) -> bool:
+    """A failed answer the access log has as a failed try of its own (core/tries.py)."""
+    return status >= LOGGED_STATUS and host != NO_HOST
 
 
 def canary_headers(policy: Policy) -> frozenset[str]:

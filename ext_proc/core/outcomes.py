@@ -13,6 +13,12 @@ DROPPED = "dropped"
 
 OUTCOMES = (SUCCESS, FAILURE, OVERLOAD, DROPPED)
 
+LOGGED = "logged"
+"""What the admitters are told of an answer whose failed tries Envoy's access log brings
+(core/tries.py): a failure for a probe or a canary, but nothing for a closed breaker's window, which
+counts each failed try from the log instead, with the host that failed it. Never a counter label:
+the tier counts the answer's own outcome."""
+
 TOO_MANY_REQUESTS = 429
 NOT_FOUND = 404
 """From a judged call, the tier does not serve the model (a server that knows it under another name,

@@ -191,6 +191,9 @@ class StateRegistry:
         """Bumped by each guard built over this registry; what a build asks for is marked with it,
         so that ``sweep`` knows what the guard that goes live no longer has without listing it."""
         self.unmatched = self.counter(UNMATCHED, UNMATCHED, UNMATCHED)
+        self.tries_logged = False
+        """An access log stream of failed tries is open (core/tries.py): answers after a failed try
+        are left to it."""
         self.flying: set[CircuitBreaker] = set()
         """Breakers whose tier admitted calls the in-flight sweep has still to look at."""
 

@@ -54,6 +54,12 @@ class DemoOptions:
     with_modelguard: bool = True
     extra_http_filters: tuple[dict[str, Any], ...] = ()
     """Envoy HTTP filters to add before the router, e.g. admission_control for a comparison."""
+    next_tier_retries: bool = True
+    """Envoy retries a failed primary try on the light tier (envoy/envoy.yaml); False: only on
+    another primary replica (processes.render_envoy_config)."""
+    try_log: bool = True
+    """Envoy logs failed tries to modelguard (envoy/envoy.yaml's upstream_log); False: modelguard
+    judges the answers alone."""
     chart: bool = True
     scenario: str = "incident"
     """Which script of scenario.SCENARIOS to play: ``incident``, ``bad_host`` or ``slow_fault``."""
@@ -168,6 +174,8 @@ class Demo:
             cluster_ports=cluster_ports,
             without_ext_proc=not self.options.with_modelguard,
             extra_http_filters=self.options.extra_http_filters,
+            next_tier_retries=self.options.next_tier_retries,
+            try_log=self.options.try_log,
         )
         self.envoy = EnvoyProcess(config, listener_port=listener, admin_port=admin, log_path=log / "envoy.log")
         self.processes.append(self.envoy)

@@ -49,6 +49,9 @@ def yaml_text(data: object) -> str:
     return yaml.dump(data, Dumper=_NoAliasDumper, sort_keys=False, width=120)
 
 
+_AGGREGATE = "envoy.clusters.aggregate"
+
+
 def _local_address(port: int) -> dict[str, Any]:
     return {"socket_address": {"address": LOCALHOST, "port_value": port}}
 
@@ -97,7 +100,49 @@ def _strip_ext_proc(hcm: dict[str, Any]) -> set[str]:
             per_filter.pop(name, None)
         if not per_filter:
             del holder["typed_per_filter_config"]
+    for http_filter in hcm.get("http_filters", []):
+        _strip_logs_to(http_filter.get("typed_config") or {}, clusters)
     return clusters
+
+
+def _without_next_tier(hcm: dict[str, Any], clusters: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Point the routes at an aggregate cluster to its first cluster, with one retry fewer and no
+    retry_priority; returns the aggregate clusters (no longer used)."""
+    firsts = {
+        c["name"]: c["cluster_type"]["typed_config"]["clusters"][0]
+        for c in clusters
+        if c.get("cluster_type", {}).get("name") == _AGGREGATE
+    }
+    for vhost in hcm.get("route_config", {}).get("virtual_hosts", []):
+        for route in vhost.get("routes", []):
+            action = route.get("route") or {}
+            if action.get("cluster") not in firsts:
+                continue
+            action["cluster"] = firsts[action["cluster"]]
+            retry = action.get("retry_policy")
+            if retry and retry.pop("retry_priority", None) is not None:
+                retry["num_retries"] = max(1, int(retry.get("num_retries", 1)) - 1)
+    return set(firsts)
+
+
+def _strip_logs_to(router: dict[str, Any], clusters: set[str]) -> None:
+    """Remove the router's upstream logs that send to one of ``clusters`` (the failed tries that
+    modelguard reads: there is no modelguard to read them, and Envoy refuses a log to a cluster
+    that does not exist)."""
+    logs = router.get("upstream_log")
+    if not logs:
+        return
+    kept = [entry for entry in logs if _log_cluster(entry) not in clusters]
+    if kept:
+        router["upstream_log"] = kept
+    else:
+        del router["upstream_log"]
+
+
+def _log_cluster(entry: Mapping[str, Any]) -> str | None:
+    grpc = (entry.get("typed_config") or {}).get("common_config", {}).get("grpc_service", {})
+    name: str | None = grpc.get("envoy_grpc", {}).get("cluster_name")
+    return name
 
 
 def render_envoy_config(
@@ -110,6 +155,8 @@ def render_envoy_config(
     without_ext_proc: bool = False,
     extra_http_filters: Sequence[Mapping[str, Any]] = (),
     transport_sockets: Mapping[str, Mapping[str, Any]] | None = None,
+    next_tier_retries: bool = True,
+    try_log: bool = True,
 ) -> Path:
     """Write a copy of the Envoy bootstrap `source` to `dest` that runs on this machine.
 
@@ -126,6 +173,12 @@ def render_envoy_config(
     - `extra_http_filters` are inserted just before the router (the last HTTP filter).
     - `transport_sockets` sets the `transport_socket` of the named clusters (e.g. the mTLS block of
       envoy/modelguard-mtls-cluster.yaml for `modelguard`), replacing any they had.
+    - `next_tier_retries=False` sends the routes to an aggregate cluster (the primary tier, then
+      the light one) to its first cluster instead, without the retry that went to the next tier
+      (`retry_priority`, and one retry fewer): retries on another host of the same tier only, as
+      an Envoy without that fallback has them. For comparisons (bench/protection.py).
+    - `try_log=False` removes the router's upstream logs to the ext_proc cluster (the failed tries
+      modelguard reads): answers are judged from the response phase alone. For comparisons.
 
     Raises ValueError for a config it cannot render or for `cluster_ports` that do not match.
     """
@@ -148,12 +201,19 @@ def render_envoy_config(
     if without_ext_proc:
         for hcm in _http_connection_managers(config):
             removed |= _strip_ext_proc(hcm)
+    elif not try_log:
+        for hcm in _http_connection_managers(config):
+            for http_filter in hcm.get("http_filters", []):
+                _strip_logs_to(http_filter.get("typed_config") or {}, _ext_proc_clusters(hcm))
     for hcm in _http_connection_managers(config):
         # Extra filters (e.g. admission_control for a comparison) go right before the router.
         filters = hcm["http_filters"]
         filters[len(filters) - 1 : len(filters) - 1] = [copy.deepcopy(dict(f)) for f in extra_http_filters]
 
     clusters: list[dict[str, Any]] = static.get("clusters") or []
+    if not next_tier_retries:
+        for hcm in _http_connection_managers(config):
+            removed |= _without_next_tier(hcm, clusters)
     static["clusters"] = clusters = [c for c in clusters if c["name"] not in removed]
     with_endpoints = {c["name"] for c in clusters if "load_assignment" in c}
     unknown = sorted(set(cluster_ports) - with_endpoints - removed)
@@ -189,8 +249,10 @@ def render_envoy_config(
         cluster["type"] = "STATIC"
         for field in _DNS_FIELDS:
             cluster.pop(field, None)
+        policy = cluster["load_assignment"].get("policy")
         cluster["load_assignment"] = {
             "cluster_name": name,
+            **({"policy": policy} if policy else {}),
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _local_address(p)}} for p in ports]}],
         }
 

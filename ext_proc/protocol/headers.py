@@ -18,6 +18,7 @@ model's breaker."""
 
 STATUS = ":status"
 PATH = ":path"
+AUTHORITY = ":authority"
 METHOD = ":method"
 CONTENT_TYPE = "content-type"
 GRPC_STATUS = "grpc-status"

@@ -19,7 +19,7 @@ __all__ = ["HCM_FILTER", "MODELGUARD_CLUSTER", "ROUTER_FILTER", "ReferenceParts"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 ROUTER_FILTER = "envoy.filters.http.router"
 MODELGUARD_CLUSTER = "modelguard"
-_PRIMARY, _CANARY = "recommender-resnet50", "recommender-resnet50-v2"
+_PRIMARY, _LIGHT, _CANARY = "recommender-resnet50", "recommender-mobilenet", "recommender-resnet50-v2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,9 @@ class ReferenceParts:
         return copy.deepcopy(next(r for r in self._vhost["routes"] if r.get("name") == name))
 
     def replica_route(self) -> dict[str, Any]:
-        return self.route(_PRIMARY)["route"]  # type: ignore[no-any-return]
+        """A tier's route whose retries stay on the tier's replicas: the light tier's (the primary's
+        last retry goes to the light tier, which rendered routes do not carry yet)."""
+        return self.route(_LIGHT)["route"]  # type: ignore[no-any-return]
 
     def canary_route(self) -> dict[str, Any]:
         return self.route(_CANARY)["route"]  # type: ignore[no-any-return]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import grpc
 from aiohttp import web
+from envoy.service.accesslog.v3 import als_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ext_proc.admin import messages
@@ -47,6 +48,7 @@ from ext_proc.server.signals import (
 )
 from ext_proc.server.sweeper import sweep_in_flight
 from ext_proc.server.tls import TlsFiles, add_port
+from ext_proc.server.tries import TryLog
 from ext_proc.server.watch import ChangeDetector, watch
 from ext_proc.store import StateStore
 
@@ -99,6 +101,8 @@ class Service:
         self.metrics = Metrics()
         self.metrics.register(CoreMetrics(lambda: self.servicer.guard))
         self.metrics.register(self.stats)
+        self.tries = TryLog(lambda: self.servicer.guard, self.registry)
+        self.metrics.register(self.tries)
         self._server: grpc.aio.Server | None = None
         self._admin: web.AppRunner | None = None
         self._admin_grpc: AdminGrpcServer | None = None
@@ -155,6 +159,7 @@ class Service:
         server = grpc.aio.server(options=_GRPC_OPTIONS)
         server.add_generic_rpc_handlers((self.servicer.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        als_pb2_grpc.add_AccessLogServiceServicer_to_server(self.tries, server)
         grpc_port = add_port(server, grpc_address, tls, "gRPC")
         await server.start()
         self._server = server

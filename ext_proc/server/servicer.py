@@ -45,6 +45,12 @@ ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
 """Where Envoy puts the attributes it was told to send (ProcessingRequest.attributes)."""
 UPSTREAM_ADDRESS = "upstream.address"
 """The attribute naming the upstream host that answered: host-aware judgement (core/hosts.py)."""
+UPSTREAM_ATTEMPTS = "upstream.request_attempt_count"
+"""The attribute counting Envoy's tries of the request: more than one, and earlier tries failed
+(their failures come from the access log: core/tries.py)."""
+MAX_ATTEMPTS = 100
+Pending = tuple[int, float, tuple[str, int]]
+"""A gRPC answer judged on its trailers: (status, when its headers came, (host, attempts))."""
 CANCEL_WINDOW = 0.01
 """How long a stream whose gRPC answer awaits its grpc-status waits, at its end, to tell a
 cancel from a half-close. grpc.aio returns EOF from read() for both; a cancel is delivered as
@@ -123,7 +129,7 @@ class ExtProcServicer:
         plan = self.plan
         guard = plan.guard
         ticket: Ticket | None = None
-        pending: tuple[int, float, str] | None = None  # gRPC answer whose grpc-status is still to come
+        pending: Pending | None = None  # gRPC answer whose grpc-status is still to come
         try:
             scope = self._scope(plan, context) if plan.scoped else None
             while True:
@@ -163,7 +169,7 @@ class ExtProcServicer:
                 elif phase == "response_trailers":
                     if ticket is not None and pending is not None:
                         grpc_status = _grpc_status(_read(request.response_trailers.trailers, _TRAILER_NAMES))
-                        guard.record(ticket, pending[0], grpc_status, pending[1], pending[2])
+                        guard.record(ticket, pending[0], grpc_status, pending[1], *pending[2])
                         pending = None
                         return
                     await context.write(wire.EMPTY_RESPONSE_TRAILERS)
@@ -188,7 +194,7 @@ class ExtProcServicer:
         finally:
             if ticket is not None:
                 if pending is not None:
-                    guard.record(ticket, pending[0], None, pending[1], pending[2])
+                    guard.record(ticket, pending[0], None, pending[1], *pending[2])
                 else:
                     guard.release(ticket)
 
@@ -246,8 +252,8 @@ class ExtProcServicer:
             return ticket, wire.with_removals(answers.request_message, spoofed), last
         return ticket, answers.request_http, last
 
-    def _on_response(self, guard: Guard, ticket: Ticket, request: ProcessingRequest) -> tuple[int, float, str] | None:
-        """Record the outcome now, or return (status, time, host) when grpc-status comes in trailers."""
+    def _on_response(self, guard: Guard, ticket: Ticket, request: ProcessingRequest) -> Pending | None:
+        """Record the outcome now, or return (status, time, upstream) when grpc-status comes in trailers."""
         values = _read(request.response_headers.headers, _RESPONSE_HEADER_NAMES)
         try:
             status = int(values.get(STATUS, ""))
@@ -262,8 +268,8 @@ class ExtProcServicer:
             and values.get(CONTENT_TYPE, "").startswith(GRPC_CONTENT_TYPE)
             and not request.response_headers.end_of_stream
         ):
-            return status, guard.clock(), _host(request)
-        guard.record(ticket, status, grpc_status, None, _host(request))
+            return status, guard.clock(), _upstream(request)
+        guard.record(ticket, status, grpc_status, None, *_upstream(request))
         return None
 
 
@@ -282,14 +288,28 @@ def _read(header_map: Any, names: frozenset[str]) -> dict[str, str]:
     return values
 
 
-def _host(request: ProcessingRequest) -> str:
-    """The upstream host that answered, from the attributes Envoy sends with the response headers
-    (``response_attributes: [upstream.address]`` in envoy/envoy.yaml); NO_HOST without them."""
+def _upstream(request: ProcessingRequest) -> tuple[str, int]:
+    """The upstream host that answered and the tries Envoy made, from the attributes it sends
+    with the response headers (``response_attributes`` in envoy/envoy.yaml); (NO_HOST, 1) without."""
     attributes = request.attributes.get(ATTRIBUTES_KEY)
     if attributes is None:
-        return NO_HOST
-    address = attributes.fields.get(UPSTREAM_ADDRESS)
-    return NO_HOST if address is None else str(address.string_value)
+        return NO_HOST, 1
+    fields = attributes.fields
+    address = fields.get(UPSTREAM_ADDRESS)
+    attempts = fields.get(UPSTREAM_ATTEMPTS)
+    return (
+        NO_HOST if address is None else str(address.string_value),
+        1 if attempts is None else _count(attempts),
+    )
+
+
+def _count(value: Any) -> int:
+    """A count attribute: Envoy sends a number (or, from some versions, its text); 1 if neither."""
+    if value.HasField("number_value"):
+        number = value.number_value
+        return int(number) if 1 <= number <= MAX_ATTEMPTS else 1
+    text = value.string_value
+    return int(text) if text.isdigit() and 1 <= int(text) <= MAX_ATTEMPTS else 1
 
 
 def _grpc_status(values: dict[str, str]) -> int | None:

@@ -201,7 +201,17 @@ def test_reference_config_routes_every_policy_tier() -> None:
     policy = yaml.safe_load(EXAMPLE_POLICY.read_text())
     clusters = _clusters(config)
     routes = _vhost(config)["routes"]
-    by_header = {value: route["route"]["cluster"] for value, route in _route_by_header(config).items()}
+    # A route to an aggregate cluster (the primary, then the light tier for the last retry) serves
+    # the aggregate's first cluster: that is the tier's own.
+    firsts = {
+        name: c["cluster_type"]["typed_config"]["clusters"][0]
+        for name, c in clusters.items()
+        if c.get("cluster_type", {}).get("name") == "envoy.clusters.aggregate"
+    }
+    by_header = {
+        value: firsts.get(route["route"]["cluster"], route["route"]["cluster"])
+        for value, route in _route_by_header(config).items()
+    }
 
     for model in policy["models"]:
         routed = [t["route"] for t in model["tiers"] if "route" in t]
@@ -211,7 +221,7 @@ def test_reference_config_routes_every_policy_tier() -> None:
         # Fail-open: the last route is a header-less catch-all to the first (best) tier.
         last = routes[-1]
         assert "headers" not in last["match"] and last["match"].get("prefix") == "/"
-        assert last["route"]["cluster"] == by_header[routed[0]]
+        assert firsts.get(last["route"]["cluster"], last["route"]["cluster"]) == by_header[routed[0]]
     # Every header route comes before any header-less route (or it could never match).
     header_less = [i for i, r in enumerate(routes) if "headers" not in r["match"]]
     assert header_less == [len(routes) - 1]

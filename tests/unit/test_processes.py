@@ -33,6 +33,8 @@ from ext_proc.processes import (
 PRIMARY = "recommender-resnet50"
 LIGHT = "recommender-mobilenet"
 CANARY = "recommender-resnet50-v2"
+TIERS = "recommender-resnet50-then-mobilenet"
+"""The aggregate cluster of the primary route: no endpoints of its own."""
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +158,7 @@ def test_render_rewrites_every_address(tmp_path: Path, envoy: Path) -> None:
     assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 41000}
 
     clusters = _clusters(config)
-    assert set(clusters) == {"modelguard", PRIMARY, LIGHT, CANARY}
+    assert set(clusters) == {"modelguard", PRIMARY, LIGHT, CANARY, TIERS}
     for name, ports in _ports().items():
         assert clusters[name]["type"] == "STATIC"
         assert _endpoints(clusters[name]) == [("127.0.0.1", p) for p in ports]
@@ -195,10 +197,13 @@ def test_without_ext_proc_removes_the_filter_and_its_cluster(tmp_path: Path, env
     hcm = _hcm(config)
     assert [f["name"] for f in hcm["http_filters"]] == ["envoy.filters.http.router"]
     assert "modelguard" not in _clusters(config)
+    # The failed tries were logged to modelguard: no modelguard, no log (Envoy refuses one to a missing cluster).
+    assert "upstream_log" in _hcm(source)["http_filters"][-1]["typed_config"]
+    assert "upstream_log" not in hcm["http_filters"][-1]["typed_config"]
     # Routes, retries and the header stripping are untouched: requests take the default route.
     assert hcm["route_config"] == _hcm(source)["route_config"]
     assert hcm["early_header_mutation_extensions"] == _hcm(source)["early_header_mutation_extensions"]
-    assert set(_clusters(config)) == {PRIMARY, LIGHT, CANARY}
+    assert set(_clusters(config)) == {PRIMARY, LIGHT, CANARY, TIERS}
     _assert_valid(tmp_path / "rendered.yaml", envoy)
 
     # The modelguard entry may also be left out.
@@ -417,3 +422,43 @@ def test_transport_sockets_go_on_the_named_clusters_only(tmp_path: Path) -> None
     assert not any("transport_socket" in c for name, c in clusters.items() if name != "modelguard")
     with pytest.raises(ValueError, match=r"transport_sockets name cluster\(s\) not in .*\['modelguar'\]"):
         _render(tmp_path, transport_sockets={"modelguar": socket})
+
+
+def test_a_cluster_keeps_its_load_balancing_policy(tmp_path: Path) -> None:
+    """The primary's overprovisioning factor decides when the aggregate cluster spills first tries
+    to the light tier: rendering local ports must not put Envoy's default (1.4) back."""
+    clusters = _clusters(_render(tmp_path))
+    assert clusters[PRIMARY]["load_assignment"]["policy"] == {"overprovisioning_factor": 200}
+    assert "policy" not in clusters[LIGHT]["load_assignment"]
+    assert clusters[PRIMARY]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == {
+        "socket_address": {"address": "127.0.0.1", "port_value": 40011}
+    }
+
+
+def test_without_next_tier_retries_the_primary_retries_on_its_own_hosts(tmp_path: Path, envoy: Path) -> None:
+    """What an Envoy without the fallback does (bench.protection's `envoy` and the demo's
+    unprotected run): the primary route to the primary cluster, one retry on another replica."""
+    source_routes = {
+        r["name"]: r["route"]
+        for r in _hcm(yaml.safe_load(reference_envoy_config().read_text()))["route_config"]["virtual_hosts"][0][
+            "routes"
+        ]
+    }
+    assert source_routes[PRIMARY]["cluster"] == TIERS and source_routes[PRIMARY]["retry_policy"]["num_retries"] == 2
+    config = _render(tmp_path, next_tier_retries=False)
+    routes = {r["name"]: r["route"] for r in _hcm(config)["route_config"]["virtual_hosts"][0]["routes"]}
+    for name in (PRIMARY, "default-primary"):
+        assert routes[name]["cluster"] == PRIMARY
+        assert routes[name]["retry_policy"]["num_retries"] == 1 and "retry_priority" not in routes[name]["retry_policy"]
+    assert routes[LIGHT] == source_routes[LIGHT]
+    assert TIERS not in _clusters(config)
+    _assert_valid(tmp_path / "rendered.yaml", envoy)
+
+
+def test_without_the_try_log_modelguard_stays_and_the_log_goes(tmp_path: Path, envoy: Path) -> None:
+    config = _render(tmp_path, try_log=False)
+    hcm = _hcm(config)
+    assert [f["name"] for f in hcm["http_filters"]][-2:] == [EXT_PROC_FILTER, "envoy.filters.http.router"]
+    assert "upstream_log" not in hcm["http_filters"][-1]["typed_config"]
+    assert "modelguard" in _clusters(config)
+    _assert_valid(tmp_path / "rendered.yaml", envoy)

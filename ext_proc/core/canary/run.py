@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ext_proc.core.canary.buckets import Buckets
 from ext_proc.core.canary.evidence import Evidence
 from ext_proc.core.clock import Clock
-from ext_proc.core.outcomes import FAILURE, SUCCESS
+from ext_proc.core.outcomes import FAILURE, LOGGED, SUCCESS
 from ext_proc.policy import BUCKETS, Canary
 from ext_proc.protocol.headers import REQUEST_ID
 
@@ -93,7 +93,8 @@ class CanaryChange:
 ChangeSink = Callable[[CanaryChange], None]
 
 STABLE, CANARY = False, True
-_JUDGED = (FAILURE, SUCCESS)
+_JUDGED = (FAILURE, SUCCESS, LOGGED)
+_FAILED = (FAILURE, LOGGED)
 
 
 class _StableToken:
@@ -108,7 +109,7 @@ class _StableToken:
 
     def record(self, outcome: str, latency: float, started: float) -> None:
         if outcome in _JUDGED:  # overload (429) says "slow down", not "worse"
-            self.evidence.stable_outcome(outcome == FAILURE, latency, started + latency)
+            self.evidence.stable_outcome(outcome in _FAILED, latency, started + latency)
 
     def release(self, started: float) -> None:
         return None
@@ -119,7 +120,7 @@ class _CanaryToken(_StableToken):
 
     def record(self, outcome: str, latency: float, started: float) -> None:
         if outcome in _JUDGED:
-            self.run.judge(self.evidence, outcome == FAILURE, latency, started + latency)
+            self.run.judge(self.evidence, outcome in _FAILED, latency, started + latency)
 
 
 class CanaryRun:
