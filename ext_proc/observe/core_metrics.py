@@ -15,7 +15,9 @@ from ext_proc.core.breaker import BreakerState
 from ext_proc.core.canary.run import CanaryState
 from ext_proc.core.forcing import ForceMode
 from ext_proc.core.guard import Guard
-from ext_proc.observe.exposition import PREFIX, Labels, header, histogram, number
+from ext_proc.core.registry import TierState
+from ext_proc.core.windows import WindowFigures
+from ext_proc.observe.exposition import PREFIX, Labels, escape, header, histogram, number
 from ext_proc.policy import BUCKETS
 
 REQUESTS = PREFIX + "requests_total"
@@ -25,6 +27,8 @@ FORCED_CHANGES = PREFIX + "forced_state_changes_total"
 OUTCOMES = PREFIX + "outcomes_total"
 INFLIGHT = PREFIX + "inflight"
 LATENCY = PREFIX + "upstream_latency_seconds"
+HOST_CALLS = PREFIX + "host_calls"
+HOST_FAILURES = PREFIX + "host_failures"
 CANARY_WEIGHT = PREFIX + "canary_weight"
 CANARY_STATE = PREFIX + "canary_state"
 
@@ -40,6 +44,10 @@ HEADERS = {
     ),
     INFLIGHT: header(INFLIGHT, "gauge", "Requests admitted to a tier and not yet answered."),
     LATENCY: header(LATENCY, "histogram", "Time from request headers to response headers, as modelguard saw it."),
+    HOST_CALLS: header(HOST_CALLS, "gauge", "Calls in a breaker's window by the upstream host that answered them."),
+    HOST_FAILURES: header(
+        HOST_FAILURES, "gauge", "Failures in a breaker's window by the upstream host that answered them."
+    ),
     CANARY_WEIGHT: header(CANARY_WEIGHT, "gauge", "Share of sticky keys a model's canary serves (0 to 1)."),
     CANARY_STATE: header(
         CANARY_STATE, "gauge", "1 for the canary's state: active, ramping, complete, promoted or aborted."
@@ -119,7 +127,23 @@ class CoreMetrics:
         yield HEADERS[LATENCY]
         for state in states:
             yield histogram(LATENCY, f'model="{label(state.model_name)}",tier="{label(state.name)}"', state.latency)
+        yield from _hosts(states, label)
         yield from _canaries(guard, label)
+
+
+def _hosts(states: list[TierState], label: Labels) -> Iterator[str]:
+    """Each tier's hosts with calls in its breaker's window (at most MAX_HOSTS a tier, core/hosts.py).
+    Host names come from Envoy, not the policy: escaped each time, never kept among the labels."""
+    rows: list[tuple[str, str, WindowFigures]] = []
+    for state in states:
+        breaker = state.breaker
+        now = breaker.clock()
+        tier = f'model="{label(state.model_name)}",tier="{label(state.name)}"'
+        rows.extend((escape(host or "none"), tier, f) for host, f in breaker.hosts.figures(now) if f.calls)
+    yield HEADERS[HOST_CALLS]
+    yield "".join(f'{HOST_CALLS}{{host="{host}",{tier}}} {number(f.calls)}\n' for host, tier, f in rows)
+    yield HEADERS[HOST_FAILURES]
+    yield "".join(f'{HOST_FAILURES}{{host="{host}",{tier}}} {number(f.failures)}\n' for host, tier, f in rows)
 
 
 def _canaries(guard: Guard, label: Labels) -> Iterator[str]:

@@ -86,6 +86,24 @@ class OracleCollector(Collector):
         yield outcomes
         yield inflight
         yield latency
+        host_calls = GaugeMetricFamily(
+            PREFIX + "host_calls",
+            "Calls in a breaker's window by the upstream host that answered them.",
+            labels=["host", "model", "tier"],
+        )
+        host_failures = GaugeMetricFamily(
+            PREFIX + "host_failures",
+            "Failures in a breaker's window by the upstream host that answered them.",
+            labels=["host", "model", "tier"],
+        )
+        for state in states:
+            breaker = state.breaker
+            for host, figures in breaker.hosts.figures(breaker.clock()):
+                if figures.calls:
+                    host_calls.add_metric([host or "none", state.model_name, state.name], figures.calls)
+                    host_failures.add_metric([host or "none", state.model_name, state.name], figures.failures)
+        yield host_calls
+        yield host_failures
         weights = GaugeMetricFamily(
             PREFIX + "canary_weight", "Share of sticky keys a model's canary serves (0 to 1).", labels=["model"]
         )

@@ -58,7 +58,8 @@ def busy_guard() -> tuple[Guard, ServerStats, ManualClock]:
             {":method": "POST", ":path": f"/v2/models/model-{index % 3}/infer", "x-request-id": f"r{index}"}
         )
         clock.advance(0.003 * index)
-        guard.record(ticket, 500 if index % 3 == 0 else 200, None)
+        host = ("10.0.0.1:8000", "[::1]:8000", "", 'odd"host\\')[index % 4]  # "": no host (Envoy sent none)
+        guard.record(ticket, 500 if index % 3 == 0 else 200, None, host=host)
     guard.decide({":method": "POST", ":path": "/v2/models/model-4/infer"})  # left in flight
     guard.decide({":method": "POST", ":path": "/elsewhere"})
     guard.registry.get("model-1", "primary").outcomes["success"] += 1_234_567
@@ -114,6 +115,8 @@ def test_families_match_prometheus_client_byte_for_byte() -> None:
         for kind in sorted(("unknown_message", 'quote"d', "back\\slash", "new\nline"))
     ]
     assert parsed["modelguard_policy_info"][2] == [("modelguard_policy_info", (("sha256", "ab" * 32),), 1.0)]
+    hosts = {dict(labels)["host"] for _, labels, _ in parsed["modelguard_host_calls"][2]}
+    assert hosts == {"10.0.0.1:8000", "[::1]:8000", "none", 'odd"host\\'}
 
 
 def test_every_slice_boundary_gives_the_same_text() -> None:
