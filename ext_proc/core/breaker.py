@@ -366,20 +366,21 @@ class CircuitBreaker:
             self._forget_probe(started)
             self._open("probe failed", self._level + 1)
 
-    def judge_try(self, host: str, now: float, latency: float) -> None:
-        """A failed try of a call of this tier, from Envoy's access log, with the host that failed
-        it: into the window as a failure, judged like any (observed only behind an operator's
-        order). Open or half-open: nothing (no call was admitted but probes, judged on their answer)."""
+    def judge_try(self, host: str, now: float, latency: float, failed: bool = True) -> None:
+        """A try of a call admitted to another tier, with the host that took it: a failed try from
+        Envoy's access log, or the answer of a call retried onto this tier (core/tries.py). Into
+        the window, judged like any (observed only behind an operator's order). Open or half-open:
+        nothing (no call was admitted but probes, judged on their answer)."""
         if self._state is not BreakerState.CLOSED:
             return
         slow = latency >= self.settings.slow_call_duration
-        self.hosts.note(host, now, True, slow)
+        self.hosts.note(host, now, failed, slow)
         if not self.judging:
-            self.observe(True, False, latency)
+            self.observe(failed, False, latency)
             return
         window = self._window
-        window.record(now, True, slow)
-        self._consecutive += 1
+        window.record(now, failed, slow)
+        self._consecutive = self._consecutive + 1 if failed else 0
         self._judge(window)
 
     def release(self, admission: int, generation: int, started: float) -> None:

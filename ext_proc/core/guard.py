@@ -13,6 +13,7 @@ Pure Python: no I/O, no gRPC, no locks (it runs on one event loop), time from an
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 
 from ext_proc.core import reasons
 from ext_proc.core.admission import NO_TOKENS, Admitter, Ticket, Token, admit_all, reason_of
@@ -25,7 +26,7 @@ from ext_proc.core.hosts import NO_HOST
 from ext_proc.core.matching import Matcher
 from ext_proc.core.outcomes import DROPPED, FAILURE, LOGGED, OUTCOMES, OVERLOAD, classify
 from ext_proc.core.registry import StateRegistry, TierState
-from ext_proc.core.tries import LOGGED_STATUS, LoggedTry, tried_state
+from ext_proc.core.tries import LoggedTry, answered_outcome, tried_state
 from ext_proc.policy import Match, ModelPolicy, Policy, Tier
 from ext_proc.protocol.headers import REQUEST_ID
 
@@ -172,6 +173,8 @@ class Guard:
         self._alone: dict[str, Matcher[ModelGuard]] = {m.name: Matcher([(m.policy.match, m)]) for m in self.models}
         self._nothing: Matcher[ModelGuard] = Matcher([])
         self.header_names = self._matcher.header_names | canary_headers(policy) | CALL_HEADER_NAMES
+        self._by_route: dict[str, tuple[ModelGuard, ...]] = routed_models(self.models)
+        """The models by the routes of their tiers and canaries: which model a logged try is of."""
         self.canaries: dict[str, CanaryGuard] = {
             model.name: model.tiers[0].canary for model in self.models if model.tiers[0].canary is not None
         }
@@ -238,13 +241,14 @@ class Guard:
         answered_at: float | None = None,
         host: str = NO_HOST,
         attempts: int = 1,
+        tries_logged: bool = False,
     ) -> str | None:
         """Judge a response into every admitter of the ticket; returns the outcome.
 
         ``answered_at`` is when the response headers came, for a gRPC answer judged later on its
         trailers; the latency is measured to it, not to the end of the stream. ``host`` is the
         upstream host that answered, as Envoy names it (core/hosts.py); ``attempts`` the tries
-        Envoy made (core/tries.py).
+        Envoy made; ``tries_logged`` that the call's Envoy logs its failed tries (core/tries.py).
         """
         if ticket.done:
             return None
@@ -256,9 +260,10 @@ class Guard:
         answered = self.clock() if answered_at is None else answered_at
         latency = answered - started
         judged = outcome
-        if self.registry.tries_logged and (attempts > 1 or (outcome == FAILURE and _logged(status, host))):
-            judged = LOGGED  # its failed tries come from the access log (core/tries.py)
-        else:
+        if tries_logged and self.registry.tries_logged:
+            siblings = partial(self.registry.states_of, decision.model_name)
+            judged = answered_outcome(state, siblings, outcome, status, host, attempts, answered, latency)
+        if judged != LOGGED:
             state.breaker.note_host(host, answered, outcome == FAILURE, outcome == OVERLOAD, latency)
         for token in ticket.tokens:
             token.record(judged, latency, started)
@@ -270,8 +275,9 @@ class Guard:
     def judge_try(self, tried: LoggedTry) -> bool:
         """Count a failed try from Envoy's access log into the tier that took it; False when it is
         not one: no model's, not an inference call, not a failure by the model's rules."""
-        model = self._matcher.match(tried.headers)
-        if model is None or not model.calls.judged(tried.headers):
+        models = self._by_route.get(tried.route, ())
+        model = models[0] if len(models) == 1 else self._matcher.match(tried.headers)
+        if model is None or model not in models or not model.calls.judged(tried.headers):
             return False
         if classify(tried.status, None, model.failure) != FAILURE:
             return False
@@ -328,9 +334,16 @@ class Guard:
         }
 
 
-def _logged(status: int, host: str) -> bool:
-    """A failed answer the access log has as a failed try of its own (core/tries.py)."""
-    return status >= LOGGED_STATUS and host != NO_HOST
+def routed_models(models: Sequence[ModelGuard]) -> dict[str, tuple[ModelGuard, ...]]:
+    found: dict[str, tuple[ModelGuard, ...]] = {}
+    for model in models:
+        canary = model.tiers[0].canary
+        routes = {tier.route for tier in model.tiers if tier.route is not None}
+        if canary is not None:
+            routes.add(canary.state.route)
+        for route in routes:
+            found[route] = (*found.get(route, ()), model)
+    return found
 
 
 def canary_headers(policy: Policy) -> frozenset[str]:

@@ -38,6 +38,9 @@ OTHER = "other"
 """Where the hosts past MAX_HOSTS are counted together."""
 MAX_HOSTS = 32
 """Hosts a tier tracks one by one: more than a model's replicas in one Envoy's view, usually."""
+MAX_HOST_LENGTH = 64
+"""A longer host name (an address is at most 47 characters) is counted as OTHER: names are shown
+on /metrics and /v1/state, and anything that reaches the port can send one."""
 
 CONSECUTIVE = "consecutive_failures"
 FAILURE_RATE = "failure_rate"
@@ -69,6 +72,10 @@ class HostBook:
 
     def figures(self, now: float) -> Iterator[tuple[str, WindowFigures]]:
         """Each tracked host's calls in the breaker's window (hosts without any may be left out)."""
+        raise NotImplementedError
+
+    def knows(self, host: str) -> bool:
+        """Whether the host has answered for this tier (and is still tracked)."""
         raise NotImplementedError
 
     def clear_run(self) -> None:
@@ -139,10 +146,15 @@ class TimeHostBook(HostBook):
         for host, window in self.hosts.items():
             yield host, window.figures(now)
 
+    def knows(self, host: str) -> bool:
+        return host in self.hosts
+
     def _admit(self, host: str, now: float) -> str:
         """The entry a host not seen before is counted under: its own, in a slot of one gone quiet
         if the book is full, else the shared OTHER entry."""
         hosts = self.hosts
+        if len(host) > MAX_HOST_LENGTH:
+            host = OTHER
         if len(hosts) >= MAX_HOSTS - 1:  # one slot kept for OTHER
             quiet = [name for name, window in hosts.items() if name != OTHER and not window.figures(now).calls]
             for name in quiet:
@@ -202,6 +214,9 @@ class CountHostBook(HostBook):
             slot = self._admit(host)
         self._overloaded[slot] += 1
 
+    def knows(self, host: str) -> bool:
+        return host in self._slot_of
+
     def figures(self, now: float) -> Iterator[tuple[str, WindowFigures]]:
         for host, slot in self._slot_of.items():
             yield host, WindowFigures(self._calls[slot], self._failures[slot], self._slow[slot], self._overloaded[slot])
@@ -211,6 +226,11 @@ class CountHostBook(HostBook):
         left in the ring, else the last slot, OTHER's."""
         last = MAX_HOSTS - 1
         taken = self._slot_of
+        if len(host) > MAX_HOST_LENGTH:
+            host = OTHER
+            if taken.get(OTHER) == last:
+                return last
+            return self._take(last, OTHER)
         for slot in range(last):
             if not self._calls[slot]:
                 name = self._names[slot]

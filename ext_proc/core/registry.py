@@ -223,6 +223,10 @@ class StateRegistry:
         """The state of a routed tier of the live policy (KeyError if there is none)."""
         return self._tiers[(model, tier)]
 
+    def states_of(self, model: str) -> list[TierState]:
+        """Every routed tier's state of a model, its canary route's included."""
+        return [state for (name, _), state in self._tiers.items() if name == model]
+
     def counter(self, model: str, tier: str, reason: str) -> Counter:
         key = (model, tier, reason)
         found = self._counters.get(key)

@@ -6,23 +6,27 @@ hidden from the breaker, and retrying on the next tier would hide a whole-model 
 altogether. So Envoy's router logs every failed try (``upstream_log``, filtered to failures) to
 modelguard over the gRPC access log service (server/tries.py), each with its upstream host and
 cluster, and the breaker of the tier that took the try counts it (``CircuitBreaker.judge_try``).
-While a log stream is open (``StateRegistry.tries_logged``), an answer that came from a failed
-try (a status of ``LOGGED_STATUS`` or more, from a host), or after one (``attempts`` > 1), is
-told to the admitters as ``LOGGED``: a probe or a
-canary judges it a failure, a closed breaker leaves it to the log, so no try is counted twice
-(README, "Per-try outcomes").
+While a log stream is open (``StateRegistry.tries_logged``) and the call's ext_proc stream says
+its Envoy logs failed tries (the stream's ``x-modelguard-try-log`` metadata: a log stream from
+anywhere else must not silence the breakers of Envoys that log nothing), ``answered_outcome``
+decides what the admitters are told, so that no try is counted twice (README, "Per-try outcomes").
 
-A try names its tier by the cluster that took it (the policy's ``route`` is the cluster's name in
-the reference config, so a try retried onto the next tier counts there), else by the tier
-header modelguard set on the request (Istio's cluster names are not the policy's routes).
+A try belongs to the model whose tier modelguard routed the call to (the logged
+``x-modelguard-route``, which clients cannot set: a client that could name the path or another
+header could otherwise charge its failures to another model), and to the tier whose route names
+the cluster that took it (the policy's ``route`` is the cluster's name in the reference config, so
+a try retried onto the next tier counts there), else to the tier modelguard set on the request
+(Istio's cluster names are not the policy's routes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ext_proc.core.hosts import NO_HOST
+from ext_proc.core.outcomes import FAILURE, LOGGED
 from ext_proc.core.reasons import ARM_CANARY
 
 if TYPE_CHECKING:
@@ -41,7 +45,10 @@ class LoggedTry:
 
     headers: Mapping[str, str]
     """The request's headers the log carries (``:method``, ``:path``, ``:authority`` and the
-    logged ones): the model is matched from them as on the way in."""
+    logged ones): whether it is an inference call, and which model when several share a route."""
+    route: str
+    """The x-modelguard-route modelguard set on the request ('' if none): with the tier, the only
+    headers of the entry a client cannot choose (modelguard removes the client's copies)."""
     tier: str
     """The x-modelguard-tier modelguard set on the request ('' if none)."""
     arm: str
@@ -53,6 +60,33 @@ class LoggedTry:
     """The try's HTTP status; a try that got none (a timeout, a reset) is told as 504."""
     latency: float
     """Seconds from the try's start to its end."""
+
+
+def answered_outcome(
+    state: TierState,
+    siblings: Callable[[], list[TierState]],
+    outcome: str,
+    status: int,
+    host: str,
+    attempts: int,
+    now: float,
+    latency: float,
+) -> str:
+    """What the admitters of a call of ``state``'s tier are told of its answer when Envoy logs the
+    call's failed tries: ``LOGGED`` for an answer that is itself a failed try the log carries, and
+    for an answer another tier gave after this tier's tries failed (Envoy's retry on the next tier:
+    the answer's host is unknown to this tier), whose outcome then counts for the tier that knows
+    the host (``siblings``: the model's states); else the answer's own outcome (a retry on another
+    host of this tier answered: the tier served it)."""
+    if outcome == FAILURE and status >= LOGGED_STATUS and host != NO_HOST:
+        return LOGGED
+    if attempts > 1 and not state.breaker.hosts.knows(host):
+        for other in siblings():
+            if other is not state and other.breaker.hosts.knows(host):
+                other.breaker.judge_try(host, now, latency, outcome == FAILURE)
+                break
+        return LOGGED
+    return outcome
 
 
 def tried_state(model: ModelGuard, tried: LoggedTry) -> TierState | None:

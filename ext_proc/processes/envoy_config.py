@@ -17,6 +17,7 @@ import yaml
 
 from ext_proc.processes.locations import envoy_binary
 from ext_proc.processes.network import LOCALHOST
+from ext_proc.protocol.headers import TRY_LOG
 
 __all__ = ["EXT_PROC_FILTER", "render_envoy_config", "validate_envoy_config", "yaml_text"]
 
@@ -125,6 +126,20 @@ def _without_next_tier(hcm: dict[str, Any], clusters: Sequence[Mapping[str, Any]
     return set(firsts)
 
 
+def without_try_log(ext_proc_filter: Mapping[str, Any]) -> None:
+    """Take the ext_proc filter's word that failed tries are logged (``x-modelguard-try-log``)
+    off its gRPC metadata: for a config that does not log them."""
+    grpc = ext_proc_filter.get("typed_config", {}).get("grpc_service", {})
+    metadata = grpc.get("initial_metadata")
+    if metadata is None:
+        return
+    kept = [entry for entry in metadata if entry.get("key") != TRY_LOG]
+    if kept:
+        grpc["initial_metadata"] = kept
+    else:
+        del grpc["initial_metadata"]
+
+
 def _strip_logs_to(router: dict[str, Any], clusters: set[str]) -> None:
     """Remove the router's upstream logs that send to one of ``clusters`` (the failed tries that
     modelguard reads: there is no modelguard to read them, and Envoy refuses a log to a cluster
@@ -205,6 +220,8 @@ def render_envoy_config(
         for hcm in _http_connection_managers(config):
             for http_filter in hcm.get("http_filters", []):
                 _strip_logs_to(http_filter.get("typed_config") or {}, _ext_proc_clusters(hcm))
+                if _is_ext_proc(http_filter):
+                    without_try_log(http_filter)
     for hcm in _http_connection_managers(config):
         # Extra filters (e.g. admission_control for a comparison) go right before the router.
         filters = hcm["http_filters"]

@@ -16,6 +16,13 @@ may be for. The Istio EnvoyFilters set it per model Service (sidecars) and per m
 so a request is judged only for the model whose Service Envoy routes it to, never charged to another
 model's breaker."""
 
+TRY_LOG = "x-modelguard-try-log"
+TRY_LOG_ON = "on"
+"""gRPC metadata of an ext_proc stream, not a request header: ``on`` says the stream's Envoy logs its
+failed upstream tries to modelguard (envoy/envoy.yaml: ``initial_metadata`` of the ext_proc filter's
+``grpc_service``, beside the router's ``upstream_log``), so answers after failed tries are left to that
+log (core/tries.py). Set from Envoy's config, never from a client."""
+
 STATUS = ":status"
 PATH = ":path"
 AUTHORITY = ":authority"

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ext_proc.processes.envoy_config import EXT_PROC_FILTER
+from ext_proc.processes.envoy_config import EXT_PROC_FILTER, without_try_log
 from ext_proc.processes.locations import reference_envoy_config
 
 __all__ = ["HCM_FILTER", "MODELGUARD_CLUSTER", "ROUTER_FILTER", "ReferenceParts", "reference_parts"]
@@ -35,7 +35,10 @@ class ReferenceParts:
         return found
 
     def ext_proc_filter(self) -> dict[str, Any]:
-        return copy.deepcopy(next(f for f in self.hcm["http_filters"] if f["name"] == EXT_PROC_FILTER))
+        """The filter without its word that failed tries are logged: rendered manifests do not log them."""
+        found: dict[str, Any] = copy.deepcopy(next(f for f in self.hcm["http_filters"] if f["name"] == EXT_PROC_FILTER))
+        without_try_log(found)
+        return found
 
     def early_header_mutation(self) -> list[dict[str, Any]]:
         return copy.deepcopy(list(self.hcm["early_header_mutation_extensions"]))

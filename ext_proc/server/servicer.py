@@ -29,9 +29,20 @@ from google.protobuf.message import DecodeError
 
 from ext_proc.core.guard import Decision, Guard, Ticket
 from ext_proc.core.hosts import NO_HOST
+from ext_proc.core.tries import LOGGED_STATUS
 from ext_proc.observe.log_budget import LogBudget
 from ext_proc.protocol.answers import speaks_openai
-from ext_proc.protocol.headers import CONTENT_TYPE, GRPC_CONTENT_TYPE, GRPC_STATUS, MODEL_SCOPE, PATH, PREFIX, STATUS
+from ext_proc.protocol.headers import (
+    CONTENT_TYPE,
+    GRPC_CONTENT_TYPE,
+    GRPC_STATUS,
+    MODEL_SCOPE,
+    PATH,
+    PREFIX,
+    STATUS,
+    TRY_LOG,
+    TRY_LOG_ON,
+)
 from ext_proc.server import wire
 from ext_proc.server.metrics import ServerStats
 
@@ -49,8 +60,8 @@ UPSTREAM_ATTEMPTS = "upstream.request_attempt_count"
 """The attribute counting Envoy's tries of the request: more than one, and earlier tries failed
 (their failures come from the access log: core/tries.py)."""
 MAX_ATTEMPTS = 100
-Pending = tuple[int, float, tuple[str, int]]
-"""A gRPC answer judged on its trailers: (status, when its headers came, (host, attempts))."""
+Pending = tuple[int, float, tuple[str, int, bool]]
+"""A gRPC answer judged on its trailers: (status, when its headers came, (host, attempts, logged)))."""
 CANCEL_WINDOW = 0.01
 """How long a stream whose gRPC answer awaits its grpc-status waits, at its end, to tell a
 cancel from a half-close. grpc.aio returns EOF from read() for both; a cancel is delivered as
@@ -162,7 +173,7 @@ class ExtProcServicer:
                         self.errors.count("response_before_request")
                         await context.write(wire.EMPTY_RESPONSE_HEADERS)
                         continue
-                    pending = self._on_response(guard, ticket, request)
+                    pending = self._on_response(guard, ticket, request, context)
                     if pending is None:
                         return  # judged: ending the stream is the answer (Envoy goes on unchanged)
                     await context.write(wire.EMPTY_RESPONSE_HEADERS)  # stay for the trailers
@@ -252,7 +263,13 @@ class ExtProcServicer:
             return ticket, wire.with_removals(answers.request_message, spoofed), last
         return ticket, answers.request_http, last
 
-    def _on_response(self, guard: Guard, ticket: Ticket, request: ProcessingRequest) -> Pending | None:
+    def _on_response(
+        self,
+        guard: Guard,
+        ticket: Ticket,
+        request: ProcessingRequest,
+        context: grpc.aio.ServicerContext[Any, Any] | None = None,
+    ) -> Pending | None:
         """Record the outcome now, or return (status, time, upstream) when grpc-status comes in trailers."""
         values = _read(request.response_headers.headers, _RESPONSE_HEADER_NAMES)
         try:
@@ -268,8 +285,8 @@ class ExtProcServicer:
             and values.get(CONTENT_TYPE, "").startswith(GRPC_CONTENT_TYPE)
             and not request.response_headers.end_of_stream
         ):
-            return status, guard.clock(), _upstream(request)
-        guard.record(ticket, status, grpc_status, None, *_upstream(request))
+            return status, guard.clock(), _upstream(request, status, guard, context)
+        guard.record(ticket, status, grpc_status, None, *_upstream(request, status, guard, context))
         return None
 
 
@@ -288,19 +305,30 @@ def _read(header_map: Any, names: frozenset[str]) -> dict[str, str]:
     return values
 
 
-def _upstream(request: ProcessingRequest) -> tuple[str, int]:
-    """The upstream host that answered and the tries Envoy made, from the attributes it sends
-    with the response headers (``response_attributes`` in envoy/envoy.yaml); (NO_HOST, 1) without."""
+def _upstream(
+    request: ProcessingRequest, status: int, guard: Guard, context: grpc.aio.ServicerContext[Any, Any] | None
+) -> tuple[str, int, bool]:
+    """The upstream host that answered, the tries Envoy made (from the attributes it sends with the
+    response headers: ``response_attributes`` in envoy/envoy.yaml; (NO_HOST, 1) without), and
+    whether this call's failed tries are logged (core/tries.py): only asked of an answer it could
+    matter to, so a healthy call reads no metadata."""
     attributes = request.attributes.get(ATTRIBUTES_KEY)
     if attributes is None:
-        return NO_HOST, 1
+        return NO_HOST, 1, False
     fields = attributes.fields
     address = fields.get(UPSTREAM_ADDRESS)
-    attempts = fields.get(UPSTREAM_ATTEMPTS)
-    return (
-        NO_HOST if address is None else str(address.string_value),
-        1 if attempts is None else _count(attempts),
-    )
+    found = fields.get(UPSTREAM_ATTEMPTS)
+    attempts = 1 if found is None else _count(found)
+    logged = guard.registry.tries_logged and (attempts > 1 or status >= LOGGED_STATUS) and _declares_log(context)
+    return NO_HOST if address is None else str(address.string_value), attempts, logged
+
+
+def _declares_log(context: grpc.aio.ServicerContext[Any, Any] | None) -> bool:
+    """The stream's Envoy logs its failed tries to modelguard: it says so in the stream's metadata
+    (``grpc_service.initial_metadata`` of the ext_proc filter, beside the ``upstream_log``)."""
+    if context is None:
+        return False
+    return any(key == TRY_LOG and value == TRY_LOG_ON for key, value in context.invocation_metadata() or ())
 
 
 def _count(value: Any) -> int:
@@ -309,7 +337,9 @@ def _count(value: Any) -> int:
         number = value.number_value
         return int(number) if 1 <= number <= MAX_ATTEMPTS else 1
     text = value.string_value
-    return int(text) if text.isdigit() and 1 <= int(text) <= MAX_ATTEMPTS else 1
+    if not (0 < len(text) <= 3 and text.isascii() and text.isdigit()):
+        return 1
+    return int(text) if 1 <= int(text) <= MAX_ATTEMPTS else 1
 
 
 def _grpc_status(values: dict[str, str]) -> int | None:

@@ -8,7 +8,13 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DashboardCursorSync
 
 from istio.monitoring.panels import variables
-from istio.monitoring.sections_health import envoy_panels, latency_panels, overload_panels, policy_panels
+from istio.monitoring.sections_health import (
+    envoy_panels,
+    host_panels,
+    latency_panels,
+    overload_panels,
+    policy_panels,
+)
 from istio.monitoring.sections_routing import breaker_panels, canary_panels, tier_panels
 
 UID = "modelguard"
@@ -36,6 +42,7 @@ def dashboard(command: str) -> Dashboard:
         tier_panels(),
         canary_panels(),
         overload_panels(),
+        host_panels(),
         latency_panels(),
         envoy_panels(),
         policy_panels(),

@@ -7,6 +7,8 @@ from istio.monitoring.panels import PER_TIER, Section, queries, timeseries
 from istio.monitoring.series import (
     ERRORS,
     FAILURE_MODE_ALLOWED,
+    HOST_CALLS,
+    HOST_FAILURES,
     INFLIGHT,
     INFO,
     MESSAGE_TIMEOUTS,
@@ -56,6 +58,39 @@ def overload_panels() -> Section:
             "Requests admitted to a tier and not yet answered, summed over replicas.",
             "short",
             queries((f"sum by (model, tier) ({INFLIGHT}{{{MODELS}}})", PER_TIER)),
+        ),
+    )
+
+
+PER_HOST = "{{model}}/{{tier}} {{host}}"
+
+
+def host_panels() -> Section:
+    per_host = "max by (model, tier, host) ({name}{{{models}}})"
+    calls = per_host.format(name=HOST_CALLS, models=MODELS)
+    failures = per_host.format(name=HOST_FAILURES, models=MODELS)
+    return Section(
+        "Upstream hosts",
+        107,
+        timeseries(
+            27,
+            "Failure ratio by upstream host",
+            "Each upstream host's failures over its calls in its tier's breaker window (the most any replica "
+            "of modelguard saw). One bad replica of several is Envoy's to eject and does not open the model's "
+            'breaker; failures on several hosts do (README, "Host-aware judgement").',
+            "percentunit",
+            queries((ratio(failures, calls), PER_HOST)),
+            width=12,
+            max_value=1,
+        ),
+        timeseries(
+            28,
+            "Calls by upstream host",
+            "Calls each upstream host answered in its tier's breaker window (at most 32 hosts a tier; `none`: "
+            "answers without a host).",
+            "short",
+            queries((calls, PER_HOST)),
+            width=12,
         ),
     )
 

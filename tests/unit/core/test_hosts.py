@@ -226,3 +226,13 @@ def test_a_reset_forgets_the_hosts_evidence() -> None:
     assert state.breaker.hosts.snapshot(0.0)
     state.breaker.reset("operator reset")
     assert guard.models[0].tiers[0].snapshot()["hosts"] == {}
+
+
+@pytest.mark.parametrize("book", [TimeHostBook(10.0), CountHostBook(100)], ids=["time", "count"])
+def test_a_host_name_too_long_to_be_an_address_counts_as_other(book: HostBook) -> None:
+    """Host names come from Envoy and from anything that reaches the log port; they are shown on
+    /metrics and /v1/state, so a name no address could have is not kept."""
+    book.note("x" * 5000, 0.0, True, False)
+    book.note("10.0.0.1:8000", 0.0, False, False)
+    assert {host for host, _ in book.figures(0.0)} == {OTHER, "10.0.0.1:8000"}
+    assert book.run == set()  # the success cleared the run the long name's failure started
