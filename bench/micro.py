@@ -175,6 +175,7 @@ def logged_try_cost(tries: int) -> float:
         entry.request.path = "/v2/models/m/infer"
         entry.request.authority = "models.internal"
         entry.request.request_headers["x-modelguard-tier"] = "primary"
+        entry.request.request_headers["x-modelguard-route"] = "m-primary"
         entry.response.response_code.value = 503
     wire = message.SerializeToString()
 
