@@ -226,21 +226,15 @@ class CountHostBook(HostBook):
         left in the ring, else the last slot, OTHER's."""
         last = MAX_HOSTS - 1
         taken = self._slot_of
-        if len(host) > MAX_HOST_LENGTH:
-            host = OTHER
-            if taken.get(OTHER) == last:
-                return last
-            return self._take(last, OTHER)
-        for slot in range(last):
-            if not self._calls[slot]:
-                name = self._names[slot]
-                if taken.get(name) == slot:
-                    del taken[name]
-                    self.run.discard(name)
-                return self._take(slot, host)
-        if OTHER not in taken or taken[OTHER] != last:
-            return self._take(last, OTHER)
-        return last
+        if len(host) <= MAX_HOST_LENGTH:
+            for slot in range(last):
+                if not self._calls[slot]:
+                    name = self._names[slot]
+                    if taken.get(name) == slot:
+                        del taken[name]
+                        self.run.discard(name)
+                    return self._take(slot, host)
+        return last if taken.get(OTHER) == last else self._take(last, OTHER)
 
     def _take(self, slot: int, host: str) -> int:
         self._names[slot] = host

@@ -10,7 +10,7 @@ from envoy.config.core.v3.base_pb2 import RequestMethod
 from envoy.data.accesslog.v3.accesslog_pb2 import HTTPAccessLogEntry
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
-from ext_proc.server.tries import logged_try
+from ext_proc.server.tries import ENTRIES_PER_TURN, logged_try
 from tests.component.conftest import REC_PATH, Harness, request_headers, response_headers
 
 
@@ -123,3 +123,20 @@ async def test_only_an_envoy_that_says_it_logs_leaves_its_failures_to_the_log(ha
     gate.set()
     await log_call
     assert not registry.tries_logged
+
+
+async def test_a_huge_batch_is_judged_in_turns_and_whole(harness: Harness) -> None:
+    """Past ENTRIES_PER_TURN the stream yields to the loop between chunks: every entry is still read,
+    and ext_proc streams are answered meanwhile."""
+    stub = als_pb2_grpc.AccessLogServiceStub(harness.channel)
+    batch = als_pb2.StreamAccessLogsMessage()
+    for _ in range(3 * ENTRIES_PER_TURN + 7):
+        batch.http_logs.log_entry.append(HTTPAccessLogEntry())
+
+    async def messages() -> AsyncIterator[als_pb2.StreamAccessLogsMessage]:
+        yield batch
+
+    call = stub.StreamAccessLogs(messages())
+    assert await harness.request(200) == ("primary", "ok")
+    await call
+    assert harness.service.tries.tries["ignored"] == 3 * ENTRIES_PER_TURN + 7
