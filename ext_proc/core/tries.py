@@ -14,9 +14,9 @@ decides what the admitters are told, so that no try is counted twice (README, "P
 A try belongs to the model whose tier modelguard routed the call to (the logged
 ``x-modelguard-route``, which clients cannot set: a client that could name the path or another
 header could otherwise charge its failures to another model), and to the tier whose route names
-the cluster that took it (the policy's ``route`` is the cluster's name in the reference config, so
-a try retried onto the next tier counts there), else to the tier modelguard set on the request
-(Istio's cluster names are not the policy's routes).
+the cluster that took it (the policy's ``route`` is the cluster's name in the reference config and
+the subset in an Istio cluster's name, so a try retried onto the next tier counts there), else to
+the tier modelguard set on the request.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ext_proc.core.registry import TierState
 
 
+_ISTIO_PARTS = 4
 LOGGED_STATUS = 500
 """The log holds the tries that got a status from this up, or none (envoy/envoy.yaml's filter):
 a final answer below it (a 404, a gRPC status in trailers) is judged from the response phase."""
@@ -89,15 +90,23 @@ def answered_outcome(
     return outcome
 
 
+def served_route(cluster: str) -> str:
+    """The policy route a cluster serves: an Istio subset cluster (``outbound|PORT|SUBSET|HOST``,
+    render/filters.py) serves its subset, named after the route; any other cluster its own name."""
+    parts = cluster.split("|")
+    return parts[2] if len(parts) == _ISTIO_PARTS and parts[0] == "outbound" and parts[2] else cluster
+
+
 def tried_state(model: ModelGuard, tried: LoggedTry) -> TierState | None:
     """The state of the tier (or canary route) that took the try, or None (not one of the model's)."""
+    route = served_route(tried.cluster)
     canary = model.tiers[0].canary
     if canary is not None and (
-        canary.state.route == tried.cluster or (tried.arm == ARM_CANARY and tried.cluster not in _routes(model))
+        canary.state.route == route or (tried.arm == ARM_CANARY and route not in _routes(model))
     ):
         return canary.state
     for tier in model.tiers:
-        if tier.state is not None and tier.route == tried.cluster:
+        if tier.state is not None and tier.route == route:
             return tier.state
     for tier in model.tiers:
         if tier.state is not None and tier.name == tried.tier:

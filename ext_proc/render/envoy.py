@@ -55,7 +55,9 @@ def envoy_bootstrap(policy: Policy, options: EnvoyOptions, parts: ReferenceParts
     ]
     modelguard = reference.modelguard_cluster()
     modelguard.update(_endpoints(MODELGUARD_CLUSTER, options.modelguard, "--modelguard"))
-    bootstrap["static_resources"]["clusters"] = [modelguard] + [_cluster(use, options, reference) for use in uses]
+    clusters = [_cluster(use, options, reference) for use in uses]
+    clusters += [_next_tier_cluster(use, reference) for use in uses if use.next_route is not None]
+    bootstrap["static_resources"]["clusters"] = [modelguard, *clusters]
     return bootstrap
 
 
@@ -76,8 +78,8 @@ def _shared_rewritten_routes(models: tuple[ModelRoutes, ...]) -> list[str]:
 
 
 def _route_action(use: RouteUse, reference: ReferenceParts) -> dict[str, Any]:
-    action = reference.canary_route() if use.role is Role.CANARY else reference.replica_route()
-    action["cluster"] = use.route
+    action = reference.route_of(use)
+    action["cluster"] = use.cluster
     if use.rewrite is not None:
         action["regex_rewrite"] = {
             "pattern": {"regex": use.rewrite.pattern},
@@ -110,7 +112,17 @@ def _cluster(use: RouteUse, options: EnvoyOptions, reference: ReferenceParts) ->
     cluster["name"] = use.route
     replicas = options.canary_replicas if canary else options.replicas
     cluster["outlier_detection"]["max_ejection_percent"] = max_ejection_percent(replicas)
+    policy = cluster.get("load_assignment", {}).get("policy")
     cluster.update(_endpoints(use.route, options.upstream.replace("{route}", use.route), "--upstream"))
+    if policy is not None:  # how much of the first tries the next tier takes while hosts are out
+        cluster["load_assignment"]["policy"] = policy
+    return cluster
+
+
+def _next_tier_cluster(use: RouteUse, reference: ReferenceParts) -> dict[str, Any]:
+    cluster = reference.next_tier_cluster()
+    cluster["name"] = use.cluster
+    cluster["cluster_type"]["typed_config"]["clusters"] = [use.route, use.next_route]
     return cluster
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ext_proc.policy.model import Policy
-from ext_proc.render.filters import gateway_filter, sidecar_filter
+from ext_proc.render.filters import fail_open_route_name, gateway_filter, header_route_name, sidecar_filter
 from ext_proc.render.kube import metadata
 from ext_proc.render.matches import istio_matches
 from ext_proc.render.plan import (
@@ -154,7 +154,9 @@ def _mesh_service(model: ModelRoutes, options: IstioOptions, reference: Referenc
     """The model's own Service: its header routes, then the fail-open default. Only the model's
     requests get here (the sidecar filter scopes modelguard to the Service's model)."""
     http = [_header_route(use, model, [], options, reference) for use in model.routes]
-    http.append({"name": "fail-open", **_destination(model.fail_open, model, options, reference)})
+    http.append(
+        {"name": fail_open_route_name(model, False), **_destination(model.fail_open, model, options, reference)}
+    )
     return _service(model.name, [options.host(model.name)], ["mesh"], http, options)
 
 
@@ -173,7 +175,7 @@ def _gateway_service(
         scope = istio_matches(model.match)
         http += [_header_route(use, model, scope, options, reference) for use in model.routes]
         fail_open = _destination(model.fail_open, model, options, reference)
-        http.append({"name": model.fail_open_name, "match": scope, **fail_open})
+        http.append({"name": fail_open_route_name(model, True), "match": scope, **fail_open})
     names = [route["name"] for route in http]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:  # the gateway filter finds the fail-open routes by name
@@ -189,7 +191,7 @@ def _header_route(
     wanted = {_ROUTE_HEADER: {"exact": use.route}}
     match = [{**c, "headers": {**c.get("headers", {}), **wanted}} for c in scope] if scope else [{"headers": wanted}]
     return {
-        "name": f"{model.name}-{use.route}" if scope else use.route,
+        "name": header_route_name(model, use, bool(scope)),
         "match": match,
         **_destination(use, model, options, reference),
     }
@@ -207,7 +209,7 @@ def _service(
 
 
 def _destination(use: RouteUse, model: ModelRoutes, options: IstioOptions, reference: ReferenceParts) -> dict[str, Any]:
-    route = reference.canary_route() if use.role is Role.CANARY else reference.replica_route()
+    route = reference.route_of(use)
     retry = route["retry_policy"]
     destination: dict[str, Any] = {
         "route": [

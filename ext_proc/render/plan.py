@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from ext_proc.policy.model import Match, ModelPolicy, Policy
@@ -79,6 +79,15 @@ class RouteUse:
     tier: str
     where: str  # its path in the policy file, for errors
     rewrite: Rewrite | None = None
+    next_route: str | None = None
+    """The next tier's route, where Envoy's last retry of a failed try goes (README, "Per-try
+    outcomes"): set when the tier right after this one on the ladder is routed elsewhere, takes the
+    same path (no other ``model:``) and every model on this route agrees on it."""
+
+    @property
+    def cluster(self) -> str:
+        """What the route sends to: the tier's own cluster, or the aggregate of it and the next tier."""
+        return self.route if self.next_route is None else f"{self.route}-then-{self.next_route}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +116,14 @@ def plan(policy: Policy, *, kubernetes_names: bool = False) -> tuple[ModelRoutes
     for index, model in enumerate(policy.models):
         where = f"models[{index}]"
         uses = [
-            RouteUse(tier.route, Role.TIER, tier.name, f"{where}.tiers[{position}].route", _rewrite(model, tier.model))
+            RouteUse(
+                tier.route,
+                Role.TIER,
+                tier.name,
+                f"{where}.tiers[{position}].route",
+                _rewrite(model, tier.model),
+                _next_route(model, position),
+            )
             for position, tier in enumerate(model.tiers)
             if tier.route is not None
         ]
@@ -120,9 +136,51 @@ def plan(policy: Policy, *, kubernetes_names: bool = False) -> tuple[ModelRoutes
         if kubernetes_names:
             errors += _kubernetes_problems(model.name, f"{where}.name", uses)
         models.append(ModelRoutes(model.name, model.match, distinct(uses)))
+    models = _agreed_next_routes(models)
+    errors += _aggregate_clashes(models)
     if errors:
         raise RenderError(errors)
     return tuple(models)
+
+
+def _next_route(model: ModelPolicy, position: int) -> str | None:
+    """A tier followed on the ladder by a routed tier that takes the same path retries its last try
+    there; one followed by an answer of modelguard's own (``respond``), or by nothing, retries in place."""
+    tier = model.tiers[position]
+    after = model.tiers[position + 1] if position + 1 < len(model.tiers) else None
+    if (
+        after is None
+        or after.route in (None, tier.route)
+        or _rewrite(model, after.model) != _rewrite(model, tier.model)
+    ):
+        return None
+    return after.route
+
+
+def _agreed_next_routes(models: list[ModelRoutes]) -> list[ModelRoutes]:
+    """Two models sharing a route share its Envoy route and Istio subset: a retry on one model's
+    next tier would serve the other's calls, so a route whose models disagree retries in place."""
+    seen: dict[str, set[str | None]] = {}
+    for model in models:
+        for use in model.routes:
+            seen.setdefault(use.route, set()).add(use.next_route)
+    disputed = {route for route, nexts in seen.items() if len(nexts) > 1}
+    return [
+        replace(model, routes=tuple(replace(u, next_route=None) if u.route in disputed else u for u in model.routes))
+        for model in models
+    ]
+
+
+def _aggregate_clashes(models: list[ModelRoutes]) -> list[str]:
+    """The cluster of a tier and the next one is named ROUTE-then-NEXT: no route may be named so."""
+    routes = {use.route: use for model in models for use in model.routes}
+    return [
+        f"{routes[use.cluster].where}: {use.cluster!r} names the cluster of {use.where} and the next tier's: rename"
+        " the route"
+        for model in models
+        for use in model.routes
+        if use.next_route is not None and use.cluster in routes
+    ]
 
 
 def _rewrite(model: ModelPolicy, served: str | None) -> Rewrite | None:

@@ -218,16 +218,34 @@ def _network_filter(bootstrap: dict[str, Any], match: Mapping[str, Any], patch: 
 
 
 def _http_filter(bootstrap: dict[str, Any], match: Mapping[str, Any], patch: Mapping[str, Any]) -> int:
-    assert patch["operation"] == "INSERT_BEFORE"
-    before = match["listener"]["filterChain"]["filter"]["subFilter"]["name"]
+    assert patch["operation"] in ("INSERT_BEFORE", "MERGE")
+    named = match["listener"]["filterChain"]["filter"]["subFilter"]["name"]
     count = 0
     for hcm in _hcms(bootstrap, match):
         filters = hcm["typed_config"]["http_filters"]
         names = [f["name"] for f in filters]
-        if before in names:
-            filters.insert(names.index(before), copy.deepcopy(dict(patch["value"])))
-            count += 1
+        if named not in names:
+            continue
+        if patch["operation"] == "MERGE":
+            found = filters[names.index(named)]
+            assert patch["value"]["typed_config"]["@type"] == found["typed_config"]["@type"], (
+                "MERGE needs the same @type"
+            )
+            proto_merge(found, patch["value"])
+        else:
+            filters.insert(names.index(named), copy.deepcopy(dict(patch["value"])))
+        count += 1
     return count
+
+
+def _added_cluster(bootstrap: dict[str, Any], match: Mapping[str, Any], patch: Mapping[str, Any]) -> int:
+    assert patch["operation"] == "ADD" and set(match) == {"context"}, "clusters are only added"
+    clusters = bootstrap["static_resources"]["clusters"]
+    assert patch["value"]["name"] not in {c["name"] for c in clusters}, (
+        "Istio would keep one of two same-named clusters"
+    )
+    clusters.append(copy.deepcopy(dict(patch["value"])))
+    return 1
 
 
 def _virtual_host(bootstrap: dict[str, Any], match: Mapping[str, Any], patch: Mapping[str, Any]) -> int:
@@ -257,6 +275,7 @@ def _http_route(bootstrap: dict[str, Any], match: Mapping[str, Any], patch: Mapp
 
 
 _APPLY = {
+    "CLUSTER": _added_cluster,
     "NETWORK_FILTER": _network_filter,
     "HTTP_FILTER": _http_filter,
     "VIRTUAL_HOST": _virtual_host,

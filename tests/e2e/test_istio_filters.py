@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -194,9 +195,10 @@ def test_a_models_service_is_judged_for_that_model_only(
     objects = rendered_from(policy)
     envoy = envoy_factory(ports, source=write(mesh_bootstrap(objects, SIDECAR_MESH), tmp_path / "sidecar.yaml"))
     servers["rec-v1"].set_fault(True)
-    for _ in range(8):  # the recommender's path, sent to the failing rec's Service
+    for _ in range(8):  # the recommender's path, sent to the failing rec's Service: untagged, and
+        # the fail-open route's last retry goes to rec's next tier
         answer = ask(envoy.url, REC_HOST, path="/v2/models/recommender/infer")
-        assert answer.status == 503 and "x-modelguard-tier" not in answer.headers, answer
+        assert answer.json()["server"] == "rec-small" and "x-modelguard-tier" not in answer.headers, answer
     assert modelguard.tier_state("recommender", "primary") == "closed", "charged to a model that did not fail"
     answer = ask(envoy.url, RECOMMENDER_HOST, path="/v2/models/recommender/infer")
     assert answer.json()["server"] == "recommender-large" and answer.headers.get("x-modelguard-tier") == "primary"
@@ -270,3 +272,41 @@ def test_another_teams_routes_at_the_gateway_host_never_reach_modelguard(
     answer = ask(envoy.url, GATEWAY_HOST, path="/v2/models/rec/infer")
     assert answer.json()["server"] == "rec-v1" and answer.headers.get("x-modelguard-tier") == "primary"
     assert servers["rec-v1"].request_count == 1
+
+
+def test_a_sidecar_retries_a_failing_primary_on_the_light_subset_and_logs_its_failed_tries(
+    tmp_path: Path,
+    upstream_factory: Callable[[str], Upstream],
+    modelguard_factory: Callable[[Path], ModelguardProcess],
+    envoy_factory: EnvoyFactory,
+) -> None:
+    """Every primary call fails: Envoy retries each on the primary, then on the light subset (the
+    added aggregate cluster), so clients see light's answers from the first call; the failed tries
+    reach modelguard through the router's log and open the primary. The ext_proc streams declare
+    the log (the filter's initial metadata, beside the route's model scope), so light's answers
+    after failed primary tries are light's, never a success of the primary."""
+    primary, light = upstream_factory("primary"), upstream_factory("light")
+    primary.set_fault(True)
+    modelguard = modelguard_factory(EXAMPLE_POLICY)
+    ports = {
+        MODELGUARD_CLUSTER: [modelguard.grpc_port],
+        subset_cluster(8080, "recommender-resnet50", HOST): [primary.port],
+        subset_cluster(8080, "recommender-mobilenet", HOST): [light.port],
+    }
+    envoy = envoy_factory(ports, source=write(mesh_bootstrap(OBJECTS, SIDECAR_MESH), tmp_path / "sidecar.yaml"))
+    answers = [ask(envoy.url, HOST)]
+    assert (primary.request_count, light.request_count) == (2, 1), "primary, primary again, then light"
+    for _ in range(8):
+        answers.append(ask(envoy.url, HOST))
+        if modelguard.tier_state("recommender", "primary") == "open":
+            break
+        time.sleep(0.03)  # the log's batches are sent every 20 ms
+    assert all(a.status == 200 and a.json()["server"] == "light" for a in answers), answers
+    assert answers[0].headers.get("x-modelguard-tier") == "primary", "the first call was the primary's"
+    assert wait_for(lambda: modelguard.tier_state("recommender", "primary") == "open", 3.0), modelguard.state()
+    answer = ask(envoy.url, HOST)
+    assert answer.json()["server"] == "light" and answer.headers.get("x-modelguard-degraded") == "true"
+    assert light.request_count == len(answers) + 1
+    tiers = modelguard.state()["models"]["recommender"]["tiers"]
+    assert set(tiers["primary"]["hosts"]) == {f"127.0.0.1:{primary.port}"}, tiers["primary"]
+    assert tiers["light"]["failures"] == 0 and tiers["light"]["calls"] >= 1, tiers["light"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +58,35 @@ def test_the_rendered_bootstrap_routes_through_modelguard(
     answer = infer(envoy.url + MODEL_PATH, headers={"x-modelguard-route": "recommender-mobilenet"})
     assert answer.status == 200 and answer.json()["server"] == "primary" and "x-modelguard-tier" not in answer.headers
     assert light.request_count == 0
+
+
+def test_the_rendered_bootstrap_retries_a_failing_primary_on_the_light_tier_and_logs_the_tries(
+    tmp_path: Path,
+    upstream_factory: Callable[[str], Upstream],
+    modelguard_factory: Callable[[Path], ModelguardProcess],
+    envoy_factory: EnvoyFactory,
+) -> None:
+    """The whole primary fails: each call's two primary tries fail and the light tier answers it (the
+    rendered aggregate cluster), while the logged tries open the primary's breaker."""
+    primary, light = upstream_factory("primary"), upstream_factory("light")
+    primary.set_fault(True)
+    modelguard = modelguard_factory(EXAMPLE_POLICY)
+    ports = {
+        "modelguard": [modelguard.grpc_port],
+        "recommender-resnet50": [primary.port],
+        "recommender-mobilenet": [light.port],
+    }
+    envoy = envoy_factory(ports, source=render(EXAMPLE_POLICY, tmp_path / "envoy.yaml"))
+    for _ in range(8):
+        answer = infer(envoy.url + MODEL_PATH)
+        assert answer.status == 200 and answer.json()["server"] == "light", answer
+        if modelguard.tier_state("recommender", "primary") == "open":
+            break
+        time.sleep(0.03)  # the log's batches are sent every 20 ms
+    assert wait_for(lambda: modelguard.tier_state("recommender", "primary") == "open", 3.0), modelguard.state()
+    assert primary.request_count % 2 == 0 < primary.request_count, "two tries on the primary per call"
+    answer = infer(envoy.url + MODEL_PATH)
+    assert answer.json()["server"] == "light" and answer.headers.get("x-modelguard-degraded") == "true"
 
 
 # A light tier whose servers know the model by another name (README, "Policy file": a tier's model:).

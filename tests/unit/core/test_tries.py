@@ -148,6 +148,13 @@ def test_tries_count_for_the_tier_that_took_them() -> None:
     # a cluster that is no route of the policy (Istio's names): the tier modelguard chose
     assert guard.judge_try(failed_try(cluster="outbound|8000|light|rec", tier="light"))
     assert breaker_of(guard, 1)[1:] == (2, 2)
+    # an Istio subset cluster names its route: a primary call's retry on the light subset is light's
+    istio_light = "outbound|8080|rec-light|rec.models.svc.cluster.local"
+    assert guard.judge_try(failed_try(cluster=istio_light, tier="primary"))
+    assert breaker_of(guard, 1)[1:] == (3, 3) and breaker_of(guard)[1:] == (0, 0)
+    # a subset-less Istio cluster names no route: the tier modelguard chose
+    assert guard.judge_try(failed_try(cluster="outbound|8080||rec.models.svc.cluster.local", tier="primary"))
+    assert breaker_of(guard)[1:] == (1, 1)
 
 
 def test_the_model_is_the_one_modelguard_routed_to_whatever_the_path_says() -> None:

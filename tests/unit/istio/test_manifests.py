@@ -154,11 +154,14 @@ def test_the_filters_call_the_service_that_exists(folder: Path) -> None:
     filters = [o for o in objects if o["kind"] == "EnvoyFilter"]
     assert filters
     for envoy_filter in filters:
-        inserted = [p["patch"]["value"] for p in envoy_filter["spec"]["configPatches"] if p["applyTo"] == "HTTP_FILTER"]
-        (ext_proc,) = inserted
+        patches = [p for p in envoy_filter["spec"]["configPatches"] if p["applyTo"] == "HTTP_FILTER"]
+        (ext_proc,) = [p["patch"]["value"] for p in patches if p["patch"]["operation"] == "INSERT_BEFORE"]
         cluster = ext_proc["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
         assert cluster == f"outbound|{EXT_PROC_PORT}||{host}"
         assert ext_proc["typed_config"]["failure_mode_allow"] is True
+        (router,) = [p["patch"]["value"] for p in patches if p["patch"]["operation"] == "MERGE"]
+        (try_log,) = router["typed_config"]["upstream_log"]
+        assert try_log["typed_config"]["common_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == cluster
 
 
 def test_only_listed_identities_reach_the_ext_proc_port() -> None:

@@ -164,7 +164,7 @@ def test_a_gateway_routes_every_model_in_one_service_in_policy_order(tmp_path: P
             "envoy.filters.http.ext_proc"
         ]["config"]["overrides"]["grpc_initial_metadata"]
         for p in gateway_filter["spec"]["configPatches"]
-        if p["applyTo"] == "HTTP_ROUTE"
+        if p["applyTo"] == "HTTP_ROUTE" and "typed_per_filter_config" in p["patch"]["value"]
     }
     assert scoped == {
         f"{name}-fail-open": [{"key": "x-modelguard-model", "value": name}] for name in ("ranker", "rec", "recommender")
@@ -174,7 +174,7 @@ def test_a_gateway_routes_every_model_in_one_service_in_policy_order(tmp_path: P
 def test_the_sidecar_filter_turns_ext_proc_on_for_model_hosts_only_each_scoped_to_its_model(tmp_path: Path) -> None:
     objects = istio_objects(policy_from(ISTIO_MODELS, tmp_path), IstioOptions(namespace="ml", port=9000))
     patches = by_kind(objects, "EnvoyFilter")["modelguard-sidecar"]["spec"]["configPatches"]
-    (inserted,) = [p["patch"]["value"] for p in patches if p["applyTo"] == "HTTP_FILTER"]
+    (inserted,) = [p["patch"]["value"] for p in patches if p["patch"]["operation"] == "INSERT_BEFORE"]
     assert inserted["disabled"] is True
     hosts = [p for p in patches if p["applyTo"] == "VIRTUAL_HOST"]
     assert [p["match"]["routeConfiguration"]["vhost"]["name"] for p in hosts] == [
@@ -219,9 +219,15 @@ def test_the_envoy_bootstrap_routes_every_route_then_each_model(tmp_path: Path) 
         {"exact": "embed.example.com", "ignore_case": True},
         {"prefix": "embed.example.com:", "ignore_case": True},
     ], "an authority without case or port, as modelguard compares it"
-    assert {r["route"]["cluster"] for r in routes[3:]} == {"ranker-v1", "embedder-large"}
+    assert {r["route"]["cluster"] for r in routes[3:]} == {"ranker-v1", "embedder-large-then-embedder-small"}
     clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
-    assert set(clusters) == {"modelguard", "ranker-v1", "embedder-large", "embedder-small"}
+    assert set(clusters) == {
+        "modelguard",
+        "ranker-v1",
+        "embedder-large",
+        "embedder-small",
+        "embedder-large-then-embedder-small",
+    }
     assert clusters["modelguard"]["type"] == "STATIC"
     address = clusters["embedder-small"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
     assert clusters["embedder-small"]["type"] == "STRICT_DNS" and address["socket_address"] == {
@@ -314,3 +320,138 @@ def test_gateway_route_names_that_would_collide_are_refused(tmp_path: Path) -> N
     text = text.replace("name: rec\n", "name: x-rec\n")
     with pytest.raises(RenderError, match="x-rec-fail-open"):
         istio_objects(policy_from(text, tmp_path), IstioOptions(gateway="edge/gw"))
+
+
+NEXT_TIERS = """
+models:
+  - name: ranker
+    match: {path_prefix: /v2/models/ranker}
+    tiers:
+      - {name: main, route: ranker-big}
+      - {name: answer, respond: {status: 503}}
+  - name: renamed
+    match: {path_prefix: /v2/models/renamed}
+    tiers:
+      - {name: main, route: renamed-big}
+      - {name: light, route: renamed-small, model: renamed-light}
+  - name: first
+    match: {header: {name: x-model, value: first}}
+    tiers:
+      - {name: main, route: shared-big}
+      - {name: light, route: first-small}
+  - name: second
+    match: {header: {name: x-model, value: second}}
+    tiers:
+      - {name: main, route: shared-big}
+      - {name: light, route: second-small}
+  - name: plain
+    match: {header: {name: x-model, value: plain}}
+    tiers:
+      - {name: main, route: plain-big}
+      - {name: light, route: plain-small}
+      - {name: last, respond: {status: 503}}
+"""
+
+
+def test_a_tier_retries_on_the_next_only_when_that_tier_is_routed_takes_the_same_path_and_no_model_disputes_it(
+    tmp_path: Path,
+) -> None:
+    routes = {
+        model.name: {use.route: use.next_route for use in model.routes}
+        for model in plan(policy_from(NEXT_TIERS, tmp_path))
+    }
+    assert routes["ranker"] == {"ranker-big": None}, "modelguard's own answer comes next"
+    assert routes["renamed"] == {"renamed-big": None, "renamed-small": None}, "the light tier needs another path"
+    assert routes["first"] == {"shared-big": None, "first-small": None}, "a shared route: whose light tier?"
+    assert routes["second"] == {"shared-big": None, "second-small": None}
+    assert routes["plain"] == {"plain-big": "plain-small", "plain-small": None}
+
+
+def test_the_envoy_bootstrap_retries_a_tier_on_the_next_through_an_aggregate_cluster(tmp_path: Path) -> None:
+    bootstrap = envoy_bootstrap(policy_from(NEXT_TIERS, tmp_path), EnvoyOptions())
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = {r["name"]: r["route"] for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
+    for name in ("plain-big", "plain-fail-open"):
+        assert routes[name]["cluster"] == "plain-big-then-plain-small"
+        assert routes[name]["retry_policy"]["num_retries"] == 2
+        assert routes[name]["retry_policy"]["retry_priority"]["typed_config"]["update_frequency"] == 2
+    for name in ("plain-small", "ranker-big", "shared-big", "renamed-big", "renamed-small"):
+        assert routes[name]["cluster"] == name and "retry_priority" not in routes[name]["retry_policy"], name
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    aggregate = clusters["plain-big-then-plain-small"]
+    assert aggregate["cluster_type"]["typed_config"]["clusters"] == ["plain-big", "plain-small"]
+    assert aggregate["lb_policy"] == "CLUSTER_PROVIDED" and "load_assignment" not in aggregate
+    assert clusters["plain-big"]["load_assignment"]["policy"] == {"overprovisioning_factor": 200}, (
+        "one ejected host of three does not spill first tries to the next tier"
+    )
+    router = hcm["http_filters"][-1]["typed_config"]
+    (log,) = router["upstream_log"]
+    assert log["typed_config"]["common_config"]["grpc_service"]["envoy_grpc"] == {"cluster_name": "modelguard"}
+
+
+def test_a_route_named_like_a_tier_and_next_tier_cluster_is_refused(tmp_path: Path) -> None:
+    text = """
+models:
+  - name: a
+    match: {header: {name: x-model, value: a}}
+    tiers:
+      - {name: main, route: big}
+      - {name: light, route: small}
+  - name: b
+    match: {header: {name: x-model, value: b}}
+    tiers:
+      - {name: main, route: big-then-small}
+"""
+    with pytest.raises(RenderError) as caught:
+        plan(policy_from(text, tmp_path))
+    (error,) = caught.value.errors
+    assert error.startswith("models[1].tiers[0].route: 'big-then-small' names the cluster of models[0].tiers[0].route")
+
+
+def test_istio_retries_a_tier_on_the_next_through_an_added_aggregate_and_logs_failed_tries(tmp_path: Path) -> None:
+    objects = istio_objects(load_policy(DEMO_POLICY), IstioOptions(gateway="edge/gw", gateway_host="api.example.com"))
+    routes = {r["name"]: r for r in by_kind(objects, "VirtualService")["recommender"]["spec"]["http"]}
+    assert routes["recommender-resnet50"]["retries"]["attempts"] == 2 == routes["fail-open"]["retries"]["attempts"]
+    assert routes["recommender-mobilenet"]["retries"]["attempts"] == 1
+    host = "recommender.models.svc.cluster.local"
+    aggregate = f"outbound|8080|recommender-resnet50-then-recommender-mobilenet|{host}"
+    filters = by_kind(objects, "EnvoyFilter")
+    for name, context, route_names, vhost in (
+        ("modelguard-sidecar", "SIDECAR_OUTBOUND", ["recommender-resnet50", "fail-open"], f"{host}:8080"),
+        (
+            "modelguard-gateway",
+            "GATEWAY",
+            ["recommender-recommender-resnet50", "recommender-fail-open"],
+            "api.example.com:80",
+        ),
+    ):
+        patches = filters[name]["spec"]["configPatches"]
+        assert all(p["match"]["context"] == context for p in patches)
+        (added,) = [p["patch"]["value"] for p in patches if p["applyTo"] == "CLUSTER"]
+        assert added["name"] == aggregate
+        assert added["cluster_type"]["typed_config"]["clusters"] == [
+            f"outbound|8080|recommender-resnet50|{host}",
+            f"outbound|8080|recommender-mobilenet|{host}",
+        ]
+        sent = {
+            p["match"]["routeConfiguration"]["vhost"]["route"]["name"]: p
+            for p in patches
+            if p["applyTo"] == "HTTP_ROUTE" and "route" in p["patch"]["value"]
+        }
+        assert sorted(sent) == sorted(route_names)
+        for patch in sent.values():
+            assert patch["match"]["routeConfiguration"]["vhost"]["name"] == vhost
+            action = patch["patch"]["value"]["route"]
+            assert action["cluster"] == aggregate
+            assert set(action["retry_policy"]) == {"retry_priority"}, "Istio's own retry predicate is kept, not doubled"
+        (inserted,) = [p["patch"]["value"] for p in patches if p["patch"]["operation"] == "INSERT_BEFORE"]
+        grpc = inserted["typed_config"]["grpc_service"]
+        assert grpc["envoy_grpc"] == {"cluster_name": "outbound|50051||modelguard.modelguard.svc.cluster.local"}
+        assert {"key": "x-modelguard-try-log", "value": "on"} in grpc["initial_metadata"]
+        (router,) = [
+            p["patch"]["value"] for p in patches if p["applyTo"] == "HTTP_FILTER" and p["patch"]["operation"] == "MERGE"
+        ]
+        (log,) = router["typed_config"]["upstream_log"]
+        assert log["typed_config"]["common_config"]["grpc_service"]["envoy_grpc"] == grpc["envoy_grpc"]
+        only_tagged = log["filter"]["and_filter"]["filters"][0]
+        assert only_tagged == {"header_filter": {"header": {"name": "x-modelguard-route", "present_match": True}}}
