@@ -11,7 +11,8 @@ is a local change: one class with ``admit``, one token class with ``record`` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -68,15 +69,22 @@ def reason_of(tokens: Sequence[Token]) -> str | None:
     return None
 
 
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
 class Ticket:
     """A request's admission: its decision, its tokens, and whether they are settled yet
     (``Guard.record`` and ``Guard.release`` settle every token, once)."""
 
-    __slots__ = ("decision", "done", "started", "tokens")
+    __slots__ = ("decision", "done", "headers", "started", "tokens")
 
-    def __init__(self, decision: Decision, tokens: tuple[Token, ...], started: float) -> None:
+    def __init__(
+        self, decision: Decision, tokens: tuple[Token, ...], started: float, headers: Mapping[str, str] = NO_HEADERS
+    ) -> None:
         self.decision = decision
         self.tokens = tokens
         self.started = started
+        self.headers = headers
+        """The request's headers modelguard read: a 404 is judged by the path (``Guard.record``)."""
         self.done = not tokens
         """A ticket without tokens (unmatched, answered directly, refused) has nothing to settle."""

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from ext_proc.policy import Calls
 from ext_proc.protocol.headers import CONTENT_TYPE, GRPC_CONTENT_TYPE, METHOD, PATH
-from ext_proc.protocol.paths import needs_normalizing, routed_path
+from ext_proc.protocol.paths import named_model, needs_normalizing, routed_path
 
 HEADER_NAMES = frozenset({METHOD, PATH, CONTENT_TYPE})
 """The request headers the rule reads."""
@@ -82,6 +82,24 @@ class CallRule:
         if self._literal and path.endswith(self._endings) and path[:1] == "/" and "?" not in path and "#" not in path:
             return True
         return routed_path(path).endswith(self._endings)
+
+
+def own_call_paths(path_prefix: str | None, calls: Calls) -> frozenset[str]:
+    """The paths of a model's calls that name the model and then the call (``/v2/models/NAME/infer``,
+    ``/v1/models/NAME:predict``): the model's path prefix and an ending of one segment (an API path
+    such as ``/v1/chat/completions`` after a model's name is one no server has). None when the path
+    does not name the model (a header match, an OpenAI body's model)."""
+    if path_prefix is None or named_model(path_prefix) is None:
+        return frozenset()
+    return frozenset(path_prefix + ending for ending in calls.paths if "/" not in ending[1:])
+
+
+def lacks_model(own_paths: frozenset[str], headers: Mapping[str, str]) -> bool:
+    """Whether a 404 to this call says the tier does not serve the model (core/outcomes.py NOT_FOUND):
+    only on one of the model's own paths, which a server of the model answers. Any other 404 (a
+    version, a model name, a path the client made up) is the client's, or a client could open the
+    breaker for everyone with calls it knows will 404."""
+    return bool(own_paths) and routed_path(headers.get(PATH, "")) in own_paths
 
 
 def literal_ending(ending: str) -> bool:

@@ -31,6 +31,7 @@ class Decision:
         "degraded",
         "failure",
         "model_name",
+        "own_paths",
         "passes_through",
         "protocol",
         "reason",
@@ -65,6 +66,7 @@ class Decision:
         """Where the response is recorded (the canary route's own state for the canary's calls); the
         null state for a decision that records nothing."""
         self.failure = FailureSettings() if model is None else model.failure
+        self.own_paths: frozenset[str] = frozenset() if model is None else model.own_paths
         self.protocol = AUTO if model is None else model.policy.protocol
         """The HTTP protocol of an answer given directly (protocol/answers.py)."""
         self.retry_after = 1 if model is None else max(1, math.ceil(model.policy.breaker.open_duration))

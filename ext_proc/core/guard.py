@@ -19,12 +19,12 @@ from ext_proc.core import reasons
 from ext_proc.core.admission import NO_TOKENS, Admitter, Ticket, Token, admit_all, reason_of
 from ext_proc.core.breaker import BreakerState
 from ext_proc.core.calls import HEADER_NAMES as CALL_HEADER_NAMES
-from ext_proc.core.calls import CallRule
+from ext_proc.core.calls import CallRule, lacks_model, own_call_paths
 from ext_proc.core.canary.arms import CanaryGuard
 from ext_proc.core.decision import NO_TIER, UNMATCHED, Decision
 from ext_proc.core.hosts import NO_HOST
 from ext_proc.core.matching import Matcher
-from ext_proc.core.outcomes import DROPPED, FAILURE, LOGGED, OUTCOMES, OVERLOAD, classify
+from ext_proc.core.outcomes import DROPPED, FAILURE, LOGGED, NOT_FOUND, OUTCOMES, OVERLOAD, classify
 from ext_proc.core.registry import StateRegistry, TierState
 from ext_proc.core.tries import LoggedTry, answered_outcome, tried_state
 from ext_proc.policy import Match, ModelPolicy, Policy, Tier
@@ -115,12 +115,24 @@ class TierGuard:
 
 
 class ModelGuard:
-    __slots__ = ("calls", "exhausted", "exhausted_tickets", "failure", "name", "passing", "policy", "tiers")
+    __slots__ = (
+        "calls",
+        "exhausted",
+        "exhausted_tickets",
+        "failure",
+        "name",
+        "own_paths",
+        "passing",
+        "policy",
+        "tiers",
+    )
 
     def __init__(self, policy: ModelPolicy, registry: StateRegistry) -> None:
         self.policy = policy
         self.name = policy.name
         self.failure = policy.failure
+        self.own_paths = own_call_paths(policy.match.path_prefix, policy.calls)
+        """Where a 404 says the tier lacks the model (core/calls.py ``lacks_model``)."""
         self.tiers: tuple[TierGuard, ...] = tuple(
             TierGuard(self, tier, index, registry) for index, tier in enumerate(policy.tiers)
         )
@@ -228,7 +240,7 @@ class Guard:
             decision = tier.served if reason is None else tier.by_reason[reason]
             decision.counter.value += 1
             state.flight.admit(now)
-            return Ticket(decision, tokens, now)
+            return Ticket(decision, tokens, now, headers)
         ticket = model.exhausted_tickets[why or reasons.BREAKER_OPEN]
         ticket.decision.counter.value += 1
         return ticket
@@ -255,7 +267,8 @@ class Guard:
         ticket.done = True
         decision = ticket.decision
         state = decision.state
-        outcome = classify(status, grpc_status, decision.failure)
+        missing = status == NOT_FOUND and lacks_model(decision.own_paths, ticket.headers)
+        outcome = classify(status, grpc_status, decision.failure, missing)
         started = ticket.started
         answered = self.clock() if answered_at is None else answered_at
         latency = answered - started

@@ -21,19 +21,22 @@ the tier counts the answer's own outcome."""
 
 TOO_MANY_REQUESTS = 429
 NOT_FOUND = 404
-"""From a judged call, the tier does not serve the model (a server that knows it under another name,
-or not at all): a failure whatever ``failure.statuses`` lists, or that tier's breaker would stay
-closed while every call to it fails."""
+"""To a call on the model's own path (``/v2/models/NAME/infer``), the tier does not serve the model
+(a server that knows it under another name, or not at all): a failure whatever ``failure.statuses``
+lists, or that tier's breaker would stay closed while every call to it fails. To any other call
+(``/versions/9/infer``, a path with more between the name and the ending, an OpenAI body's model)
+it is the client's: a name or version the client chose, which must not let a client open a breaker
+for everyone (``calls.lacks_model``)."""
 
 
-def classify(status: int, grpc_status: int | None, failure: FailureSettings) -> str:
+def classify(status: int, grpc_status: int | None, failure: FailureSettings, lacks_model: bool = False) -> str:
     """Judge a response by its HTTP status and, for trailers-only gRPC, its grpc-status.
 
     429 and RESOURCE_EXHAUSTED mean "slow down", not "broken": they count as overload, so a
     model server shedding load does not trip its own breaker, unless the policy lists them.
-    404 is always a failure (NOT_FOUND): only judged calls get here, and those name the model.
+    ``lacks_model``: a 404 that says the tier does not serve the model (NOT_FOUND).
     """
-    if status in failure.statuses or status == NOT_FOUND:
+    if status in failure.statuses or lacks_model:
         return FAILURE
     if grpc_status is not None and grpc_status in failure.grpc_statuses:
         return FAILURE

@@ -44,11 +44,11 @@ class CanaryGuard:
                 decision = self.served
                 decision.counter.value += 1
                 state.flight.admit(now)
-                return Ticket(decision, (held, run.canary_token), now)
+                return Ticket(decision, (held, run.canary_token), now, headers)
         decision = tier.served if token.reason is None else tier.by_reason[token.reason]
         decision.counter.value += 1
         stable.flight.admit(now)
-        return Ticket(decision, (token,) if arm is None else (token, run.stable_token), now)
+        return Ticket(decision, (token,) if arm is None else (token, run.stable_token), now, headers)
 
     def snapshot(self) -> dict[str, object]:
         state = self.state

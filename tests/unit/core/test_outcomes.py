@@ -16,7 +16,7 @@ DEFAULT = FailureSettings()
     [
         (200, None, SUCCESS),
         (201, None, SUCCESS),
-        (404, None, FAILURE),  # the tier does not serve the model
+        (404, None, SUCCESS),  # the client's, unless the call says the tier lacks the model (below)
         (400, None, SUCCESS),
         (499, None, SUCCESS),
         (500, None, FAILURE),
@@ -82,7 +82,7 @@ models:
     assert classify(200, 8, failure) == FAILURE
     assert classify(200, 14, failure) == FAILURE
     assert classify(200, 4, failure) == SUCCESS  # DEADLINE_EXCEEDED not listed here
-    assert classify(404, None, failure) == FAILURE, "404 is a failure whatever statuses lists"
+    assert classify(404, None, failure, lacks_model=True) == FAILURE, "404 is a failure whatever statuses lists"
 
 
 @pytest.mark.parametrize("statuses", [frozenset(range(500, 600)), frozenset({503}), frozenset()])
@@ -90,6 +90,7 @@ def test_404_is_a_failure_whatever_the_statuses(statuses: frozenset[int]) -> Non
     """A tier whose servers do not know the model answers 404 to every call: its breaker must see
     failures, not successes, or it stays closed while the tier serves nothing."""
     failure = FailureSettings(statuses=statuses)
-    assert classify(404, None, failure) == FAILURE
-    assert classify(404, 0, failure) == FAILURE
+    assert classify(404, None, failure, lacks_model=True) == FAILURE
+    assert classify(404, 0, failure, lacks_model=True) == FAILURE
+    assert classify(404, None, failure) == (FAILURE if 404 in statuses else SUCCESS)
     assert classify(400, None, failure) == SUCCESS, "other 4xx stay the client's"
