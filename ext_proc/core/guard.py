@@ -273,9 +273,10 @@ class Guard:
         answered = self.clock() if answered_at is None else answered_at
         latency = answered - started
         judged = outcome
-        if tries_logged and self.registry.tries_logged:
+        if tries_logged:
             siblings = partial(self.registry.states_of, decision.model_name)
-            judged = answered_outcome(state, siblings, outcome, status, host, attempts, answered, latency)
+            log_open = self.registry.tries_logged
+            judged = answered_outcome(state, siblings, outcome, status, host, attempts, answered, latency, log_open)
         if judged != LOGGED:
             state.breaker.note_host(host, answered, outcome == FAILURE, outcome == OVERLOAD, latency)
         for token in ticket.tokens:

@@ -6,10 +6,10 @@ hidden from the breaker, and retrying on the next tier would hide a whole-model 
 altogether. So Envoy's router logs every failed try (``upstream_log``, filtered to failures) to
 modelguard over the gRPC access log service (server/tries.py), each with its upstream host and
 cluster, and the breaker of the tier that took the try counts it (``CircuitBreaker.judge_try``).
-While a log stream is open (``StateRegistry.tries_logged``) and the call's ext_proc stream says
-its Envoy logs failed tries (the stream's ``x-modelguard-try-log`` metadata: a log stream from
-anywhere else must not silence the breakers of Envoys that log nothing), ``answered_outcome``
-decides what the admitters are told, so that no try is counted twice (README, "Per-try outcomes").
+When the call's ext_proc stream says its Envoy logs failed tries (the stream's
+``x-modelguard-try-log`` metadata: a log stream from anywhere else must not silence the breakers of
+Envoys that log nothing), ``answered_outcome`` decides what the admitters are told, so that no try
+is counted twice (README, "Per-try outcomes").
 
 A try belongs to the model whose tier modelguard routed the call to (the logged
 ``x-modelguard-route``, which clients cannot set: a client that could name the path or another
@@ -72,15 +72,19 @@ def answered_outcome(
     attempts: int,
     now: float,
     latency: float,
+    log_open: bool,
 ) -> str:
     """What the admitters of a call of ``state``'s tier are told of its answer when Envoy logs the
-    call's failed tries: ``LOGGED`` for an answer that is itself a failed try the log carries, and
-    for an answer another tier gave after this tier's tries failed (Envoy's retry on the next tier:
-    the answer's host is unknown to this tier), whose outcome then counts for the tier that knows
-    the host (``siblings``: the model's states); else the answer's own outcome (a retry on another
-    host of this tier answered: the tier served it)."""
+    call's failed tries: ``LOGGED`` for an answer that is itself a failed try the log carries (while
+    a log stream is open: else the log may be lost and the answer is the only word of the failure),
+    and for an answer another tier gave after this tier's tries failed (Envoy's retry on the next
+    tier: the answer's host is unknown to this tier), whose outcome then counts for the tier that
+    knows the host (``siblings``: the model's states). The latter holds before Envoy opened its log
+    stream too (it opens it on the first failed try, as the retried call is answered): such an answer
+    is never this tier's success, and its host never one of this tier's. Else the answer's own
+    outcome (a retry on another host of this tier answered: the tier served it)."""
     if outcome == FAILURE and status >= LOGGED_STATUS and host != NO_HOST:
-        return LOGGED
+        return LOGGED if log_open else outcome
     if attempts > 1 and not state.breaker.hosts.knows(host):
         for other in siblings():
             if other is not state and other.breaker.hosts.knows(host):

@@ -285,8 +285,8 @@ class ExtProcServicer:
             and values.get(CONTENT_TYPE, "").startswith(GRPC_CONTENT_TYPE)
             and not request.response_headers.end_of_stream
         ):
-            return status, guard.clock(), _upstream(request, status, guard, context)
-        guard.record(ticket, status, grpc_status, None, *_upstream(request, status, guard, context))
+            return status, guard.clock(), _upstream(request, status, context)
+        guard.record(ticket, status, grpc_status, None, *_upstream(request, status, context))
         return None
 
 
@@ -306,7 +306,7 @@ def _read(header_map: Any, names: frozenset[str]) -> dict[str, str]:
 
 
 def _upstream(
-    request: ProcessingRequest, status: int, guard: Guard, context: grpc.aio.ServicerContext[Any, Any] | None
+    request: ProcessingRequest, status: int, context: grpc.aio.ServicerContext[Any, Any] | None
 ) -> tuple[str, int, bool]:
     """The upstream host that answered, the tries Envoy made (from the attributes it sends with the
     response headers: ``response_attributes`` in envoy/envoy.yaml; (NO_HOST, 1) without), and
@@ -319,7 +319,7 @@ def _upstream(
     address = fields.get(UPSTREAM_ADDRESS)
     found = fields.get(UPSTREAM_ATTEMPTS)
     attempts = 1 if found is None else _count(found)
-    logged = guard.registry.tries_logged and (attempts > 1 or status >= LOGGED_STATUS) and _declares_log(context)
+    logged = (attempts > 1 or status >= LOGGED_STATUS) and _declares_log(context)
     return NO_HOST if address is None else str(address.string_value), attempts, logged
 
 

@@ -99,6 +99,28 @@ def test_without_the_log_a_retried_answer_would_hide_the_fault() -> None:
     assert breaker_of(guard)[0] is BreakerState.CLOSED
 
 
+def test_answers_before_the_log_stream_opens_never_make_the_next_tiers_host_the_primarys() -> None:
+    """Envoy opens its log stream at the first failed try, so the first retried calls are answered
+    before it is open. Light's host must not become one of the primary's: with one primary host,
+    the primary would then need failures from two hosts to open, and never get them."""
+    guard, _ = make(logged=False)
+    for _ in range(3):
+        assert answer(guard, 200, LIGHT_HOSTS[0], attempts=3) == "primary"
+    assert breaker_of(guard)[1:] == (0, 0), "light's answers are not the primary's successes"
+    guard.registry.tries_logged = True  # the stream is open: the failed tries arrive
+    for _ in range(5):
+        assert guard.judge_try(failed_try(host=HOSTS[0]))
+    assert breaker_of(guard)[0] is BreakerState.OPEN
+
+
+def test_without_an_open_log_a_failed_answer_is_judged_from_the_response() -> None:
+    """The log may never come (a broken access-log cluster): a failed answer is counted from the
+    response while no log stream is open, even when its Envoy declares the log."""
+    guard, _ = make(logged=False)
+    answer(guard, 503, HOSTS[0], attempts=3)
+    assert breaker_of(guard)[1:] == (1, 1)
+
+
 def test_the_next_tiers_answers_count_for_it() -> None:
     """Light tries fail now and then while the primary sends it nothing directly: the answers light
     gives to retried calls are its evidence too, or scattered failures would open it (nothing
