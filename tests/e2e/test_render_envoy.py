@@ -36,12 +36,14 @@ def test_the_rendered_bootstrap_validates_as_printed(policy: Path, envoy_bin: Pa
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_rendered_bootstrap_routes_through_modelguard(
+def _example_stack(
     tmp_path: Path,
     upstream_factory: Callable[[str], Upstream],
     modelguard_factory: Callable[[Path], ModelguardProcess],
     envoy_factory: EnvoyFactory,
-) -> None:
+) -> tuple[Upstream, Upstream, ModelguardProcess, str]:
+    """Envoy on the config rendered from the example policy, its primary and light upstreams and
+    modelguard: the upstreams, modelguard and the Envoy URL."""
     primary, light = upstream_factory("primary"), upstream_factory("light")
     modelguard = modelguard_factory(EXAMPLE_POLICY)
     ports = {
@@ -50,12 +52,22 @@ def test_the_rendered_bootstrap_routes_through_modelguard(
         "recommender-mobilenet": [light.port],
     }
     envoy = envoy_factory(ports, source=render(EXAMPLE_POLICY, tmp_path / "envoy.yaml"))
-    answer = infer(envoy.url + MODEL_PATH, headers={"x-modelguard-route": "recommender-mobilenet"})
+    return primary, light, modelguard, envoy.url
+
+
+def test_the_rendered_bootstrap_routes_through_modelguard(
+    tmp_path: Path,
+    upstream_factory: Callable[[str], Upstream],
+    modelguard_factory: Callable[[Path], ModelguardProcess],
+    envoy_factory: EnvoyFactory,
+) -> None:
+    _, light, modelguard, url = _example_stack(tmp_path, upstream_factory, modelguard_factory, envoy_factory)
+    answer = infer(url + MODEL_PATH, headers={"x-modelguard-route": "recommender-mobilenet"})
     assert answer.status == 200 and answer.json()["server"] == "primary"
     assert answer.headers.get("x-modelguard-tier") == "primary"
-    assert infer(envoy.url + "/v2/models/other/infer").status == 404, "no model, no route"
+    assert infer(url + "/v2/models/other/infer").status == 404, "no model, no route"
     modelguard.stop()
-    answer = infer(envoy.url + MODEL_PATH, headers={"x-modelguard-route": "recommender-mobilenet"})
+    answer = infer(url + MODEL_PATH, headers={"x-modelguard-route": "recommender-mobilenet"})
     assert answer.status == 200 and answer.json()["server"] == "primary" and "x-modelguard-tier" not in answer.headers
     assert light.request_count == 0
 
@@ -68,24 +80,17 @@ def test_the_rendered_bootstrap_retries_a_failing_primary_on_the_light_tier_and_
 ) -> None:
     """The whole primary fails: each call's two primary tries fail and the light tier answers it (the
     rendered aggregate cluster), while the logged tries open the primary's breaker."""
-    primary, light = upstream_factory("primary"), upstream_factory("light")
+    primary, _, modelguard, url = _example_stack(tmp_path, upstream_factory, modelguard_factory, envoy_factory)
     primary.set_fault(True)
-    modelguard = modelguard_factory(EXAMPLE_POLICY)
-    ports = {
-        "modelguard": [modelguard.grpc_port],
-        "recommender-resnet50": [primary.port],
-        "recommender-mobilenet": [light.port],
-    }
-    envoy = envoy_factory(ports, source=render(EXAMPLE_POLICY, tmp_path / "envoy.yaml"))
     for _ in range(8):
-        answer = infer(envoy.url + MODEL_PATH)
+        answer = infer(url + MODEL_PATH)
         assert answer.status == 200 and answer.json()["server"] == "light", answer
         if modelguard.tier_state("recommender", "primary") == "open":
             break
         time.sleep(0.03)  # the log's batches are sent every 20 ms
     assert wait_for(lambda: modelguard.tier_state("recommender", "primary") == "open", 3.0), modelguard.state()
     assert primary.request_count % 2 == 0 < primary.request_count, "two tries on the primary per call"
-    answer = infer(envoy.url + MODEL_PATH)
+    answer = infer(url + MODEL_PATH)
     assert answer.json()["server"] == "light" and answer.headers.get("x-modelguard-degraded") == "true"
 
 
