@@ -8,6 +8,9 @@ Measures CPU time (process_time) per request for:
   core, every model with a canary
             the same where every model has a canary at 10% keyed by x-request-id: the arm's hash,
             the stable or canary token, and the judgement of every canary response
+  core, every tier limited
+            the same where every routed tier has a concurrency limit (adaptive on the primary):
+            the criticality read, the limiter's admission and its latency sample per answer
   adapter   what the servicer does per request: parse the request-headers ProcessingRequest,
             extract headers, decide, pick the prebuilt answer; then parse the response-headers
             message, judge it, pick the prebuilt answer (everything but the gRPC machinery)
@@ -106,6 +109,14 @@ def bench(requests: int, models: int) -> dict[str, Any]:
         for i in range(n):
             record(decide(keyed[i & 63]), 200, None)
 
+    limited_guard = Guard(policy_with(models, limits=True), StateRegistry(rng=random.Random(1)))
+    classed = [{**headers, "x-request-criticality": "standard"} for headers in header_dicts]
+
+    def core_limited(n: int) -> None:
+        decide, record = limited_guard.decide, limited_guard.record
+        for i in range(n):
+            record(decide(classed[i & 63]), 200, None)
+
     def core_normalized(n: int) -> None:
         decide, record = guard.decide, guard.record
         for i in range(n):
@@ -140,6 +151,7 @@ def bench(requests: int, models: int) -> dict[str, Any]:
         "core_us": round(measure(core, requests), 3),
         "core_normalized_path_us": round(measure(core_normalized, requests), 3),
         "core_canary_us": round(measure(core_canary, requests), 3),
+        "core_limited_us": round(measure(core_limited, requests), 3),
         "adapter_us": round(measure(adapter, requests), 3),
         "protobuf_parse_us": round(measure(parse_only, requests), 3),
         "logged_try_us": tries,
@@ -198,13 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = [bench(args.requests, m) for m in args.models]
     print(
         "| models | core decide+record (µs) | core, a path to normalize (µs) | core, every model with a canary (µs) "
-        "| adapter per request (µs) | of which protobuf parse (µs) | a logged failed try (µs) |"
+        "| core, every tier limited (µs) | adapter per request (µs) | of which protobuf parse (µs) "
+        "| a logged failed try (µs) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
             f"| {row['models']} | {row['core_us']} | {row['core_normalized_path_us']} | {row['core_canary_us']} "
-            f"| {row['adapter_us']} "
+            f"| {row['core_limited_us']} | {row['adapter_us']} "
             f"| {row['protobuf_parse_us']} | {row['logged_try_us']} |"
         )
     if args.json:

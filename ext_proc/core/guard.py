@@ -25,6 +25,7 @@ from ext_proc.core.decision import NO_TIER, UNMATCHED, Decision
 from ext_proc.core.hosts import NO_HOST
 from ext_proc.core.matching import Matcher
 from ext_proc.core.outcomes import DROPPED, FAILURE, LOGGED, NOT_FOUND, OUTCOMES, OVERLOAD, classify
+from ext_proc.core.overload import CRITICAL_RANK, SHEDDABLE_RANK, Criticality, Limiter
 from ext_proc.core.registry import StateRegistry, TierState
 from ext_proc.core.tries import LoggedTry, answered_outcome, tried_state
 from ext_proc.policy import Match, ModelPolicy, Policy, Tier
@@ -32,10 +33,13 @@ from ext_proc.protocol.headers import REQUEST_ID
 
 __all__ = ["NO_TIER", "UNMATCHED", "Decision", "Guard", "ModelGuard", "Ticket", "TierGuard"]
 
+UNREAD = -1
+"""A criticality rank not read yet (core/overload/criticality.py ranks are 0 and up)."""
+
 
 class TierGuard:
     """A rung of the ladder in this policy: its decisions, its state in the registry (None for a
-    ``respond`` tier), and the admitters after its state's gate (none today)."""
+    ``respond`` tier), the admitters after its state's gate (none today) and its limiter."""
 
     __slots__ = (
         "arm",
@@ -43,10 +47,12 @@ class TierGuard:
         "canary",
         "chain",
         "index",
+        "limiter",
         "model_name",
         "name",
         "route",
         "served",
+        "shed",
         "state",
         "tickets",
         "tier",
@@ -63,7 +69,10 @@ class TierGuard:
         """The admitters after the gate (``TierState.gate``: the breaker or a forced state); when
         there are none, decide() takes the gate's token without the chain's loop."""
         if tier.route is not None:
-            self.state = registry.tier(model.name, tier.name, tier.route, model.policy.breaker)
+            policy = model.policy
+            self.state = registry.tier(model.name, tier.name, tier.route, policy.breaker, tier.limit, policy.overload)
+        self.limiter: Limiter | None = None if self.state is None else self.state.limiter
+        """The tier's concurrency limit (core/overload/), or None: decide() skips the step."""
         settings = model.policy.canary if index == 0 else None
         self.arm = None if settings is None else reasons.ARM_STABLE
         reason = reasons.OK if index == 0 else reasons.BREAKER_OPEN
@@ -77,6 +86,13 @@ class TierGuard:
         if index > 0:
             self.by_reason[reasons.BREAKER_OPEN] = self.served
             self.by_reason[reasons.FORCED] = self._decision(model, reasons.FORCED, registry)
+        if index > 0 or self.limiter is not None:
+            self.by_reason[reasons.OVERLOAD] = self._decision(model, reasons.OVERLOAD, registry)
+        self.shed: Ticket | None = None
+        """The ticket of the sheddable requests this tier's limit refuses: 429 at once."""
+        if self.limiter is not None:
+            counter = registry.counter(model.name, self.name, reasons.SHED)
+            self.shed = Ticket(Decision(model, self, reasons.SHED, counter, shed=True), NO_TOKENS, 0.0)
         self.tickets = {why: Ticket(decision, NO_TOKENS, 0.0) for why, decision in self.by_reason.items()}
         """Shared by every request a ``respond`` tier answers: nothing is recorded for them."""
         self.canary = None if settings is None else CanaryGuard(model, self, settings, registry)
@@ -88,6 +104,8 @@ class TierGuard:
     @property
     def decisions(self) -> list[Decision]:
         found = list({id(decision): decision for decision in self.by_reason.values()}.values())
+        if self.shed is not None:
+            found.append(self.shed.decision)
         return found if self.canary is None else [*found, self.canary.served]
 
     def snapshot(self) -> dict[str, object]:
@@ -102,6 +120,11 @@ class TierGuard:
             figures.update(inflight=0, outcomes=dict.fromkeys(OUTCOMES, 0))
         else:
             figures.update(inflight=state.inflight, outcomes=dict(state.outcomes))
+            if state.limiter is not None:
+                figures["limit"] = state.limiter.snapshot()
+            now = state.breaker.clock()
+            figures["pushed_back_s"] = round(max(0.0, state.pushed_until - now), 3)
+            figures["pushbacks"] = state.pushbacks
             figures.update(state.breaker.snapshot())
             figures["hosts"] = state.breaker.hosts.snapshot(state.breaker.clock())
             order = state.order
@@ -117,6 +140,7 @@ class TierGuard:
 class ModelGuard:
     __slots__ = (
         "calls",
+        "criticality",
         "exhausted",
         "exhausted_tickets",
         "failure",
@@ -133,6 +157,8 @@ class ModelGuard:
         self.failure = policy.failure
         self.own_paths = own_call_paths(policy.match.path_prefix, policy.calls)
         """Where a 404 says the tier lacks the model (core/calls.py ``lacks_model``)."""
+        self.criticality = Criticality(policy.overload)
+        """How its requests' criticality is read, when a limit or a pushed-back tier asks."""
         self.tiers: tuple[TierGuard, ...] = tuple(
             TierGuard(self, tier, index, registry) for index, tier in enumerate(policy.tiers)
         )
@@ -140,8 +166,10 @@ class ModelGuard:
             why: Decision(self, None, why, registry.counter(self.name, NO_TIER, why))
             for why in (reasons.BREAKER_OPEN, reasons.FORCED)
         }
+        counter = registry.counter(self.name, NO_TIER, reasons.OVERLOAD)
+        self.exhausted[reasons.OVERLOAD] = Decision(self, None, reasons.OVERLOAD, counter, shed=True)
         """Every tier refused: the built-in 503 (or gRPC UNAVAILABLE) naming the model, by why the
-        first tier refused."""
+        first tier refused; 429 (RESOURCE_EXHAUSTED) when it was a limit."""
         self.exhausted_tickets = {why: Ticket(decision, NO_TOKENS, 0.0) for why, decision in self.exhausted.items()}
         self.calls = CallRule(policy.calls)
         counter = registry.counter(self.name, NO_TIER, reasons.PASS_THROUGH)
@@ -184,7 +212,8 @@ class Guard:
         self._matcher: Matcher[ModelGuard] = Matcher([(m.policy.match, m) for m in self.models])
         self._alone: dict[str, Matcher[ModelGuard]] = {m.name: Matcher([(m.policy.match, m)]) for m in self.models}
         self._nothing: Matcher[ModelGuard] = Matcher([])
-        self.header_names = self._matcher.header_names | canary_headers(policy) | CALL_HEADER_NAMES
+        classes = {m.criticality.header for m in self.models}
+        self.header_names = self._matcher.header_names | canary_headers(policy) | CALL_HEADER_NAMES | classes
         self._by_route: dict[str, tuple[ModelGuard, ...]] = routed_models(self.models)
         """The models by the routes of their tiers and canaries: which model a logged try is of."""
         self.canaries: dict[str, CanaryGuard] = {
@@ -210,10 +239,16 @@ class Guard:
             model.passing.decision.counter.value += 1
             return model.passing
         now = self.clock()
+        rank = UNREAD  # the request's criticality, read when a limit or a pushed-back tier asks
         why: str | None = None  # the refusal of the first tier that refused
+        spare: tuple[TierGuard, TierState, Token] | None = None
+        """A critical request's first tier whose gate let it through and whose limit had no room:
+        where it goes past the limit if no tier below has room (it is never shed)."""
         for tier in model.tiers:
             state = tier.state
             if state is None:
+                if spare is not None:
+                    return self._past_limit(*spare, headers, now)
                 ticket = tier.tickets[why]
                 ticket.decision.counter.value += 1
                 return ticket
@@ -223,27 +258,79 @@ class Guard:
                 if why is None:
                     why = gate.refusal
                 continue
+            if state.pushed_until > now:
+                if rank == UNREAD:
+                    rank = model.criticality.rank(headers)
+                if rank != CRITICAL_RANK:
+                    token.release(now)
+                    why = why or reasons.OVERLOAD
+                    continue
+            limiter = tier.limiter
+            held: Token | None = None
+            if limiter is not None:
+                if rank == UNREAD:
+                    rank = model.criticality.rank(headers)
+                held = limiter.admit(rank)
+                if held is None:
+                    if rank == SHEDDABLE_RANK:
+                        token.release(now)
+                        return self._shed(tier)
+                    why = why or reasons.OVERLOAD
+                    if rank == CRITICAL_RANK and spare is None:
+                        spare = (tier, state, token)
+                    else:
+                        token.release(now)
+                    continue
+                if spare is not None:
+                    spare[2].release(now)
             if tier.canary is not None:  # the first tier only, whose chain is the gate alone
-                return tier.canary.decide(headers, tier, state, token, now)
+                return tier.canary.decide(headers, tier, state, token, now, held)
             if tier.chain:
                 rest = admit_all(tier.chain, now)
                 if rest is None:
                     token.release(now)
+                    if held is not None:
+                        held.release(now)
                     continue
-                tokens: tuple[Token, ...] = (token, *rest)
+                tokens: tuple[Token, ...] = (token, *rest) if held is None else (token, held, *rest)
                 reason = reason_of(tokens)
-            else:
+            elif held is None:
                 tokens = (token,)
                 reason = token.reason
+            else:
+                tokens = (token, held)
+                reason = token.reason or held.reason
             if reason is None:
                 reason = why
             decision = tier.served if reason is None else tier.by_reason[reason]
             decision.counter.value += 1
             state.flight.admit(now)
             return Ticket(decision, tokens, now, headers)
+        if spare is not None:
+            return self._past_limit(*spare, headers, now)
         ticket = model.exhausted_tickets[why or reasons.BREAKER_OPEN]
         ticket.decision.counter.value += 1
         return ticket
+
+    @staticmethod
+    def _shed(tier: TierGuard) -> Ticket:
+        ticket = tier.shed
+        assert ticket is not None  # a tier with a limiter has one
+        ticket.decision.counter.value += 1
+        return ticket
+
+    @staticmethod
+    def _past_limit(tier: TierGuard, state: TierState, token: Token, headers: Mapping[str, str], now: float) -> Ticket:
+        """A critical request no tier had room for, let through by the first that would have taken it."""
+        limiter = tier.limiter
+        assert limiter is not None  # only a tier with a limiter is spare
+        held = limiter.force()
+        if tier.canary is not None:
+            return tier.canary.decide(headers, tier, state, token, now, held)
+        decision = tier.by_reason[token.reason or reasons.OVERLOAD]
+        decision.counter.value += 1
+        state.flight.admit(now)
+        return Ticket(decision, (token, held), now, headers)
 
     def record(
         self,
@@ -254,13 +341,15 @@ class Guard:
         host: str = NO_HOST,
         attempts: int = 1,
         tries_logged: bool = False,
+        retry_after: float | None = None,
     ) -> str | None:
         """Judge a response into every admitter of the ticket; returns the outcome.
 
         ``answered_at`` is when the response headers came, for a gRPC answer judged later on its
         trailers; the latency is measured to it, not to the end of the stream. ``host`` is the
         upstream host that answered, as Envoy names it (core/hosts.py); ``attempts`` the tries
-        Envoy made; ``tries_logged`` that the call's Envoy logs its failed tries (core/tries.py).
+        Envoy made; ``tries_logged`` that the call's Envoy logs its failed tries (core/tries.py);
+        ``retry_after`` the seconds of the answer's Retry-After (core/overload/pushback.py).
         """
         if ticket.done:
             return None
@@ -281,6 +370,8 @@ class Guard:
             state.breaker.note_host(host, answered, outcome == FAILURE, outcome == OVERLOAD, latency)
         for token in ticket.tokens:
             token.record(judged, latency, started)
+        if outcome == OVERLOAD:
+            state.push_back(answered, retry_after)
         state.flight.answer(started, answered)
         state.outcomes[outcome] += 1
         state.latency.observe(latency)

@@ -14,6 +14,11 @@ FORCED = "forced"
 PASS_THROUGH = "pass_through"
 """Not an inference call of the model (a readiness check, a metadata read): passed through
 unjudged, untagged (core/calls.py)."""
+OVERLOAD = "overload"
+"""Over a tier's concurrency limit: served lower down the ladder (a standard or critical request),
+or by a tier past its limit (a critical one that no tier had room for)."""
+SHED = "shed"
+"""Refused at once with 429 (gRPC RESOURCE_EXHAUSTED): a sheddable request over a tier's limit."""
 CANARY = "canary"
 """Served by the new version of the first tier: the request's key is in the canary's share."""
 

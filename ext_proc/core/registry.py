@@ -34,14 +34,19 @@ from ext_proc.core.flight import Flight
 from ext_proc.core.forcing import NEVER, ForceChange, ForcedClosed, ForcedOpen, ForceMode, ForceOrder
 from ext_proc.core.listing import listed
 from ext_proc.core.outcomes import OUTCOMES
+from ext_proc.core.overload import Limiter
+from ext_proc.core.overload.pushback import pushed_until
 from ext_proc.core.reasons import CANARY_SUFFIX, UNMATCHED
 from ext_proc.core.stats import LATENCY_BUCKETS, Counter, Histogram
-from ext_proc.policy import BreakerSettings
+from ext_proc.policy import BreakerSettings, Limit, Overload
 from ext_proc.policy.durations import shown
 
 TierKey = tuple[str, str]
 """(model, tier)."""
 _OPENED = (BreakerState.CLOSED.value, BreakerState.OPEN.value)
+
+
+NO_OVERLOAD = Overload()
 
 
 class TierState:
@@ -55,11 +60,15 @@ class TierState:
         "forced_changes",
         "gate",
         "latency",
+        "limiter",
         "mark",
         "model_name",
         "name",
         "order",
         "outcomes",
+        "overload",
+        "pushbacks",
+        "pushed_until",
         "registry",
         "retired",
         "route",
@@ -85,6 +94,13 @@ class TierState:
         self.era = 0
         """Bumped with every new gate: a forced-closed token admitted under another is not recorded."""
         self.registry = registry
+        self.limiter: Limiter | None = None
+        """The tier's concurrency limit (core/overload/), or None: no limit."""
+        self.overload = NO_OVERLOAD
+        self.pushed_until = 0.0
+        """Until when the tier's own answers say it is overloaded (core/overload/pushback.py)."""
+        self.pushbacks = 0
+        """Times its answers pushed it back, ever: for the state endpoint."""
         self.breaker: CircuitBreaker  # attached by the registry, which owns the clock and the listener
         self.flight: Flight
         self.gate: Gate
@@ -98,6 +114,25 @@ class TierState:
     @property
     def inflight(self) -> int:
         return self.flight.inflight
+
+    def push_back(self, now: float, retry_after: float | None) -> None:
+        """A 429 (RESOURCE_EXHAUSTED) came back at ``now``, already in the breaker's window."""
+        until = pushed_until(self.overload, self.breaker.figures(), now, retry_after)
+        if until is not None and until > self.pushed_until:
+            if self.pushed_until <= now:
+                self.pushbacks += 1
+            self.pushed_until = until
+
+    def configure(self, limit: Limit | None, overload: Overload) -> None:
+        """Take a policy's limit and overload settings: the limiter held goes on (its calls in
+        flight stay counted)."""
+        self.overload = overload
+        if limit is None:
+            self.limiter = None
+        elif self.limiter is None:
+            self.limiter = Limiter(limit, overload)
+        else:
+            self.limiter.reconfigure(limit, overload)
 
     @property
     def state_name(self) -> str:
@@ -203,7 +238,15 @@ class StateRegistry:
         self.unmatched.mark = self.build
         return self.build
 
-    def tier(self, model: str, tier: str, route: str, settings: BreakerSettings) -> TierState:
+    def tier(
+        self,
+        model: str,
+        tier: str,
+        route: str,
+        settings: BreakerSettings,
+        limit: Limit | None = None,
+        overload: Overload = NO_OVERLOAD,
+    ) -> TierState:
         """The state of a routed tier: the one held, reconfigured, or a fresh one (see the module's rule)."""
         key = (model, tier)
         state = self._tiers.get(key)
@@ -216,6 +259,7 @@ class StateRegistry:
             state = self._tiers[key] = self._successor(state, route, settings)
         else:
             state.breaker.reconfigure(settings, judge=state.order is None)
+        state.configure(limit, overload)
         state.mark = self.build
         return state
 

@@ -29,6 +29,9 @@ INFLIGHT = PREFIX + "inflight"
 LATENCY = PREFIX + "upstream_latency_seconds"
 HOST_CALLS = PREFIX + "host_calls"
 HOST_FAILURES = PREFIX + "host_failures"
+CONCURRENCY_LIMIT = PREFIX + "concurrency_limit"
+LIMIT_INFLIGHT = PREFIX + "limit_inflight"
+PUSHED_BACK = PREFIX + "pushed_back"
 CANARY_WEIGHT = PREFIX + "canary_weight"
 CANARY_STATE = PREFIX + "canary_state"
 
@@ -47,6 +50,15 @@ HEADERS = {
     HOST_CALLS: header(HOST_CALLS, "gauge", "Calls in a breaker's window by the upstream host that answered them."),
     HOST_FAILURES: header(
         HOST_FAILURES, "gauge", "Failures in a breaker's window by the upstream host that answered them."
+    ),
+    CONCURRENCY_LIMIT: header(
+        CONCURRENCY_LIMIT, "gauge", "A tier's concurrency limit now (static, or the adaptive limit's value)."
+    ),
+    LIMIT_INFLIGHT: header(
+        LIMIT_INFLIGHT, "gauge", "Calls a tier's limit counts now: its own and its canary's, admitted and unsettled."
+    ),
+    PUSHED_BACK: header(
+        PUSHED_BACK, "gauge", "1 while a tier's own 429 / RESOURCE_EXHAUSTED answers step its traffic down."
     ),
     CANARY_WEIGHT: header(CANARY_WEIGHT, "gauge", "Share of sticky keys a model's canary serves (0 to 1)."),
     CANARY_STATE: header(
@@ -128,7 +140,24 @@ class CoreMetrics:
         for state in states:
             yield histogram(LATENCY, f'model="{label(state.model_name)}",tier="{label(state.name)}"', state.latency)
         yield from _hosts(states, label)
+        yield from _limits(states, label)
         yield from _canaries(guard, label)
+
+
+def _limits(states: list[TierState], label: Labels) -> Iterator[str]:
+    limited = [(state, state.limiter) for state in states if state.limiter is not None]
+    yield HEADERS[CONCURRENCY_LIMIT]
+    for state, limiter in limited:
+        series = f'model="{label(state.model_name)}",tier="{label(state.name)}"'
+        yield f"{CONCURRENCY_LIMIT}{{{series}}} {number(limiter.figure.value)}\n"
+    yield HEADERS[LIMIT_INFLIGHT]
+    for state, limiter in limited:
+        series = f'model="{label(state.model_name)}",tier="{label(state.name)}"'
+        yield f"{LIMIT_INFLIGHT}{{{series}}} {number(limiter.inflight)}\n"
+    yield HEADERS[PUSHED_BACK]
+    for state in states:
+        pushed = state.pushed_until > state.breaker.clock()
+        yield f'{PUSHED_BACK}{{model="{label(state.model_name)}",tier="{label(state.name)}"}} {number(pushed)}\n'
 
 
 def _hosts(states: list[TierState], label: Labels) -> Iterator[str]:

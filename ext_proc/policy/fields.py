@@ -203,6 +203,16 @@ class CodeSet:
 
 
 @dataclass(frozen=True, slots=True)
+class Flag:
+    """true or false, written as such (YAML's yes/no/on/off are read as booleans by the loader too)."""
+
+    def read(self, value: object) -> bool:
+        if not isinstance(value, bool):
+            raise Invalid(f"must be true or false, got {shown(value)}")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
 class Number:
     """A finite number from low to high (a bool is not one)."""
 

@@ -47,6 +47,34 @@ class Respond:
 
 
 @dataclass(frozen=True, slots=True)
+class AdaptiveLimit:
+    """A gradient concurrency limit (core/overload/gradient.py; README, "Concurrency limits")."""
+
+    initial: int = 20
+    min: int = 4
+    """The limit never goes below this: the tier always takes this many calls at once."""
+    max: int = 1000
+    tolerance: float = 1.5
+    """Latency may reach this multiple of the baseline before the limit shrinks."""
+    smoothing: float = 0.2
+    """Share of each window's proposed limit taken: lower is steadier and slower."""
+    window: float = 0.1
+    """Seconds of answers a latency sample averages (at least ``min_samples`` answers)."""
+    min_samples: int = 10
+    baseline_windows: int = 600
+    """Windows the baseline's moving average spans (600 x 100 ms: about a minute)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A tier's concurrency limit: a static ``max_inflight``, an adaptive limit, or both (the static
+    one then caps the adaptive one)."""
+
+    max_inflight: int | None = None
+    adaptive: AdaptiveLimit | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Tier:
     name: str
     route: str | None = None
@@ -54,6 +82,47 @@ class Tier:
     model: str | None = None
     """The name the tier's servers know the model by, when it is not the one in the request's path:
     rendered routes rewrite the path's model segment to it (render/plan.py). Routed tiers only."""
+    limit: Limit | None = None
+    """Calls the tier takes at once (core/overload/); None: no limit. Routed tiers only."""
+    deadline: float | None = None
+    """Set as Envoy's ``x-envoy-upstream-rq-timeout-ms`` when retries are held back (README,
+    "Retry-storm control"); None: the route's own timeout."""
+
+
+CRITICAL = "critical"
+STANDARD = "standard"
+SHEDDABLE = "sheddable"
+CRITICALITIES = (CRITICAL, STANDARD, SHEDDABLE)
+"""The values of ``x-request-criticality``, most important first (README, "Shedding")."""
+
+
+@dataclass(frozen=True, slots=True)
+class Overload:
+    """How a model's requests are treated over a tier's limit (README, "Shedding")."""
+
+    header: str = "x-request-criticality"
+    default: str = STANDARD
+    """The criticality of a request without the header, or with a value not honoured."""
+    honoured: frozenset[str] = frozenset({STANDARD, SHEDDABLE})
+    """Values taken from the request as they are. ``critical`` is not by default: any client could
+    send it; list it where the mesh sets or checks the header (README, "Shedding")."""
+    sheddable_share: float = 0.8
+    """Sheddable requests are admitted while the tier's calls in flight are under this share of its
+    limit, so they are shed before standard ones step down."""
+    critical_share: float = 1.25
+    """Critical requests are admitted up to this multiple of the limit before they step down."""
+    retry_after: int = 1
+    """Seconds in the Retry-After of a shed request."""
+    hold_retries: bool = True
+    """Set ``x-envoy-max-retries: 0`` on requests to a tier that is half-open, over its limit or
+    serving degraded traffic (README, "Retry-storm control")."""
+    pushback_share: float = 0.1
+    """A tier whose answers in its breaker's window are at least this share of 429 /
+    RESOURCE_EXHAUSTED (and at least ``pushback_min`` of them) is overloaded: its requests but the
+    critical ones step down for the time its last such answer's Retry-After says."""
+    pushback_min: int = 5
+    max_pushback: float = 30.0
+    """The longest a Retry-After is honoured for, seconds (1 when the answer has none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +248,7 @@ class ModelPolicy:
     protocol: str = "auto"
     """The HTTP protocol of the answers modelguard gives itself (protocol/answers.py): ``auto`` (by
     the request's path), ``kserve`` or ``openai``; gRPC clients always get a status."""
+    overload: Overload = field(default_factory=Overload)
 
 
 @dataclass(frozen=True, slots=True)

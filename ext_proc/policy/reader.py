@@ -16,7 +16,7 @@ import re
 from typing import TypeVar
 
 from ext_proc.policy.durations import shown
-from ext_proc.policy.fields import HEADER_VALUE, ROUTE, SERVED_MODEL, HeaderName, OneOf, Text
+from ext_proc.policy.fields import HEADER_VALUE, ROUTE, SERVED_MODEL, Duration, HeaderName, OneOf, Text
 from ext_proc.policy.limits import MAX_DEPTH, MAX_MODELS, MAX_TIERS
 from ext_proc.policy.model import (
     RESERVED_LABELS,
@@ -30,7 +30,7 @@ from ext_proc.policy.model import (
     Tier,
 )
 from ext_proc.policy.sections import Collector, Node, Section, kind_of, merged
-from ext_proc.policy.tables import BREAKER, CALLS, CANARY, FAILURE, RESPOND
+from ext_proc.policy.tables import BREAKER, CALLS, CANARY, FAILURE, LIMIT, OVERLOAD, RESPOND
 from ext_proc.protocol.answers import AUTO, PROTOCOLS
 from ext_proc.protocol.paths import covering_prefixes, named_model, normalize_path
 
@@ -48,6 +48,7 @@ _AUTHORITY = Text(
 )
 _PATH_PREFIX_PATTERN = re.compile(r"/[\x21-\x7e]{0,1023}")
 _QUERY = re.compile(r"[?#]")
+_DEADLINE = Duration(0.001, 86400.0)
 
 _Claims = dict[tuple[str, ...], tuple[int, str]]
 """A matcher lookup key to the index and name of the first model that claimed it."""
@@ -100,12 +101,13 @@ class _Reader(Collector):
 
     def defaults(self, raw: object) -> Node | None:
         """Checked once here, so that a mistake in defaults is reported once, at its own path."""
-        found = self.mapping(raw, "defaults", {"breaker", "failure", "calls"})
+        found = self.mapping(raw, "defaults", {"breaker", "failure", "calls", "overload"})
         before = self.count
         if found is not None:
             self.settings(found.get("breaker"), "defaults.breaker", BREAKER)
             self.settings(found.get("failure"), "defaults.failure", FAILURE)
             self.settings(found.get("calls"), "defaults.calls", CALLS)
+            self.settings(found.get("overload"), "defaults.overload", OVERLOAD)
         return found if found is not None and self.count == before else None
 
     def model_list(self, root: Node) -> list[object] | None:
@@ -140,7 +142,9 @@ class _Reader(Collector):
         claimed.setdefault(key, (index, model.name))
 
     def model(self, raw: object, path: str, defaults: Node) -> ModelPolicy | None:
-        node = self.mapping(raw, path, {"name", "match", "tiers", "breaker", "failure", "canary", "calls", "protocol"})
+        node = self.mapping(
+            raw, path, {"name", "match", "tiers", "breaker", "failure", "canary", "calls", "protocol", "overload"}
+        )
         if node is None:
             return None
         name = self.name(node.get("name"), f"{path}.name")
@@ -151,12 +155,14 @@ class _Reader(Collector):
         canary = self.canary(node["canary"], f"{path}.canary", tiers) if "canary" in node else None
         calls = self.settings(merged(CALLS, defaults.get("calls"), node.get("calls")), f"{path}.calls", CALLS)
         protocol = self.value(_PROTOCOL, node.get("protocol", AUTO), f"{path}.protocol")
+        raw_overload = merged(OVERLOAD, defaults.get("overload"), node.get("overload"))
+        overload = self.settings(raw_overload, f"{path}.overload", OVERLOAD)
         served = match is None or tiers is None or self.served_names(match, tiers, f"{path}.tiers")
         if name is None or match is None or tiers is None or breaker is None or failure is None or calls is None:
             return None
-        if ("canary" in node and canary is None) or protocol is None or not served:
+        if ("canary" in node and canary is None) or protocol is None or not served or overload is None:
             return None
-        return ModelPolicy(name, match, tiers, breaker, failure, canary, calls, protocol)
+        return ModelPolicy(name, match, tiers, breaker, failure, canary, calls, protocol, overload)
 
     def served_names(self, match: Match, tiers: tuple[Tier, ...], path: str) -> bool:
         """A tier's ``model:`` replaces the name a request's path carries, so the model must be
@@ -280,7 +286,7 @@ class _Reader(Collector):
         return tuple(tiers)
 
     def tier(self, raw: object, path: str, last: bool) -> Tier | None:
-        node = self.mapping(raw, path, {"name", "route", "respond", "model"})
+        node = self.mapping(raw, path, {"name", "route", "respond", "model", "limit", "deadline"})
         if node is None:
             return None
         name = self.name(node.get("name"), f"{path}.name")
@@ -289,20 +295,27 @@ class _Reader(Collector):
             self.error(path, "must have exactly one of route, respond")
             return None
         if has_route:
-            route = self.value(ROUTE, node["route"], f"{path}.route")
-            model = self.value(SERVED_MODEL, node["model"], f"{path}.model") if "model" in node else None
-            if name is None or route is None or ("model" in node and model is None):
-                return None
-            return Tier(name=name, route=route, model=model)
-        if "model" in node:
-            self.error(f"{path}.model", "only a tier with a route serves a model: modelguard answers a respond tier")
+            return self.routed_tier(node, path, name)
+        for key, what in (("model", "serves a model"), ("limit", "has a limit"), ("deadline", "has a deadline")):
+            if key in node:
+                self.error(f"{path}.{key}", f"only a tier with a route {what}: modelguard answers a respond tier")
         if not last:
             self.error(f"{path}.respond", "only the last tier may respond directly")
             return None
         respond = self.section(node["respond"], f"{path}.respond", RESPOND)
-        if name is None or respond is None or "model" in node:
+        if name is None or respond is None or node.keys() & {"model", "limit", "deadline"}:
             return None
         return Tier(name=name, respond=respond)
+
+    def routed_tier(self, node: Node, path: str, name: str | None) -> Tier | None:
+        before = self.count
+        route = self.value(ROUTE, node["route"], f"{path}.route")
+        model = self.value(SERVED_MODEL, node["model"], f"{path}.model") if "model" in node else None
+        limit = self.section(node["limit"], f"{path}.limit", LIMIT) if "limit" in node else None
+        deadline = self.value(_DEADLINE, node["deadline"], f"{path}.deadline") if "deadline" in node else None
+        if name is None or route is None or self.count != before:
+            return None
+        return Tier(name=name, route=route, model=model, limit=limit, deadline=deadline)
 
 
 def _match_keys(match: Match) -> tuple[tuple[str, ...], list[tuple[str, ...]], str]:

@@ -13,6 +13,7 @@ from ext_proc.policy.fields import (
     ROUTE,
     CodeSet,
     Duration,
+    Flag,
     GrpcCode,
     HeaderName,
     HttpStatus,
@@ -25,7 +26,20 @@ from ext_proc.policy.fields import (
     TextSet,
 )
 from ext_proc.policy.limits import MAX_CALL_PATHS, MAX_EXCLUDED_VALUES, MAX_WINDOW_CALLS
-from ext_proc.policy.model import BreakerSettings, Calls, Canary, Exclude, FailureSettings, Guardrails, Ramp, Respond
+from ext_proc.policy.model import (
+    CRITICALITIES,
+    AdaptiveLimit,
+    BreakerSettings,
+    Calls,
+    Canary,
+    Exclude,
+    FailureSettings,
+    Guardrails,
+    Limit,
+    Overload,
+    Ramp,
+    Respond,
+)
 from ext_proc.policy.sections import Exclusive, Nested, Rule, Section, Values
 
 _CONTENT_TYPE_PATTERN = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,254}[\x21-\x7e])?")
@@ -175,5 +189,74 @@ CALLS = Section(
             ),
             MAX_CALL_PATHS,
         ),
+    },
+)
+
+
+def _initial_within_bounds(values: Values) -> str | None:
+    initial, low, high = values["initial"], values["min"], values["max"]
+    if initial is not None and low is not None and high is not None and not low <= initial <= high:
+        return f"must be from min ({low}) to max ({high})"
+    return None
+
+
+def _max_at_least_min(values: Values) -> str | None:
+    low, high = values["min"], values["max"]
+    if low is not None and high is not None and high < low:
+        return "must be at least min"
+    return None
+
+
+def _static_at_least_adaptive_min(values: Values) -> str | None:
+    static: int | None = values["max_inflight"]
+    adaptive: AdaptiveLimit | None = values["adaptive"]
+    if static is not None and adaptive is not None and static < adaptive.min:
+        return f"must be at least adaptive.min ({adaptive.min}): it caps the adaptive limit"
+    return None
+
+
+def _some_limit(values: Values) -> str | None:
+    if values["max_inflight"] is None and values["adaptive"] is None:
+        return "required: max_inflight, adaptive, or both"
+    return None
+
+
+MAX_LIMIT = 1_000_000
+ADAPTIVE = Section(
+    AdaptiveLimit,
+    {
+        "initial": Integer(1, MAX_LIMIT),
+        "min": Integer(1, MAX_LIMIT),
+        "max": Integer(1, MAX_LIMIT),
+        "tolerance": Number(1.0, 10.0),
+        "smoothing": Ratio(),
+        "window": Duration(0.01, 60.0),
+        "min_samples": Integer(1, 100_000),
+        "baseline_windows": Integer(1, 1_000_000),
+    },
+    rules=(Rule("max", _max_at_least_min), Rule("initial", _initial_within_bounds)),
+)
+_ADAPTIVE: Nested[AdaptiveLimit] = Nested(ADAPTIVE)
+LIMIT = Section(
+    Limit,
+    {"max_inflight": Integer(1, MAX_LIMIT), "adaptive": _ADAPTIVE},
+    rules=(Rule("max_inflight", _static_at_least_adaptive_min), Rule("max_inflight", _some_limit)),
+)
+"""A tier's ``limit:``: at least one of the two."""
+
+_CRITICALITY = Text(re.compile("|".join(CRITICALITIES)), f"must be one of {', '.join(CRITICALITIES)} (in lower case)")
+OVERLOAD = Section(
+    Overload,
+    {
+        "header": HeaderName(),
+        "default": OneOf({name: name for name in CRITICALITIES}),
+        "honoured": TextSet(_CRITICALITY, len(CRITICALITIES)),
+        "sheddable_share": Ratio(),
+        "critical_share": Number(1.0, 100.0),
+        "retry_after": Integer(1, 3600),
+        "hold_retries": Flag(),
+        "pushback_share": Ratio(),
+        "pushback_min": Integer(1, 100_000),
+        "max_pushback": Duration(1.0, 3600.0),
     },
 )

@@ -23,10 +23,16 @@ failed upstream tries to modelguard (envoy/envoy.yaml: ``initial_metadata`` of t
 ``grpc_service``, beside the router's ``upstream_log``), so answers after failed tries are left to that
 log (core/tries.py). Set from Envoy's config, never from a client."""
 
+MAX_RETRIES = "x-envoy-max-retries"
+UPSTREAM_TIMEOUT = "x-envoy-upstream-rq-timeout-ms"
+"""Envoy's router reads them from the request after the ext_proc filter: modelguard sets them to
+hold retries back where a tier struggles (README, "Retry-storm control")."""
+
 STATUS = ":status"
 PATH = ":path"
 AUTHORITY = ":authority"
 METHOD = ":method"
 CONTENT_TYPE = "content-type"
 GRPC_STATUS = "grpc-status"
+RETRY_AFTER = "retry-after"
 GRPC_CONTENT_TYPE = "application/grpc"

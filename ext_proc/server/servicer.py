@@ -39,6 +39,7 @@ from ext_proc.protocol.headers import (
     MODEL_SCOPE,
     PATH,
     PREFIX,
+    RETRY_AFTER,
     STATUS,
     TRY_LOG,
     TRY_LOG_ON,
@@ -50,7 +51,7 @@ SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 log = logging.getLogger("modelguard.server")
 
-_RESPONSE_HEADER_NAMES = frozenset({STATUS, GRPC_STATUS, CONTENT_TYPE})
+_RESPONSE_HEADER_NAMES = frozenset({STATUS, GRPC_STATUS, CONTENT_TYPE, RETRY_AFTER})
 _TRAILER_NAMES = frozenset({GRPC_STATUS})
 ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
 """Where Envoy puts the attributes it was told to send (ProcessingRequest.attributes)."""
@@ -286,7 +287,8 @@ class ExtProcServicer:
             and not request.response_headers.end_of_stream
         ):
             return status, guard.clock(), _upstream(request, status, context)
-        guard.record(ticket, status, grpc_status, None, *_upstream(request, status, context))
+        retry_after = _seconds(values.get(RETRY_AFTER))
+        guard.record(ticket, status, grpc_status, None, *_upstream(request, status, context), retry_after)
         return None
 
 
@@ -340,6 +342,13 @@ def _count(value: Any) -> int:
     if not (0 < len(text) <= 3 and text.isascii() and text.isdigit()):
         return 1
     return int(text) if 1 <= int(text) <= MAX_ATTEMPTS else 1
+
+
+def _seconds(text: str | None) -> float | None:
+    """A Retry-After in seconds; None when absent, or an HTTP date (taken as absent: 1 s)."""
+    if text is None or not (0 < len(text) <= 6 and text.isascii() and text.isdigit()):
+        return None
+    return float(text)
 
 
 def _grpc_status(values: dict[str, str]) -> int | None:

@@ -30,12 +30,11 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 from ext_proc.core.guard import Decision
 from ext_proc.protocol.answers import KSERVE, OPENAI, kserve_error, openai_error
 from ext_proc.protocol.grpc_codes import GRPC_STATUS_CODES
-from ext_proc.protocol.headers import ARM, DEGRADED, REASON, ROUTE, TIER
+from ext_proc.protocol.headers import ARM, DEGRADED, MAX_RETRIES, REASON, RETRY_AFTER, ROUTE, TIER, UPSTREAM_TIMEOUT
 
 _OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 _UNAVAILABLE = GRPC_STATUS_CODES["UNAVAILABLE"]
 GRPC = "grpc"
-RETRY_AFTER = "retry-after"
 
 EMPTY_REQUEST_HEADERS = ProcessingResponse(request_headers=HeadersResponse()).SerializeToString()
 EMPTY_RESPONSE_HEADERS = ProcessingResponse(response_headers=HeadersResponse()).SerializeToString()
@@ -85,7 +84,9 @@ def build_answers(decision: Decision) -> WireAnswers:
             request_headers=HeadersResponse(
                 response=CommonResponse(
                     header_mutation=HeaderMutation(
-                        set_headers=_set([(ROUTE, decision.route), *client_headers, (REASON, decision.reason)])
+                        set_headers=_set(
+                            [(ROUTE, decision.route), *client_headers, (REASON, decision.reason), *_held_back(decision)]
+                        )
                     ),
                     clear_route_cache=True,
                 )
@@ -99,6 +100,15 @@ def build_answers(decision: Decision) -> WireAnswers:
     return WireAnswers(http, grpc, openai, None, request_is_last=True)
 
 
+def _held_back(decision: Decision) -> list[tuple[str, str]]:
+    """Envoy's retry headers for a request whose tier struggles (core/decision.py ``holds_retries``)."""
+    if not decision.holds_retries:
+        return []
+    if decision.deadline_ms is None:
+        return [(MAX_RETRIES, "0")]
+    return [(MAX_RETRIES, "0"), (UPSTREAM_TIMEOUT, str(decision.deadline_ms))]
+
+
 def _immediate(decision: Decision, client_headers: list[tuple[str, str]], flavour: str) -> ProcessingResponse:
     """An answer given directly, in the client's protocol (protocol/answers.py), with Retry-After."""
     respond = decision.respond
@@ -108,6 +118,9 @@ def _immediate(decision: Decision, client_headers: list[tuple[str, str]], flavou
         grpc_status = respond.grpc_status
         details = f"modelguard: {decision.model_name} is degraded, answered by tier {decision.tier_name}"
         code = "model_degraded"
+        if decision.shed:
+            details = f"modelguard: {decision.model_name} is over its concurrency limit; retry later"
+            code = "model_overloaded"
     else:
         status, content_type, grpc_status, body = 503, "application/json", _UNAVAILABLE, ""
         details = f"modelguard: no tier of {decision.model_name} is available ({decision.reason})"

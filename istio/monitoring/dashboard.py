@@ -15,6 +15,7 @@ from istio.monitoring.sections_health import (
     overload_panels,
     policy_panels,
 )
+from istio.monitoring.sections_overload import limit_panels
 from istio.monitoring.sections_routing import breaker_panels, canary_panels, tier_panels
 
 UID = "modelguard"
@@ -42,6 +43,7 @@ def dashboard(command: str) -> Dashboard:
         tier_panels(),
         canary_panels(),
         overload_panels(),
+        limit_panels(),
         host_panels(),
         latency_panels(),
         envoy_panels(),

@@ -63,6 +63,7 @@ async def test_failures_trip_the_primary_and_the_light_tier_serves(harness: Harn
         "x-modelguard-tier": "light",
         "x-modelguard-degraded": "true",
         "x-modelguard-reason": "breaker_open",
+        "x-envoy-max-retries": "0",  # degraded traffic: Envoy must not retry it (README, "Retry-storm control")
     }
     assert second is None
 
@@ -232,10 +233,24 @@ async def test_trailers_only_grpc_status_in_headers_is_judged(harness: Harness) 
 
 
 async def test_429_is_overload_not_failure(harness: Harness) -> None:
-    for _ in range(6):
-        await harness.request(429)
+    for _ in range(5):  # overload.pushback_min
+        await harness.exchange({":path": REC_PATH}, 429, extra={"retry-after": "3"})
     tier = harness.service.registry.get("recommender", "primary")
-    assert tier.outcomes["overload"] == 6 and tier.outcomes["failure"] == 0
+    assert tier.outcomes["overload"] == 5 and tier.outcomes["failure"] == 0
+    assert tier.breaker.state.value == "closed"
+    # overloaded, not broken: pushed back for the Retry-After the answers gave (README, "Upstream pushback")
+    assert await harness.request(200) == ("light", "overload")
+    harness.clock.advance(2.9)
+    assert await harness.request(200) == ("light", "overload")
+    harness.clock.advance(0.2)
+    assert await harness.request(200) == ("primary", "ok")
+
+
+async def test_a_retry_after_that_is_not_seconds_pushes_back_one_second(harness: Harness) -> None:
+    for _ in range(5):
+        await harness.exchange({":path": REC_PATH}, 429, extra={"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"})
+    assert await harness.request(200) == ("light", "overload")
+    harness.clock.advance(1.05)
     assert await harness.request(200) == ("primary", "ok")
 
 

@@ -32,11 +32,20 @@ class CanaryGuard:
         self.served = Decision(model, tier, reasons.CANARY, counter, None, reasons.ARM_CANARY, self.state)
 
     def decide(
-        self, headers: Mapping[str, str], tier: TierGuard, stable: TierState, token: Token, now: float
+        self,
+        headers: Mapping[str, str],
+        tier: TierGuard,
+        stable: TierState,
+        token: Token,
+        now: float,
+        limit: Token | None = None,
     ) -> Ticket:
+        """``limit``: the first tier's limiter's token, which the canary's calls hold too (the
+        limit counts every call the tier's traffic makes, on either arm)."""
         run = self.run
         arm = run.arm(headers, now)
-        if arm is CANARY and token.reason is None:
+        reason = token.reason if limit is None else token.reason or limit.reason
+        if arm is CANARY and reason is None:
             state = self.state
             held = state.gate.admit(now)
             if held is not None:
@@ -44,11 +53,13 @@ class CanaryGuard:
                 decision = self.served
                 decision.counter.value += 1
                 state.flight.admit(now)
-                return Ticket(decision, (held, run.canary_token), now, headers)
-        decision = tier.served if token.reason is None else tier.by_reason[token.reason]
+                tokens = (held, run.canary_token)
+                return Ticket(decision, tokens if limit is None else (*tokens, limit), now, headers)
+        decision = tier.served if reason is None else tier.by_reason[reason]
         decision.counter.value += 1
         stable.flight.admit(now)
-        return Ticket(decision, (token,) if arm is None else (token, run.stable_token), now, headers)
+        kept = (token,) if arm is None else (token, run.stable_token)
+        return Ticket(decision, kept if limit is None else (*kept, limit), now, headers)
 
     def snapshot(self) -> dict[str, object]:
         state = self.state

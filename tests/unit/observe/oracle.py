@@ -104,6 +104,30 @@ class OracleCollector(Collector):
                     host_failures.add_metric([host or "none", state.model_name, state.name], figures.failures)
         yield host_calls
         yield host_failures
+        limits = GaugeMetricFamily(
+            PREFIX + "concurrency_limit",
+            "A tier's concurrency limit now (static, or the adaptive limit's value).",
+            labels=["model", "tier"],
+        )
+        counted = GaugeMetricFamily(
+            PREFIX + "limit_inflight",
+            "Calls a tier's limit counts now: its own and its canary's, admitted and unsettled.",
+            labels=["model", "tier"],
+        )
+        for state in states:
+            if state.limiter is not None:
+                limits.add_metric([state.model_name, state.name], state.limiter.figure.value)
+                counted.add_metric([state.model_name, state.name], state.limiter.inflight)
+        yield limits
+        yield counted
+        pushed = GaugeMetricFamily(
+            PREFIX + "pushed_back",
+            "1 while a tier's own 429 / RESOURCE_EXHAUSTED answers step its traffic down.",
+            labels=["model", "tier"],
+        )
+        for state in states:
+            pushed.add_metric([state.model_name, state.name], 1 if state.pushed_until > state.breaker.clock() else 0)
+        yield pushed
         weights = GaugeMetricFamily(
             PREFIX + "canary_weight", "Share of sticky keys a model's canary serves (0 to 1).", labels=["model"]
         )

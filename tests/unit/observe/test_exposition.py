@@ -51,6 +51,11 @@ def busy_guard() -> tuple[Guard, ServerStats, ManualClock]:
         model["breaker"] = {"consecutive_failures": 2, "jitter": 0}
     document["models"][0]["canary"] = {"route": "primary-v2", "weight": "50%"}
     document["models"][1]["canary"] = {"route": "primary-v2", "weight": "12.5%"}
+    document["models"][0]["tiers"] = [
+        {**document["models"][0]["tiers"][0], "limit": {"adaptive": {"initial": 30}}},
+        {**document["models"][0]["tiers"][1], "limit": {"max_inflight": 7}},
+        document["models"][0]["tiers"][2],
+    ]
     clock = ManualClock()
     guard = Guard(build_policy(document), StateRegistry(clock, random.Random(3)))
     for index in range(40):
@@ -61,6 +66,9 @@ def busy_guard() -> tuple[Guard, ServerStats, ManualClock]:
         host = ("10.0.0.1:8000", "[::1]:8000", "", 'odd"host\\')[index % 4]  # "": no host (Envoy sent none)
         guard.record(ticket, 500 if index % 3 == 0 else 200, None, host=host)
     guard.decide({":method": "POST", ":path": "/v2/models/model-4/infer"})  # left in flight
+    guard.decide({":method": "POST", ":path": "/v2/models/model-0/infer"})  # in flight, in the limit's count
+    for _ in range(5):  # model-2's primary says "too many requests": pushed back
+        guard.record(guard.decide({":method": "POST", ":path": "/v2/models/model-2/infer"}), 429, None, retry_after=9)
     guard.decide({":method": "POST", ":path": "/elsewhere"})
     guard.registry.get("model-1", "primary").outcomes["success"] += 1_234_567
     guard.registry.force("model-2", "primary", ForceOrder(ForceMode.FORCED_OPEN, "drill", "sre", 0.0))
