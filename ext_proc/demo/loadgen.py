@@ -25,17 +25,19 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
 import aiohttp
 
+from ext_proc.policy import CRITICALITIES
 from ext_proc.samples import percentile
 
 INPUT_SIZE = 64
 USER_HEADER = "x-user-id"
+CRITICALITY_HEADER = "x-request-criticality"
 CANARY_ARM = "canary"
 """The x-modelguard-arm value of a request served by the canary's route."""
 DEFAULT_USERS = 5000
@@ -54,6 +56,7 @@ class Sample:
     variant: str
     error: str | None
     arm: str = ""  # x-modelguard-arm of the answer (canary or stable); "" when not on an arm
+    criticality: str = ""  # x-request-criticality the request was sent with; "" when none
 
     @property
     def failed(self) -> bool:
@@ -92,9 +95,13 @@ class LoadGenerator:
         progress: IO[str] | None = None,
         users: int = DEFAULT_USERS,
         seed: int = 1,
+        ramp: Sequence[float] = (),
+        mix: Mapping[str, float] | None = None,
     ) -> None:
-        if rate <= 0 or duration <= 0:
-            raise ValueError("rate and duration must be positive")
+        """``ramp``: rates of equal stages over ``duration`` (``rate`` alone when empty); ``mix``:
+        the share of requests of each criticality (``x-request-criticality``), none when empty."""
+        if rate <= 0 or duration <= 0 or any(stage <= 0 for stage in ramp):
+            raise ValueError("rates and duration must be positive")
         if users < 0:
             raise ValueError("users must be 0 (no user header) or more")
         self.url = url
@@ -106,6 +113,10 @@ class LoadGenerator:
         self.progress = progress
         self.users = users
         self._rng = random.Random(seed)
+        self.schedule = send_times(list(ramp) or [rate], duration)
+        """Seconds after the start at which each request is due."""
+        self.classes = list(mix or {})
+        self.weights = [float(share) for share in (mix or {}).values()]
         self.sent = 0
         self.skipped = 0
         self._inflight: set[asyncio.Task[None]] = set()
@@ -123,9 +134,8 @@ class LoadGenerator:
             reporter = asyncio.create_task(self._report_every_second())
             loop = asyncio.get_running_loop()
             start = loop.time()
-            total = int(self.rate * self.duration)
-            for index in range(total):
-                due = start + index / self.rate
+            for index, offset in enumerate(self.schedule):
+                due = start + offset
                 delay = due - loop.time()
                 if delay > 0:
                     with contextlib.suppress(TimeoutError):
@@ -135,7 +145,7 @@ class LoadGenerator:
                 if len(self._inflight) >= self.max_inflight:
                     self.skipped += 1
                     continue
-                task = asyncio.create_task(self._one(session, index, self._user()))
+                task = asyncio.create_task(self._one(session, index, self._headers()))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
                 self.sent += 1
@@ -146,11 +156,14 @@ class LoadGenerator:
             reporter.cancel()
             self._flush_second()
 
-    def _user(self) -> dict[str, str] | None:
-        """The headers naming the user of the next request (None with no user population)."""
-        if not self.users:
-            return None
-        return {USER_HEADER: f"user-{self._rng.randrange(self.users)}"}
+    def _headers(self) -> dict[str, str] | None:
+        """The headers naming the user and the criticality of the next request (None: neither)."""
+        found: dict[str, str] = {}
+        if self.users:
+            found[USER_HEADER] = f"user-{self._rng.randrange(self.users)}"
+        if self.classes:
+            found[CRITICALITY_HEADER] = self._rng.choices(self.classes, self.weights)[0]
+        return found or None
 
     async def _one(self, session: aiohttp.ClientSession, index: int, headers: dict[str, str] | None) -> None:
         sent_at = time.time()
@@ -171,7 +184,9 @@ class LoadGenerator:
             error = "timeout"
         except aiohttp.ClientError as exc:
             error = type(exc).__name__
-        sample = Sample(sent_at, time.perf_counter() - started, status, tier, degraded, host, variant, error, arm)
+        criticality = "" if headers is None else headers.get(CRITICALITY_HEADER, "")
+        latency = time.perf_counter() - started
+        sample = Sample(sent_at, latency, status, tier, degraded, host, variant, error, arm, criticality)
         self.out.write(json.dumps(asdict(sample)) + "\n")
         self._second.append(sample)
 
@@ -202,6 +217,29 @@ class LoadGenerator:
         self.progress.flush()
 
 
+def send_times(rates: Sequence[float], duration: float) -> list[float]:
+    """When each request is due, in seconds after the start: ``rates`` are equal stages of ``duration``."""
+    stage = duration / len(rates)
+    times: list[float] = []
+    for number, rate in enumerate(rates):
+        begin = number * stage
+        times.extend(begin + index / rate for index in range(int(rate * stage)))
+    return times
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``critical=0.2,standard=0.5,sheddable=0.3`` to shares; ValueError naming what is wrong."""
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, share = part.partition("=")
+        if name.strip() not in CRITICALITIES or not share:
+            raise ValueError(f"{part!r}: expected NAME=SHARE with NAME one of {', '.join(CRITICALITIES)}")
+        mix[name.strip()] = float(share)
+    if not all(math.isfinite(share) and share >= 0 for share in mix.values()) or sum(mix.values()) <= 0:
+        raise ValueError("shares must be finite, 0 or more, and not all 0")
+    return mix
+
+
 def latency_ms(ordered: Sequence[float], fraction: float) -> float:
     """A percentile of ascending latencies in seconds, in ms to 0.1 ms; 0 for none.
 
@@ -221,9 +259,20 @@ def main(argv: list[str] | None = None) -> int:
         "--users", type=int, default=DEFAULT_USERS, help=f"user population for {USER_HEADER}; 0: no header (5000)"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the user draws (1)")
+    parser.add_argument(
+        "--ramp", help="rates of equal stages of the run instead of --rate, comma-separated (e.g. 30,60,90,120)"
+    )
+    parser.add_argument(
+        "--mix", help=f"criticality shares for {CRITICALITY_HEADER}, e.g. critical=0.2,standard=0.5,sheddable=0.3"
+    )
     args = parser.parse_args(argv)
     if args.users < 0:
         parser.error("--users must be 0 or more")
+    try:
+        ramp = [float(rate) for rate in args.ramp.split(",")] if args.ramp else []
+        mix = parse_mix(args.mix) if args.mix else None
+    except ValueError as exc:
+        parser.error(str(exc))
 
     async def run() -> None:
         with args.out.open("w", encoding="utf-8") as out:
@@ -236,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                 progress=sys.stdout,
                 users=args.users,
                 seed=args.seed,
+                ramp=ramp,
+                mix=mix,
             )
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):

@@ -25,7 +25,17 @@ from aiohttp import web
 
 from ext_proc import __version__
 from ext_proc.demo import openai_api
-from ext_proc.demo.errors import BAD_REQUEST, FAULT, ErrorAnswer, json_body, json_error, json_errors, openai_error
+from ext_proc.demo.capacity import RETRY_AFTER_S, Capacity
+from ext_proc.demo.errors import (
+    BAD_REQUEST,
+    FAULT,
+    OVERLOAD,
+    ErrorAnswer,
+    json_body,
+    json_error,
+    json_errors,
+    openai_error,
+)
 from ext_proc.demo.faults import MAX_LATENCY_MS, Fault, FaultError, LatencyDistribution
 from ext_proc.demo.host_faults import FaultGate, default_seed
 from ext_proc.demo.kserve import (
@@ -112,8 +122,12 @@ class ModelServer:
         max_hang_s: float = DEFAULT_MAX_HANG_S,
         max_batch: int = DEFAULT_MAX_BATCH,
         fault: Fault | None = None,
+        workers: int = 0,
+        queue: int = 0,
     ) -> None:
         check_options(base_latency_ms, base_latency_sigma, max_hang_s, max_batch)
+        self.capacity = Capacity(workers, queue)
+        """Workers and queue (demo/capacity.py); 0 workers: every call runs at once."""
         self.model = model
         self.host_id = host_id
         self.seed = default_seed(host_id) if seed is None else seed
@@ -181,6 +195,7 @@ class ModelServer:
         add("PUT", "/admin/fault", self._put_fault)
         add("DELETE", "/admin/fault", self._delete_fault)
         add("GET", "/admin/stats", self._get_stats)
+        add("GET", "/metrics", self._metrics)
         add("DELETE", "/admin/stats", self._delete_stats)
         return app
 
@@ -303,15 +318,21 @@ class ModelServer:
     ) -> tuple[str, web.StreamResponse]:
         """The outcome and the answer of one inference call, errors worded by ``error``.
 
-        Order: read and check the request (400, 413); act out the fault (`FaultGate.check`: hang,
+        Order: read and check the request (400, 413); take a worker, or 429 with a full queue
+        (demo/capacity.py); then, on the worker, act out the fault (`FaultGate.check`: hang,
         shed, delay, reset, fail); then run the model and ``respond``.
         """
         try:
             parsed = parse(await request.read())
-            faulted = await self.gate.check(request, error)
-            if faulted is not None:
-                return faulted
-            return "ok", await respond(request, parsed)
+            async with self.capacity.slot() as running:
+                if not running:
+                    full = error(429, "queue full: try again later", OVERLOAD)
+                    full.headers["Retry-After"] = str(RETRY_AFTER_S)
+                    return "overload", full
+                faulted = await self.gate.check(request, error)
+                if faulted is not None:
+                    return faulted
+                return "ok", await respond(request, parsed)
         except BadRequest as exc:
             return "bad_request", error(400, str(exc), BAD_REQUEST)
         except web.HTTPRequestEntityTooLarge as exc:
@@ -382,6 +403,9 @@ class ModelServer:
     async def _delete_fault(self, _request: web.Request) -> web.Response:
         self.clear_fault()
         return web.json_response(self.fault_json())
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(text=self.capacity.metrics(self.host_id), content_type="text/plain")
 
     async def _get_stats(self, _request: web.Request) -> web.Response:
         return web.json_response(self.stats_json())

@@ -68,6 +68,8 @@ async def start_model_server(
     max_batch: int = DEFAULT_MAX_BATCH,
     fault: Fault | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+    workers: int = 0,
+    queue: int = 0,
 ) -> RunningModelServer:
     """Serve ``model`` on host:port (0: a free port) in the running event loop."""
     server = ModelServer(
@@ -79,6 +81,8 @@ async def start_model_server(
         max_hang_s=max_hang_s,
         max_batch=max_batch,
         fault=fault,
+        workers=workers,
+        queue=queue,
     )
     # handler_cancellation: a client that gives up on a hung or slow request ends it here too,
     # so in_flight/hanging stay true and shutdown does not wait for it.
@@ -129,6 +133,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-hang-s", type=float, default=DEFAULT_MAX_HANG_S, help="cap of a hang (60)")
     parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="largest batch (64)")
     parser.add_argument("--fault", help="initial fault, as the JSON of PUT /admin/fault")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="inference calls served at once; 0: no limit (0). See demo/capacity.py"
+    )
+    parser.add_argument("--queue", type=int, default=0, help="calls that may wait for a worker; past it: 429 (0)")
     parser.add_argument("--blas-threads", type=int, default=1, help="BLAS/OpenMP threads, set before NumPy loads (1)")
     return parser
 
@@ -139,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     if args.blas_threads < 1:
         parser.error("--blas-threads must be at least 1")
+    if args.workers < 0 or args.queue < 0:
+        parser.error("--workers and --queue must be 0 or more")
     try:
         check_options(args.base_latency_ms, args.base_latency_sigma, args.max_hang_s, args.max_batch)
     except ValueError as exc:
@@ -169,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_hang_s": args.max_hang_s,
         "max_batch": args.max_batch,
         "fault": fault,
+        "workers": args.workers,
+        "queue": args.queue,
     }
     try:
         return asyncio.run(_serve(model, host_id, options, started))
