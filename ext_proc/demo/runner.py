@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from ext_proc.demo import chart, report, scenario
+from ext_proc.demo import chart, overload_report, report, scenario
 from ext_proc.demo.loadgen import CANARY_ARM, read_samples
 from ext_proc.demo.logs import read_canary_changes, read_transitions
 from ext_proc.policy import load_policy
@@ -101,11 +101,16 @@ class Demo:
         self.canary_weight = 0.0
         self.load_started = time.time()
         """When the load started (set again as it starts), for the times of the live view's lines."""
+        self.load = scenario.Load()
+        """The scenario's load shape (scenario.LOADS), when not the steady rate."""
 
     # -- the run ---------------------------------------------------------------------------
 
     async def run(self) -> int:
         scenario.steps(self.options.scenario, self.options.duration)  # KeyError / ValueError before any start
+        self.load = scenario.LOADS.get(self.options.scenario, scenario.Load())
+        if self.load.policy is not None and self.options.policy == DEFAULT_POLICY:
+            self.options.policy = DEFAULT_POLICY.with_name(self.load.policy)
         self.out.mkdir(parents=True, exist_ok=True)
         policy = load_policy(self.options.policy)
         tiers = [t.name for t in policy.model(MODEL).tiers]
@@ -142,6 +147,7 @@ class Demo:
                 str(scenario.BASE_LATENCY_MS[variant]),
                 "--base-latency-sigma",
                 str(scenario.BASE_LATENCY_SIGMA),
+                *capacity_args(self.load, variant),
             ]
             process = ManagedProcess(argv, log / f"{host_id}.log")
             self.processes.append(process)
@@ -203,6 +209,7 @@ class Demo:
             str(options.duration),
             "--out",
             str(samples_path),
+            *load_args(self.load, options.rate),
             stdout=asyncio.subprocess.PIPE,
         )
         start = self.load_started = time.time()
@@ -359,6 +366,13 @@ class Demo:
             canary_changes=changes if self.has_canary else None,
             scenario=self.options.scenario,
         )
+        ramp: list[overload_report.StageFigures] = []
+        if self.load.ramp:
+            rates = [stage * self.options.rate for stage in self.load.ramp]
+            ramp = overload_report.stages(samples, start, self.options.duration, rates)
+            if protected:
+                summary.expectations.update(overload_report.expectations(ramp))
+            (self.out / "stages.md").write_text(overload_report.table(ramp) + "\n", encoding="utf-8")
         order = tiers if protected else [f"{t} (unprotected)" for t in ("primary", "light")]
         text = report.table(rows, order)
         timeline_md = text + "\n\n" + report.marks(self.events, changes, start) + "\n"
@@ -379,6 +393,8 @@ class Demo:
                 "transitions": [{**asdict(t), "t": round(t.t - start, 3)} for t in transitions],
                 "canary_changes": [{**asdict(c), "t": round(c.t - start, 3)} for c in changes],
                 "outlier_detection": self.outlier_stats,
+                "stages": overload_report.to_json(ramp),
+                "overload": overload_report.summary(ramp) if ramp else {},
             },
         )
         if self.options.chart:
@@ -387,6 +403,8 @@ class Demo:
                 title += f", scenario {self.options.scenario}"
             chart.draw(self.out / "timeline.png", rows, self.events, start, order, title, changes)
         say("\n" + text + "\n")
+        if ramp:
+            say(overload_report.table(ramp) + "\n")
         say(report.render_summary(summary))
         if "ejections_enforced_total" in self.outlier_stats:
             say(f"Envoy ejected a primary host {self.outlier_stats['ejections_enforced_total']} times")
@@ -411,6 +429,22 @@ async def wait_http(session: aiohttp.ClientSession, url: str, timeout: float, wh
                     return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"{what} was not ready at {url} within {timeout:g} s")
+
+
+def capacity_args(load: scenario.Load, variant: str) -> list[str]:
+    """A model server's workers and queue for the scenario's load (none: no limit)."""
+    if load.capacity is None or variant not in load.capacity:
+        return []
+    workers, queue = load.capacity[variant]
+    return ["--workers", str(workers), "--queue", str(queue)]
+
+
+def load_args(load: scenario.Load, rate: float) -> list[str]:
+    """The load generator's ramp (stages as multiples of ``rate``) and criticality mix."""
+    found = ["--ramp", ",".join(f"{stage * rate:g}" for stage in load.ramp)] if load.ramp else []
+    if load.mix:
+        found += ["--mix", ",".join(f"{name}={share:g}" for name, share in load.mix.items())]
+    return found
 
 
 def run_demo(options: DemoOptions) -> int:

@@ -20,6 +20,10 @@ while it is still bad (times in seconds, from Envoy's outlier detection, see ``b
 
 ``slow_fault``: the whole primary model hangs: every call takes about 3 s and then fails, on every
 primary host (see ``slow_fault``).
+
+``overload``: nothing breaks; the load ramps from half to twice what the primary's hosts can serve
+(each a bounded pool of workers with a queue), with critical, standard and sheddable requests
+(see ``LOADS``).
 """
 
 from __future__ import annotations
@@ -155,12 +159,53 @@ def slow_fault(duration: float) -> list[Step]:
     ]
 
 
+def overload(duration: float) -> list[Step]:
+    """No fault: the load ramps past what the primary can serve (``LOADS["overload"]``)."""
+    return [Step(0.0, "load_ramp", "load ramps from half to twice the primary's capacity", {})]
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """A scenario's load, when it is not the steady rate of the others: ``ramp`` stages as multiples
+    of the run's rate, a ``mix`` of criticalities, the hosts' ``capacity`` by variant (workers,
+    queue; demo/capacity.py) and the policy it is played with (unless the run names one)."""
+
+    ramp: tuple[float, ...] = ()
+    mix: dict[str, float] | None = None
+    capacity: dict[str, tuple[int, int]] | None = None
+    policy: str | None = None
+    """A file next to this module."""
+
+
+PRIMARY_WORKERS = 4
+"""Calls a primary host serves at once: with ~200 ms a call, three hosts serve about 58 req/s."""
+PRIMARY_CAPACITY = len(PRIMARY_HOSTS) * PRIMARY_WORKERS / (BASE_LATENCY_MS["primary"] / 1000) * 0.97
+"""Requests per second the primary tier serves at most (the lognormal's mean is ~3% over its median)."""
+LOADS: dict[str, Load] = {
+    "overload": Load(
+        ramp=(0.5, 1.0, 1.5, 2.0),
+        mix={"critical": 0.2, "standard": 0.5, "sheddable": 0.3},
+        capacity={"primary": (PRIMARY_WORKERS, 32), "light": (8, 64), "v2": (PRIMARY_WORKERS, 32)},
+        policy="overload_policy.yaml",
+    )
+}
+"""``overload``: a quarter of the run at each of 0.5, 1, 1.5 and 2 x the run's rate (by default the
+primary's capacity), 20% critical, 50% standard, 30% sheddable requests."""
+
 SCENARIOS: dict[str, Callable[[float], list[Step]]] = {
     "incident": incident,
     "bad_host": bad_host,
     "slow_fault": slow_fault,
+    "overload": overload,
 }
-DEFAULT_DURATION: dict[str, float] = {"incident": 80.0, "bad_host": BAD_HOST_DURATION, "slow_fault": 40.0}
+DEFAULT_DURATION: dict[str, float] = {
+    "incident": 80.0,
+    "bad_host": BAD_HOST_DURATION,
+    "slow_fault": 40.0,
+    "overload": 60.0,
+}
+DEFAULT_RATE: dict[str, float] = {"overload": round(PRIMARY_CAPACITY)}
+"""Each scenario's rate when none is given, where it is not the demo's 100 req/s."""
 """Each scenario's load length when none is given."""
 
 

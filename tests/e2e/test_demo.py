@@ -84,3 +84,22 @@ def test_demo_incident_with_and_without_modelguard(tmp_path: Path) -> None:
     # Same scenario without the ext_proc filter: most calls in the whole-model fault fail.
     assert bare["whole_fault_failed"] >= 0.5 * bare["whole_fault_requests"]
     assert bare["whole_fault_failed"] >= 5 * max(1, summary["whole_fault_failed"])
+
+
+def test_demo_overload_ramp_keeps_critical_requests_and_sheds_the_sheddable_first(tmp_path: Path) -> None:
+    """The load-ramp scene, shortened: 0.5 to 2 x the primary's capacity in four 6 s stages."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ext_proc.cli", "demo", "--scenario", "overload", "--duration", "24", "--no-chart",
+         "--out", str(tmp_path / "overload")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )  # fmt: skip
+    report = json.loads((tmp_path / "overload" / "report.json").read_text())
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = report["overload"]
+    assert figures["critical_success"] >= 0.99
+    assert figures["sheddable_shed"] > 0 and figures["standard_shed"] == 0
+    assert figures["served_p99_max_ms"] <= 2 * figures["served_p99_unloaded_ms"]
+    assert [stage["rate"] for stage in report["stages"]] == [29, 58, 87, 116]
+    assert (tmp_path / "overload" / "stages.md").exists()
