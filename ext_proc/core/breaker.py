@@ -35,6 +35,7 @@ from ext_proc.core.flight import Flight
 from ext_proc.core.hosts import CONSECUTIVE, FAILURE_RATE, SLOW_CALL_RATE, host_book
 from ext_proc.core.outcomes import FAILURE, LOGGED, OVERLOAD
 from ext_proc.core.reasons import BREAKER_OPEN, HALF_OPEN_PROBE
+from ext_proc.core.slowness import SlowThreshold
 from ext_proc.core.windows import CountWindow, TimeWindow, Window, WindowFigures
 from ext_proc.policy import BreakerSettings
 
@@ -143,6 +144,7 @@ class CircuitBreaker:
         "hosts",
         "judging",
         "settings",
+        "slow",
     )
 
     def __init__(
@@ -164,7 +166,9 @@ class CircuitBreaker:
         self.judging = True
         """No operator's order stands in front (core/forcing.py): the sweep may decide."""
         self._on_flight = on_flight
-        self.flight = Flight(settings.slow_call_duration, self._flying)
+        self.slow = SlowThreshold(settings.slow_call_duration, settings.slow_call_auto)
+        """What counts as slow now: fixed, or learnt (core/slowness.py)."""
+        self.flight = Flight(self.slow.value, self._flying)
         """The tier's calls in flight by admission time: overdue ones are slow already (core/flight.py)."""
         self._state = BreakerState.CLOSED
         self.generation = 0
@@ -215,6 +219,7 @@ class CircuitBreaker:
             "probes_in_flight": len(self._probe_starts),
             "probe_successes": self._probe_successes,
             "overdue_in_flight": self.flight.overdue,
+            **self.slow.snapshot(),
         }
 
     # -- reconfiguring ---------------------------------------------------------------------
@@ -229,8 +234,9 @@ class CircuitBreaker:
         if (old.window, old.window_calls) != (settings.window, settings.window_calls):
             self._window = _window_for(settings)
             self.hosts = host_book(settings)
-        if old.slow_call_duration != settings.slow_call_duration:
-            self.flight.reconfigure(settings.slow_call_duration)
+        if (old.slow_call_duration, old.slow_call_auto) != (settings.slow_call_duration, settings.slow_call_auto):
+            self.slow = SlowThreshold(settings.slow_call_duration, settings.slow_call_auto)
+            self.flight.reconfigure(self.slow.value)
         if settings == old:
             return
         if self._state is BreakerState.CLOSED and judge:  # not while an operator's order stands in front
@@ -259,7 +265,7 @@ class CircuitBreaker:
         if overloaded:
             self.hosts.note_overload(host, now)
         else:
-            self.hosts.note(host, now, failed, latency >= self.settings.slow_call_duration)
+            self.hosts.note(host, now, failed, latency >= self.slow.value)
 
     @property
     def probing(self) -> bool:
@@ -277,7 +283,7 @@ class CircuitBreaker:
         if state is BreakerState.CLOSED and judge:
             settings = self.settings
             if run >= settings.min_calls:
-                self._open(f"slow calls in flight ({run} in a row past {settings.slow_call_duration:g}s)", 0)
+                self._open(f"slow calls in flight ({run} in a row past {self.slow.value:g}s)", 0)
             return
         self.flight.reset_run()
         if state is BreakerState.HALF_OPEN and judge:
@@ -290,7 +296,7 @@ class CircuitBreaker:
         if overloaded:
             self._window.record_overload(now)
             return
-        self._window.record(now, failed, latency >= self.settings.slow_call_duration)
+        self._window.record(now, failed, latency >= self.slow.value)
         self._consecutive = self._consecutive + 1 if failed else 0
 
     def would_open(self) -> str | None:
@@ -352,7 +358,7 @@ class CircuitBreaker:
             self._forget_probe(started)
             if overloaded:
                 return
-            if failed or latency >= self.settings.slow_call_duration:
+            if failed or latency >= self.slow.value:
                 self._open("probe slow" if not failed else "probe failed", self._level + 1)
                 return
             self._probe_successes += 1
@@ -373,7 +379,7 @@ class CircuitBreaker:
         nothing (no call was admitted but probes, judged on their answer)."""
         if self._state is not BreakerState.CLOSED:
             return
-        slow = latency >= self.settings.slow_call_duration
+        slow = latency >= self.slow.value
         self.hosts.note(host, now, failed, slow)
         if not self.judging:
             self.observe(failed, False, latency)
@@ -411,8 +417,11 @@ class CircuitBreaker:
         if overloaded:
             window.record_overload(now)
             return
-        window.record(now, failed, latency >= self.settings.slow_call_duration)
+        slow = self.slow
+        window.record(now, failed, latency >= slow.value)
         self._consecutive = self._consecutive + 1 if failed else 0
+        if slow.learns and not failed and slow.learn(latency):
+            self.flight.reconfigure(slow.value)
         crossed = self._crossed(window)
         if crossed:
             self._open_on(crossed)

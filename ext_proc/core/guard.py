@@ -125,6 +125,8 @@ class TierGuard:
             now = state.breaker.clock()
             figures["pushed_back_s"] = round(max(0.0, state.pushed_until - now), 3)
             figures["pushbacks"] = state.pushbacks
+            if state.signal_figures is not None:
+                figures["load_signal"] = state.signal_figures
             figures.update(state.breaker.snapshot())
             figures["hosts"] = state.breaker.hosts.snapshot(state.breaker.clock())
             order = state.order

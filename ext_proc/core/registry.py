@@ -72,6 +72,8 @@ class TierState:
         "registry",
         "retired",
         "route",
+        "signal_figures",
+        "signalled",
         "transitions",
     )
 
@@ -100,7 +102,12 @@ class TierState:
         self.pushed_until = 0.0
         """Until when the tier's own answers say it is overloaded (core/overload/pushback.py)."""
         self.pushbacks = 0
-        """Times its answers pushed it back, ever: for the state endpoint."""
+        """Times its answers (or its servers' load signal) pushed it back, ever: for the state endpoint."""
+        self.signal_figures: dict[str, object] | None = None
+        """Its load signal's figures as of the last scrape, for the state endpoint."""
+        self.signalled = 0.0
+        """The ``pushed_until`` its load signal last set, so that a reading below the bar ends
+        that push and no other (server/load_signals.py)."""
         self.breaker: CircuitBreaker  # attached by the registry, which owns the clock and the listener
         self.flight: Flight
         self.gate: Gate
@@ -122,6 +129,17 @@ class TierState:
             if self.pushed_until <= now:
                 self.pushbacks += 1
             self.pushed_until = until
+
+    def signal(self, now: float, overloaded: bool, hold: float) -> None:
+        """The tier's servers' own load, read off the request path: overloaded, it is pushed back
+        for ``hold`` seconds (or until a reading under the bar); not (or unknown), the push its
+        signal made ends, a 429's push is left to run its course."""
+        if overloaded:
+            if self.pushed_until <= now:
+                self.pushbacks += 1
+            self.pushed_until = self.signalled = max(self.pushed_until, now + hold)
+        elif self.signalled and self.pushed_until == self.signalled:
+            self.pushed_until = self.signalled = 0.0
 
     def configure(self, limit: Limit | None, overload: Overload) -> None:
         """Take a policy's limit and overload settings: the limiter held goes on (its calls in

@@ -93,6 +93,22 @@ class Duration:
 
 
 @dataclass(frozen=True, slots=True)
+class DurationOrAuto:
+    """A duration, or the word ``auto`` (read as ``auto``: the caller's marker for it)."""
+
+    duration: Duration
+    auto: float
+
+    def read(self, value: object) -> float:
+        if value == "auto":
+            return self.auto
+        try:
+            return self.duration.read(value)
+        except Invalid as exc:
+            raise Invalid(f"{exc} (or auto)") from None
+
+
+@dataclass(frozen=True, slots=True)
 class Text:
     """A string matching pattern as a whole, or any string without one. Most text ends up in a header
     value for Envoy, so the message says what is allowed rather than quoting what was not."""

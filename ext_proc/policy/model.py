@@ -75,6 +75,23 @@ class Limit:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadSignal:
+    """A tier's model servers' own load, scraped off the request path (server/load_signals.py;
+    README, "Backend load signals")."""
+
+    urls: tuple[str, ...] = ()
+    metric: str = ""
+    """A gauge of the Prometheus text at each URL (its samples summed per URL), e.g. vLLM's
+    ``vllm:num_requests_waiting``."""
+    max: float = 0.0
+    """Over this, on any one URL, the tier is overloaded."""
+    interval: float = 0.5
+    timeout: float = 0.5
+    stale_after: float = 2.0
+    """A URL's figure older than this is unknown, and unknown never holds traffic back."""
+
+
+@dataclass(frozen=True, slots=True)
 class Tier:
     name: str
     route: str | None = None
@@ -87,6 +104,8 @@ class Tier:
     deadline: float | None = None
     """Set as Envoy's ``x-envoy-upstream-rq-timeout-ms`` when retries are held back (README,
     "Retry-storm control"); None: the route's own timeout."""
+    load_signal: LoadSignal | None = None
+    """The tier's servers' queue, scraped (None: not scraped)."""
 
 
 CRITICAL = "critical"
@@ -126,6 +145,27 @@ class Overload:
 
 
 @dataclass(frozen=True, slots=True)
+class AutoSlow:
+    """``slow_call_duration: auto``: the threshold learnt from the tier's own latency
+    (core/slowness.py; README, "A learnt slow-call threshold")."""
+
+    initial: float = 10.0
+    """The threshold until ``min_calls`` calls are learnt."""
+    factor: float = 3.0
+    quantile: float = 0.99
+    floor: float = 0.05
+    ceiling: float = 60.0
+    calls: int = 1000
+    """Calls a window of the latency sketch holds: the baseline is over the last one to two windows."""
+    min_calls: int = 200
+
+
+LEARNT = -1.0
+"""What the table reads ``slow_call_duration: auto`` as, before the reader turns it into the
+``slow_call_auto`` settings and their initial value (never seen past the reader)."""
+
+
+@dataclass(frozen=True, slots=True)
 class BreakerSettings:
     """Thresholds of one breaker; the README documents each default."""
 
@@ -145,6 +185,9 @@ class BreakerSettings:
     slow_call_duration."""
     min_failing_hosts: int = 2
     """Hosts a verdict's evidence must come from, or every host seen if fewer (core/hosts.py)."""
+    slow_call_auto: AutoSlow | None = None
+    """Set: ``slow_call_duration`` is learnt, starting from its ``initial`` (the reader sets
+    ``slow_call_duration`` to it)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,14 @@ newline) and digits are ASCII only.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import TypeVar
 
 from ext_proc.policy.durations import shown
 from ext_proc.policy.fields import HEADER_VALUE, ROUTE, SERVED_MODEL, Duration, HeaderName, OneOf, Text
 from ext_proc.policy.limits import MAX_DEPTH, MAX_MODELS, MAX_TIERS
 from ext_proc.policy.model import (
+    LEARNT,
     RESERVED_LABELS,
     BreakerSettings,
     Canary,
@@ -30,7 +32,7 @@ from ext_proc.policy.model import (
     Tier,
 )
 from ext_proc.policy.sections import Collector, Node, Section, kind_of, merged
-from ext_proc.policy.tables import BREAKER, CALLS, CANARY, FAILURE, LIMIT, OVERLOAD, RESPOND
+from ext_proc.policy.tables import BREAKER, CALLS, CANARY, FAILURE, LIMIT, LOAD_SIGNAL, OVERLOAD, RESPOND
 from ext_proc.protocol.answers import AUTO, PROTOCOLS
 from ext_proc.protocol.paths import covering_prefixes, named_model, normalize_path
 
@@ -193,7 +195,7 @@ class _Reader(Collector):
         return canary
 
     def breaker(self, default: object, override: object, path: str) -> BreakerSettings | None:
-        return self.settings(merged(BREAKER, default, override), path, BREAKER)
+        return learnt(self.settings(merged(BREAKER, default, override), path, BREAKER))
 
     def failure(self, default: object, override: object, path: str) -> FailureSettings | None:
         return self.settings(merged(FAILURE, default, override), path, FAILURE)
@@ -286,7 +288,7 @@ class _Reader(Collector):
         return tuple(tiers)
 
     def tier(self, raw: object, path: str, last: bool) -> Tier | None:
-        node = self.mapping(raw, path, {"name", "route", "respond", "model", "limit", "deadline"})
+        node = self.mapping(raw, path, {"name", "route", "respond", "model", "limit", "deadline", "load_signal"})
         if node is None:
             return None
         name = self.name(node.get("name"), f"{path}.name")
@@ -296,14 +298,20 @@ class _Reader(Collector):
             return None
         if has_route:
             return self.routed_tier(node, path, name)
-        for key, what in (("model", "serves a model"), ("limit", "has a limit"), ("deadline", "has a deadline")):
+        routed_only = (
+            ("model", "serves a model"),
+            ("limit", "has a limit"),
+            ("deadline", "has a deadline"),
+            ("load_signal", "has a load signal"),
+        )
+        for key, what in routed_only:
             if key in node:
                 self.error(f"{path}.{key}", f"only a tier with a route {what}: modelguard answers a respond tier")
         if not last:
             self.error(f"{path}.respond", "only the last tier may respond directly")
             return None
         respond = self.section(node["respond"], f"{path}.respond", RESPOND)
-        if name is None or respond is None or node.keys() & {"model", "limit", "deadline"}:
+        if name is None or respond is None or node.keys() & {key for key, _ in routed_only}:
             return None
         return Tier(name=name, respond=respond)
 
@@ -313,9 +321,22 @@ class _Reader(Collector):
         model = self.value(SERVED_MODEL, node["model"], f"{path}.model") if "model" in node else None
         limit = self.section(node["limit"], f"{path}.limit", LIMIT) if "limit" in node else None
         deadline = self.value(_DEADLINE, node["deadline"], f"{path}.deadline") if "deadline" in node else None
+        signal = (
+            self.section(node["load_signal"], f"{path}.load_signal", LOAD_SIGNAL) if "load_signal" in node else None
+        )
         if name is None or route is None or self.count != before:
             return None
-        return Tier(name=name, route=route, model=model, limit=limit, deadline=deadline)
+        return Tier(name=name, route=route, model=model, limit=limit, deadline=deadline, load_signal=signal)
+
+
+def learnt(settings: BreakerSettings | None) -> BreakerSettings | None:
+    """``slow_call_duration: auto`` as the core reads it: the auto settings' initial threshold,
+    which a probe's bound also defaults to."""
+    auto = None if settings is None else settings.slow_call_auto
+    if settings is None or auto is None:
+        return settings
+    probe = auto.initial if settings.max_probe_duration == LEARNT else settings.max_probe_duration
+    return replace(settings, slow_call_duration=auto.initial, max_probe_duration=probe)
 
 
 def _match_keys(match: Match) -> tuple[tuple[str, ...], list[tuple[str, ...]], str]:

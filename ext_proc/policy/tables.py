@@ -13,6 +13,7 @@ from ext_proc.policy.fields import (
     ROUTE,
     CodeSet,
     Duration,
+    DurationOrAuto,
     Flag,
     GrpcCode,
     HeaderName,
@@ -28,7 +29,9 @@ from ext_proc.policy.fields import (
 from ext_proc.policy.limits import MAX_CALL_PATHS, MAX_EXCLUDED_VALUES, MAX_WINDOW_CALLS
 from ext_proc.policy.model import (
     CRITICALITIES,
+    LEARNT,
     AdaptiveLimit,
+    AutoSlow,
     BreakerSettings,
     Calls,
     Canary,
@@ -36,6 +39,7 @@ from ext_proc.policy.model import (
     FailureSettings,
     Guardrails,
     Limit,
+    LoadSignal,
     Overload,
     Ramp,
     Respond,
@@ -58,6 +62,17 @@ def _probe_default(values: Values) -> object:
     return values["slow_call_duration"]
 
 
+def _auto_settings(values: Values) -> object:
+    """``slow_call_duration: auto`` alone takes the documented defaults of its settings."""
+    return AutoSlow() if values["slow_call_duration"] == LEARNT else None
+
+
+def _auto_needs_auto(values: Values) -> str | None:
+    if values["slow_call_auto"] is not None and values["slow_call_duration"] != LEARNT:
+        return "only with slow_call_duration: auto"
+    return None
+
+
 def _min_calls_within_window(values: Values) -> str | None:
     window_calls, min_calls = values["window_calls"], values["min_calls"]
     if window_calls is not None and min_calls is not None and min_calls > window_calls:
@@ -78,6 +93,28 @@ def _no_body_without_one(values: Values) -> str | None:
     return None
 
 
+def _ceiling_above_floor(values: Values) -> str | None:
+    floor, ceiling = values["floor"], values["ceiling"]
+    if floor is not None and ceiling is not None and ceiling < floor:
+        return "must be at least floor"
+    return None
+
+
+AUTO_SLOW = Section(
+    AutoSlow,
+    {
+        "initial": Duration(0.001, 3600.0),
+        "factor": Number(1.0, 100.0),
+        "quantile": Number(0.5, 0.9999),
+        "floor": Duration(0.001, 3600.0),
+        "ceiling": Duration(0.001, 3600.0),
+        "calls": Integer(10, 1_000_000),
+        "min_calls": Integer(1, 1_000_000),
+    },
+    rules=(Rule("ceiling", _ceiling_above_floor),),
+)
+_AUTO_SLOW: Nested[AutoSlow] = Nested(AUTO_SLOW)
+
 BREAKER = Section(
     BreakerSettings,
     {
@@ -85,7 +122,7 @@ BREAKER = Section(
         "window": Duration(0.1, 3600.0),
         "min_calls": Integer(1, 100_000),
         "failure_rate": Ratio(),
-        "slow_call_duration": Duration(0.001, 3600.0),
+        "slow_call_duration": DurationOrAuto(Duration(0.001, 3600.0), LEARNT),
         "max_probe_duration": Duration(0.001, 3600.0),
         "slow_call_rate": Ratio(),
         "consecutive_failures": Integer(0, 100_000),
@@ -94,6 +131,7 @@ BREAKER = Section(
         "half_open_probes": Integer(1, 1000),
         "jitter": Ratio(allow_zero=True),
         "min_failing_hosts": Integer(1, 1000),
+        "slow_call_auto": _AUTO_SLOW,
     },
     exclusive=(
         Exclusive(
@@ -101,8 +139,9 @@ BREAKER = Section(
             "set one of window (time-based) or window_calls (count-based), not both",
         ),
     ),
-    derived={"min_calls": _min_calls_default, "max_probe_duration": _probe_default},
+    derived={"min_calls": _min_calls_default, "max_probe_duration": _probe_default, "slow_call_auto": _auto_settings},
     rules=(
+        Rule("slow_call_auto", _auto_needs_auto),
         Rule("min_calls", _min_calls_within_window),
         Rule("max_open_duration", _max_open_at_least_open),
     ),
@@ -260,3 +299,56 @@ OVERLOAD = Section(
         "max_pushback": Duration(1.0, 3600.0),
     },
 )
+
+
+_METRIC = Text(
+    re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]{0,199}"), "must be a Prometheus metric name such as vllm:num_requests_waiting"
+)
+_URL = Text(
+    re.compile(r"https?://[\x21-\x7e]{1,1000}"),
+    "must be an http:// or https:// URL of visible ASCII (at most 1000 characters)",
+)
+MAX_SIGNAL_URLS = 64
+
+
+class _Urls:
+    """1 to 64 URLs, each read as ``_URL``, in a stable order."""
+
+    def read(self, value: object) -> tuple[str, ...]:
+        return tuple(sorted(TextSet(_URL, MAX_SIGNAL_URLS).read(value)))
+
+
+def _signal_required(values: Values) -> str | None:
+    if not values["urls"]:
+        return "required: the URLs of the tier's servers' metrics"
+    return None
+
+
+def _metric_required(values: Values) -> str | None:
+    return "required: the gauge to read, such as vllm:num_requests_waiting" if not values["metric"] else None
+
+
+def _stale_after_interval(values: Values) -> str | None:
+    interval, stale = values["interval"], values["stale_after"]
+    if interval is not None and stale is not None and stale < interval:
+        return "must be at least interval: every figure would be stale before the next scrape"
+    return None
+
+
+LOAD_SIGNAL = Section(
+    LoadSignal,
+    {
+        "urls": _Urls(),
+        "metric": _METRIC,
+        "max": Number(0.0, 1e12),
+        "interval": Duration(0.1, 3600.0),
+        "timeout": Duration(0.01, 60.0),
+        "stale_after": Duration(0.1, 86400.0),
+    },
+    rules=(
+        Rule("urls", _signal_required),
+        Rule("metric", _metric_required),
+        Rule("stale_after", _stale_after_interval),
+    ),
+)
+"""A tier's ``load_signal:``."""

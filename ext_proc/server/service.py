@@ -33,6 +33,7 @@ from ext_proc.policy import Policy
 from ext_proc.policy.loading import PolicyFile
 from ext_proc.server.admin_grpc import AdminGrpcServer, AdminGrpcSettings
 from ext_proc.server.forced import DurableOrders, UnusableStore
+from ext_proc.server.load_signals import LoadSignals
 from ext_proc.server.loops import running_loop_name
 from ext_proc.server.metrics import ERROR, ServerStats
 from ext_proc.server.reload import Reloader, go_live
@@ -103,11 +104,13 @@ class Service:
         self.metrics.register(self.stats)
         self.tries = TryLog(lambda: self.servicer.guard, self.registry)
         self.metrics.register(self.tries)
+        self.signals = LoadSignals(lambda: self.servicer.guard, self.registry, clock)
         self._server: grpc.aio.Server | None = None
         self._admin: web.AppRunner | None = None
         self._admin_grpc: AdminGrpcServer | None = None
         self._follower: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._scraper: asyncio.Task[None] | None = None
 
     # -- what the core and the reloader report: logs, watchers, the store -------------------
 
@@ -156,6 +159,7 @@ class Service:
         await self.orders.restore()
         self._follower = asyncio.create_task(self.orders.follow())
         self._sweeper = asyncio.create_task(sweep_in_flight(self.registry))
+        self._scraper = asyncio.create_task(self.signals.run())
         server = grpc.aio.server(options=_GRPC_OPTIONS)
         server.add_generic_rpc_handlers((self.servicer.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -210,10 +214,10 @@ class Service:
         if self._admin_grpc is not None:
             await self._admin_grpc.stop(min(grace, 1.0))
             self._admin_grpc = None
-        for task in (self._follower, self._sweeper):
+        for task in (self._follower, self._sweeper, self._scraper):
             if task is not None:
                 task.cancel()
-        self._follower = self._sweeper = None
+        self._follower = self._sweeper = self._scraper = None
 
 
 async def serve(

@@ -24,7 +24,7 @@ tests with probability at most 1 - confidence over its whole life, however long 
 from __future__ import annotations
 
 from ext_proc.core.canary.betting import BettingTest, PairedTest, upper_bound
-from ext_proc.core.canary.sketch import RecentQuantile
+from ext_proc.core.sketch import RecentQuantile
 from ext_proc.policy import Guardrails
 
 STABLE_QUANTILE = 0.95
