@@ -16,16 +16,15 @@ import json
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from ext_proc.demo import chart, overload_report, report, scenario
-from ext_proc.demo.loadgen import CANARY_ARM, read_samples
-from ext_proc.demo.logs import read_canary_changes, read_transitions
+from ext_proc.demo import report, results, scenario
+from ext_proc.demo.loadgen import CANARY_ARM
 from ext_proc.policy import load_policy
 from ext_proc.processes import (
     EnvoyProcess,
@@ -38,7 +37,7 @@ from ext_proc.processes import (
 )
 
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
-MODEL = "recommender"
+MODEL = scenario.MODEL
 PRIMARY_CLUSTER = "recommender-resnet50"
 LIGHT_CLUSTER = "recommender-mobilenet"
 CANARY_CLUSTER = "recommender-resnet50-v2"
@@ -335,84 +334,7 @@ class Demo:
     # -- the report ------------------------------------------------------------------------
 
     def _report(self, start: float, end: float, tiers: list[str]) -> int:
-        samples = read_samples(self.out / "samples.jsonl")
-        log = self.out / "modelguard.log"
-        transitions = read_transitions(log) if self.options.with_modelguard else []
-        changes = [c for c in read_canary_changes(log) if c.model == MODEL] if self.has_canary else []
-        # Before its first change the canary was as the first change found it; with none, as polled.
-        first_state = changes[0].from_state if changes else self.canary_state or "active"
-        protected = self.options.with_modelguard
-        rows = report.timeline(
-            samples,
-            start,
-            end,
-            transitions,
-            self.polls,
-            MODEL,
-            tiers[0],
-            protected,
-            canary_changes=changes,
-            canary_start=first_state if self.has_canary else "",
-        )
-        summary = report.summarize(
-            samples,
-            self.events,
-            transitions,
-            MODEL,
-            tiers[0],
-            tiers[1],
-            protected,
-            end,
-            canary_changes=changes if self.has_canary else None,
-            scenario=self.options.scenario,
-        )
-        ramp: list[overload_report.StageFigures] = []
-        if self.load.ramp:
-            rates = [stage * self.options.rate for stage in self.load.ramp]
-            ramp = overload_report.stages(samples, start, self.options.duration, rates)
-            if protected:
-                summary.expectations.update(overload_report.expectations(ramp))
-            (self.out / "stages.md").write_text(overload_report.table(ramp) + "\n", encoding="utf-8")
-        order = tiers if protected else [f"{t} (unprotected)" for t in ("primary", "light")]
-        text = report.table(rows, order)
-        timeline_md = text + "\n\n" + report.marks(self.events, changes, start) + "\n"
-        (self.out / "timeline.md").write_text(timeline_md, encoding="utf-8")
-        report.write_json(
-            self.out / "report.json",
-            summary,
-            rows,
-            [report.Event(e.t - start, e.kind, e.label) for e in self.events],
-            {
-                "options": {
-                    "duration": self.options.duration,
-                    "rate": self.options.rate,
-                    "policy": str(self.options.policy),
-                    "with_modelguard": protected,
-                    "scenario": self.options.scenario,
-                },
-                "transitions": [{**asdict(t), "t": round(t.t - start, 3)} for t in transitions],
-                "canary_changes": [{**asdict(c), "t": round(c.t - start, 3)} for c in changes],
-                "outlier_detection": self.outlier_stats,
-                "stages": overload_report.to_json(ramp),
-                "overload": overload_report.summary(ramp) if ramp else {},
-            },
-        )
-        if self.options.chart:
-            title = "modelguard demo: recommender" + ("" if protected else " (WITHOUT modelguard)")
-            if self.options.scenario != "incident":
-                title += f", scenario {self.options.scenario}"
-            chart.draw(self.out / "timeline.png", rows, self.events, start, order, title, changes)
-        say("\n" + text + "\n")
-        if ramp:
-            say(overload_report.table(ramp) + "\n")
-        say(report.render_summary(summary))
-        if "ejections_enforced_total" in self.outlier_stats:
-            say(f"Envoy ejected a primary host {self.outlier_stats['ejections_enforced_total']} times")
-        say(
-            f"report: {self.out / 'report.json'}   chart: {self.out / 'timeline.png'}   "
-            f"timeline: {self.out / 'timeline.md'}"
-        )
-        return 0 if summary.passed else 1
+        return results.write(self, start, end, tiers)
 
     def _stop_all(self) -> None:
         for process in reversed(self.processes):

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+MODEL = "recommender"
+"""The demo's one model (its policies' name for it)."""
 PRIMARY_HOSTS = ("primary-1", "primary-2", "primary-3")
 LIGHT_HOSTS = ("light-1", "light-2")
 CANARY_HOSTS = ("canary-1",)

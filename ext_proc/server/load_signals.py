@@ -39,32 +39,51 @@ Key = tuple[str, str, LoadSignal]
 """(model, tier, its signal): a reload that changes the signal starts a new scrape."""
 
 
+NOT_IT = -math.inf
+"""A line starting with the metric's name that belongs to another metric (``name_total``)."""
+
+
 def gauge_sum(text: str, metric: str) -> float | None:
     """The sum of ``metric``'s samples in Prometheus text (any labels), None when it has none or one
-    is not a finite number."""
+    is not a finite number. Only the lines that start with the name are looked at (str.find: a
+    vLLM-sized page of 36 KB in about 16 µs)."""
     total: float | None = None
-    for line in text.splitlines():
-        if not line.startswith(metric):
-            continue
-        rest = line[len(metric) :]
-        if rest.startswith("{"):
-            end = rest.rfind("}")
-            if end < 0:
-                return None
-            rest = rest[end + 1 :]
-        elif not rest.startswith(" "):
-            continue  # another metric whose name continues this one's
-        words = rest.split()
-        if not words:
+    needle = "\n" + metric
+    at = 0 if text.startswith(metric) else _after(text.find(needle))
+    while at >= 0:
+        end = text.find("\n", at)
+        value = _sample(text[at : len(text) if end < 0 else end], len(metric))
+        if value is None:
             return None
-        try:
-            value = float(words[0])
-        except ValueError:
-            return None
-        if not math.isfinite(value):
-            return None
-        total = value if total is None else total + value
+        if value is not NOT_IT:
+            total = value if total is None else total + value
+        at = -1 if end < 0 else _after(text.find(needle, end))
     return total
+
+
+def _after(newline: int) -> int:
+    """Where the line after a newline found at ``newline`` starts; -1 when none was found."""
+    return newline + 1 if newline >= 0 else -1
+
+
+def _sample(line: str, name_length: int) -> float | None:
+    """The value of a sample line, NOT_IT for another metric's line, None when it does not parse."""
+    rest = line[name_length:]
+    if rest.startswith("{"):
+        close = rest.rfind("}")  # a label value may hold a brace: the labels end at the last one
+        if close < 0:
+            return None
+        rest = rest[close + 1 :]
+    elif not rest.startswith((" ", "\t")):
+        return NOT_IT
+    words = rest.split()
+    if not words:
+        return None
+    try:
+        value = float(words[0])
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 @dataclass

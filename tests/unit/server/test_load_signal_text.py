@@ -19,6 +19,9 @@ def test_the_samples_of_the_metric_are_summed_and_its_lookalikes_left_out() -> N
     assert gauge_sum(PAGE, "vllm:num_requests_waiting") == 7.0
     assert gauge_sum(PAGE, "vllm:num_requests_running") == 8.0
     assert gauge_sum("demo_model_queue_depth 12\n", "demo_model_queue_depth") == 12.0
+    assert gauge_sum("demo_model_queue_depth 12", "demo_model_queue_depth") == 12.0  # no newline at the end
+    page = 'demo_model_queue_depth{h="a"} 1\nx 2\ndemo_model_queue_depth{h="b"} 2\ndemo_model_queue_depth_x 9'
+    assert gauge_sum(page, "demo_model_queue_depth") == 3.0
 
 
 @pytest.mark.parametrize(

@@ -161,3 +161,26 @@ def test_the_state_shows_each_limit() -> None:
     tiers = guard.snapshot()["models"]["rec"]["tiers"]  # type: ignore[index]
     assert tiers["primary"]["limit"] == {"kind": "static", "limit": 4, "inflight": 3}
     assert "limit" not in tiers["default"]
+
+
+CANARY_POLICY = """
+models:
+  - name: rec
+    match: {path_prefix: /v2/models/rec}
+    tiers:
+      - {name: primary, route: rec-primary, limit: {max_inflight: 10}}
+      - {name: light, route: rec-light}
+    canary: {route: rec-v2, weight: 50%}
+"""
+
+
+def test_the_canarys_calls_count_in_the_first_tiers_limit() -> None:
+    guard, _ = make(CANARY_POLICY)
+    tickets = [guard.decide({**request("rec"), "x-request-id": f"r{index}"}) for index in range(12)]
+    arms = [t.decision.arm for t in tickets[:10]]
+    assert "canary" in arms and "stable" in arms  # both arms took places
+    assert limiter_inflight(guard, "rec", "primary") == 10
+    assert [where(t) for t in tickets[10:]] == [("light", "overload")] * 2
+    for ticket in tickets:
+        guard.record(ticket, 200, None)
+    assert limiter_inflight(guard, "rec", "primary") == 0
