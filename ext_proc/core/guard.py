@@ -283,8 +283,9 @@ class Guard:
                     else:
                         token.release(now)
                     continue
-                if spare is not None:
-                    spare[2].release(now)
+            if spare is not None:  # a tier below had room: the first tier's hold is not needed
+                spare[2].release(now)
+                spare = None
             if tier.canary is not None:  # the first tier only, whose chain is the gate alone
                 return tier.canary.decide(headers, tier, state, token, now, held)
             if tier.chain:

@@ -1,7 +1,7 @@
 """The tiers' model servers' own load, scraped off the request path (README, "Backend load signals").
 
 A tier with ``load_signal`` has its servers' Prometheus text fetched every ``interval`` (every URL at
-once, each within ``timeout``, at most MAX_BODY bytes read); the samples of ``metric`` are summed per
+once, each within ``timeout``; a page over MAX_BODY bytes is a failure); the samples of ``metric`` are summed per
 URL. A URL's figure is fresh for ``stale_after`` seconds; the tier is overloaded while any fresh
 figure is over ``max``, and then pushed back (core/registry.py ``TierState.signal``) for
 ``stale_after`` or until a reading under the bar: its requests but the critical ones step down the
@@ -84,6 +84,16 @@ def _sample(line: str, name_length: int) -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) else None
+
+
+async def _page(response: aiohttp.ClientResponse) -> bytes:
+    """The whole page, or ValueError past MAX_BODY bytes (read() alone may stop at a chunk)."""
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise ValueError(f"a page over {MAX_BODY} bytes")
+    return bytes(body)
 
 
 @dataclass
@@ -190,7 +200,7 @@ class LoadSignals:
                 async with session.get(url) as response:
                     if response.status != 200:
                         raise ValueError(f"HTTP {response.status}")
-                    body = await response.content.read(MAX_BODY)
+                    body = await _page(response)
             value = gauge_sum(body.decode("utf-8", "replace"), scrape.signal.metric)
             if value is None:
                 raise ValueError(f"no finite {scrape.signal.metric}")

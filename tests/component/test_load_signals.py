@@ -21,15 +21,23 @@ CALL = {":method": "POST", ":path": "/v2/models/m/infer"}
 class Metrics:
     depth: str = "0"
     status: int = 200
+    padding: int = 0
+    """Lines of another metric before the gauge: a page in many chunks."""
 
 
 @pytest.fixture
 async def metrics_server() -> AsyncIterator[tuple[str, Metrics, web.AppRunner]]:
     figures = Metrics()
 
-    async def page(_request: web.Request) -> web.Response:
-        text = f'# TYPE demo_model_queue_depth gauge\ndemo_model_queue_depth{{host="a"}} {figures.depth}\n'
-        return web.Response(text=text, status=figures.status)
+    async def page(_request: web.Request) -> web.StreamResponse:
+        padding = "".join(f'other_metric{{i="{i}"}} {i}\n' for i in range(figures.padding))
+        text = f'{padding}# TYPE demo_model_queue_depth gauge\ndemo_model_queue_depth{{host="a"}} {figures.depth}\n'
+        response = web.StreamResponse(status=figures.status)
+        await response.prepare(_request)
+        for start in range(0, len(text), 4096):  # sent in pieces, as a big page is
+            await response.write(text[start : start + 4096].encode())
+        await response.write_eof()
+        return response
 
     app = web.Application()
     app.router.add_get("/metrics", page)
@@ -81,6 +89,11 @@ async def test_a_queue_over_the_bar_steps_traffic_down_and_unknown_never_holds_i
         assert shown["overloaded"] is True and shown["value"] == 12.0 and shown["oldest_fresh_s"] <= 0.3
         figures.depth = "3"
         assert await tier_becomes(guard, "primary")
+        figures.padding, figures.depth = 2000, "40"  # ~60 KB: the gauge comes in a later piece
+        assert await tier_becomes(guard, "light")
+        figures.padding, figures.depth = 60_000, "40"  # over 1 MiB: no figure, never a hold
+        assert await tier_becomes(guard, "primary")
+        figures.padding = 0
         figures.depth = "50"
         assert await tier_becomes(guard, "light")
         figures.status = 500  # the page fails: no figure, and unknown never holds traffic back

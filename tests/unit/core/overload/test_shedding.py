@@ -184,3 +184,27 @@ def test_the_canarys_calls_count_in_the_first_tiers_limit() -> None:
     for ticket in tickets:
         guard.record(ticket, 200, None)
     assert limiter_inflight(guard, "rec", "primary") == 0
+
+
+PROBE_POLICY = """
+models:
+  - name: rec
+    match: {path_prefix: /v2/models/rec}
+    overload: {honoured: [critical], critical_share: 1.0}
+    tiers:
+      - {name: primary, route: rec-primary, limit: {max_inflight: 1}}
+      - {name: light, route: rec-light}
+    breaker: {min_calls: 1, consecutive_failures: 1, half_open_probes: 1, open_duration: 1s, jitter: 0}
+"""
+
+
+def test_a_critical_request_served_below_gives_back_the_probe_it_held_above() -> None:
+    guard, clock = make(PROBE_POLICY)
+    holder = guard.decide(request("rec"))  # the primary's one place
+    state = guard.registry.get("rec", "primary")
+    state.breaker.judge_try("10.0.0.1:80", clock(), 0.1)  # a failed try from the log: the primary opens
+    clock.advance(1.5)  # half-open: one probe
+    critical = guard.decide(request("rec", "critical"))
+    assert where(critical) == ("light", "overload")  # the probe slot was taken, the limit full, light took it
+    guard.record(holder, 200, None)
+    assert where(guard.decide(request("rec"))) == ("primary", "half_open_probe")  # the slot came back
