@@ -47,6 +47,7 @@ class Decision:
         "respond",
         "retry_after",
         "route",
+        "served_model",
         "shed",
         "state",
         "tier_name",
@@ -96,6 +97,10 @@ class Decision:
         self.holds_retries = holding and self.route is not None and (reason in HELD_BACK or self.degraded)
         """Envoy is told not to retry it (``x-envoy-max-retries: 0``): its tier is half-open, over its
         limit, or serving degraded traffic, and retries would only add load where it hurts."""
+        by_body = model is not None and model.policy.match.body_model is not None
+        self.served_model = tier.tier.model if by_body and tier is not None and canary is None else None
+        """The name the tier's servers know a model named in the body by: the body's ``model`` is
+        rewritten to it (server/wire.py ``with_body``)."""
         deadline = None if tier is None or not self.holds_retries else tier.tier.deadline
         self.deadline_ms = None if deadline is None else max(1, round(deadline * 1000))
         """``x-envoy-upstream-rq-timeout-ms`` with held retries, from the tier's ``deadline``."""

@@ -29,7 +29,8 @@ from ext_proc.core.overload import CRITICAL_RANK, SHEDDABLE_RANK, Criticality, L
 from ext_proc.core.registry import StateRegistry, TierState
 from ext_proc.core.tries import LoggedTry, answered_outcome, tried_state
 from ext_proc.policy import Match, ModelPolicy, Policy, Tier
-from ext_proc.protocol.headers import REQUEST_ID
+from ext_proc.protocol.bodies import names_model_in_body
+from ext_proc.protocol.headers import METHOD, PATH, REQUEST_ID
 
 __all__ = ["NO_TIER", "UNMATCHED", "Decision", "Guard", "ModelGuard", "Ticket", "TierGuard"]
 
@@ -214,6 +215,11 @@ class Guard:
         self._matcher: Matcher[ModelGuard] = Matcher([(m.policy.match, m) for m in self.models])
         self._alone: dict[str, Matcher[ModelGuard]] = {m.name: Matcher([(m.policy.match, m)]) for m in self.models}
         self._nothing: Matcher[ModelGuard] = Matcher([])
+        self._by_body: dict[str, ModelGuard] = {}
+        """Models matched by the ``model`` of an OpenAI-style body, by that name (the first claims it)."""
+        for model in self.models:
+            if model.policy.match.body_model is not None:
+                self._by_body.setdefault(model.policy.match.body_model, model)
         classes = {m.criticality.header for m in self.models}
         self.header_names = self._matcher.header_names | canary_headers(policy) | CALL_HEADER_NAMES | classes
         self._by_route: dict[str, tuple[ModelGuard, ...]] = routed_models(self.models)
@@ -237,6 +243,33 @@ class Guard:
         if model is None:
             self.unmatched.counter.value += 1
             return self._unmatched_ticket
+        return self._walk(model, headers)
+
+    def reads_body(self, headers: Mapping[str, str]) -> bool:
+        """A request no header matched that may name its model in its body: a POST to an OpenAI-style
+        API path, with models matched by ``body_model`` in the policy (protocol/bodies.py)."""
+        return bool(self._by_body) and headers.get(METHOD) == "POST" and names_model_in_body(headers.get(PATH, ""))
+
+    @property
+    def reads_bodies(self) -> bool:
+        return bool(self._by_body)
+
+    def awaiting_body(self, headers: Mapping[str, str]) -> Ticket:
+        """The ticket of a request whose body was asked for: unmatched until the body names a model,
+        and carrying its headers until then (nothing to settle)."""
+        return Ticket(self.unmatched, NO_TOKENS, 0.0, headers)
+
+    def decide_body(self, headers: Mapping[str, str], name: str | None, scope: str | None = None) -> Ticket:
+        """The ticket of a request ``reads_body`` asked the body of, now that it names ``name`` (None:
+        no model named). It was counted unmatched on its headers; a model's now, it is counted there."""
+        model = None if name is None else self._by_body.get(name)
+        if model is None or (scope is not None and model.name != scope):
+            return self._unmatched_ticket
+        self.unmatched.counter.value -= 1
+        return self._walk(model, headers)
+
+    def _walk(self, model: ModelGuard, headers: Mapping[str, str]) -> Ticket:
+        """Down the model's ladder to the first tier whose admitters all let the request through."""
         if not model.calls.judged(headers):
             model.passing.decision.counter.value += 1
             return model.passing
@@ -471,4 +504,6 @@ def _match_text(match: Match) -> dict[str, str]:
         return {"path_prefix": match.path_prefix}
     if match.authority is not None:
         return {"authority": match.authority}
+    if match.body_model is not None:
+        return {"body_model": match.body_model}
     return {"header": f"{match.header_name}: {match.header_value}"}

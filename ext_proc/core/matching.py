@@ -37,6 +37,7 @@ class Matcher(Generic[T]):
             elif match.header_name is not None and match.header_value is not None:
                 by_value = self._headers.setdefault(match.header_name, {})
                 by_value.setdefault(match.header_value, (order, target))
+            # a body_model match is not one of the headers': Guard.decide_body looks it up
         self._prefix_lengths = tuple(sorted({len(p) for p in self._prefixes}, reverse=True))
         names = set(self._headers)
         if self._prefixes:

@@ -34,6 +34,8 @@ class Match:
     authority: str | None = None
     header_name: str | None = None
     header_value: str | None = None
+    body_model: str | None = None
+    """The ``model`` of an OpenAI-style JSON body (README, "The model from the request body")."""
 
 
 @dataclass(frozen=True, slots=True)

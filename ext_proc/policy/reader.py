@@ -51,6 +51,11 @@ _AUTHORITY = Text(
 _PATH_PREFIX_PATTERN = re.compile(r"/[\x21-\x7e]{0,1023}")
 _QUERY = re.compile(r"[?#]")
 _DEADLINE = Duration(0.001, 86400.0)
+_BODY_MODEL = Text(
+    re.compile(r"[^\x00-\x20\x7f-\x9f\"\\](?:[^\x00-\x1f\x7f-\x9f\"\\]{0,254}[^\x00-\x20\x7f-\x9f\"\\])?"),
+    "must be the model's name as clients send it in the body: 1-256 characters, no control characters,"
+    " quotes, backslashes or surrounding spaces",
+)
 
 _Claims = dict[tuple[str, ...], tuple[int, str]]
 """A matcher lookup key to the index and name of the first model that claimed it."""
@@ -167,8 +172,10 @@ class _Reader(Collector):
         return ModelPolicy(name, match, tiers, breaker, failure, canary, calls, protocol, overload)
 
     def served_names(self, match: Match, tiers: tuple[Tier, ...], path: str) -> bool:
-        """A tier's ``model:`` replaces the name a request's path carries, so the model must be
-        matched by a path prefix that ends in that name."""
+        """A tier's ``model:`` replaces the name a request's path carries (or its body's ``model``), so
+        the model must be matched by a path prefix that ends in that name, or by the body's name."""
+        if match.body_model is not None:
+            return True  # modelguard rewrites the body's model for the tier (server/wire.py)
         if match.path_prefix is not None and named_model(match.path_prefix) is not None:
             return True
         named = [index for index, tier in enumerate(tiers) if tier.model is not None]
@@ -176,7 +183,7 @@ class _Reader(Collector):
             self.error(
                 f"{path}[{index}].model",
                 "needs the model matched by a path_prefix ending in /models/NAME (as KServe v1 and v2 and"
-                " Triton paths are): NAME is what the rendered routes rewrite",
+                " Triton paths are: NAME is what the rendered routes rewrite) or by body_model",
             )
         return not named
 
@@ -216,14 +223,17 @@ class _Reader(Collector):
 
     def match(self, raw: object, path: str) -> Match | None:
         if raw is None:
-            self.error(path, "required: one of path_prefix, authority, header")
+            self.error(path, "required: one of path_prefix, authority, header, body_model")
             return None
-        node = self.mapping(raw, path, {"path_prefix", "authority", "header"})
+        node = self.mapping(raw, path, {"path_prefix", "authority", "header", "body_model"})
         if node is None:
             return None
         if len(node) != 1:
-            self.error(path, f"must have exactly one of path_prefix, authority, header (got {len(node)})")
+            self.error(path, f"must have exactly one of path_prefix, authority, header, body_model (got {len(node)})")
             return None
+        if "body_model" in node:
+            name = self.value(_BODY_MODEL, node["body_model"], f"{path}.body_model")
+            return None if name is None else Match(body_model=name)
         if "path_prefix" in node:
             return self.path_prefix(node["path_prefix"], f"{path}.path_prefix")
         if "authority" in node:
@@ -347,6 +357,8 @@ def _match_keys(match: Match) -> tuple[tuple[str, ...], list[tuple[str, ...]], s
         return ("path", match.path_prefix), covering, "every path it matches is already matched by"
     if match.header_name is not None and match.header_value is not None:
         return ("header", match.header_name, match.header_value), [], ""
+    if match.body_model is not None:
+        return ("body", match.body_model), [], ""
     authority = match.authority or ""
     host: list[tuple[str, ...]] = [("authority", authority.rsplit(":", 1)[0])] if ":" in authority else []
     return ("authority", authority), host, "its host on any port is already matched by"

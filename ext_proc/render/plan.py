@@ -115,6 +115,12 @@ def plan(policy: Policy, *, kubernetes_names: bool = False) -> tuple[ModelRoutes
     models: list[ModelRoutes] = []
     for index, model in enumerate(policy.models):
         where = f"models[{index}]"
+        if model.match.body_model is not None:
+            errors.append(
+                f"{where}.match.body_model: not rendered yet (no route can match a body before modelguard reads"
+                " it): route its tiers' x-modelguard-route values by hand, as envoy/envoy.yaml does"
+            )
+            continue
         uses = [
             RouteUse(
                 tier.route,

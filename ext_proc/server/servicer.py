@@ -19,6 +19,7 @@ answer whose grpc-status is still to come in trailers gets an answer to its resp
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -27,11 +28,13 @@ import grpc
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
 from google.protobuf.message import DecodeError
 
+from ext_proc.core.admission import NO_HEADERS
 from ext_proc.core.guard import Decision, Guard, Ticket
 from ext_proc.core.hosts import NO_HOST
 from ext_proc.core.tries import LOGGED_STATUS
 from ext_proc.observe.log_budget import LogBudget
 from ext_proc.protocol.answers import speaks_openai
+from ext_proc.protocol.bodies import model_of
 from ext_proc.protocol.headers import (
     CONTENT_TYPE,
     GRPC_CONTENT_TYPE,
@@ -91,11 +94,15 @@ class Plan:
     a dictionary lookup, as when every answer was prebuilt, but a policy's start-up (and each
     reload) builds none, however many decisions its tiers, reasons and variants make."""
 
-    __slots__ = ("answers", "guard", "models", "scoped", "wanted")
+    __slots__ = ("answers", "body_answers", "guard", "models", "reads_bodies", "scoped", "wanted")
 
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
         self.answers: dict[Decision, wire.WireAnswers] = {}
+        self.body_answers: dict[Decision, wire.WireAnswers] = {}
+        """The answers to request-body messages, for models named in the body."""
+        self.reads_bodies = guard.reads_bodies
+        """Some model is matched by the model an OpenAI-style body names (protocol/bodies.py)."""
         self.wanted = guard.header_names | {CONTENT_TYPE}
         self.models = frozenset(model.name for model in guard.models)
         self.scoped = len(self.models) > 1
@@ -107,6 +114,13 @@ class Plan:
         if len(self.answers) >= MAX_CACHED_ANSWERS:
             self.answers.clear()
         self.answers[decision] = answers
+        return answers
+
+    def build_body(self, decision: Decision) -> wire.WireAnswers:
+        answers = wire.build_body_answers(decision)
+        if len(self.body_answers) >= MAX_CACHED_ANSWERS:
+            self.body_answers.clear()
+        self.body_answers[decision] = answers
         return answers
 
 
@@ -185,6 +199,11 @@ class ExtProcServicer:
                         pending = None
                         return
                     await context.write(wire.EMPTY_RESPONSE_TRAILERS)
+                elif phase == "request_body" and ticket is not None and awaits_body(ticket, guard):
+                    ticket, answer, last = self._decide_body(plan, request, ticket, scope)
+                    await context.write(answer)
+                    if last:
+                        return
                 elif phase in _CONTINUE:
                     self.errors.count(f"unrequested_{phase}")
                     await context.write(_CONTINUE[phase])
@@ -249,20 +268,45 @@ class ExtProcServicer:
                 if spoofed is None:
                     spoofed = []
                 spoofed.append(key)
-        ticket = plan.guard.decide(values, scope)
-        answers = plan.answers.get(ticket.decision)
+        guard = plan.guard
+        ticket = guard.decide(values, scope)
+        decision = ticket.decision
+        if decision is guard.unmatched and plan.reads_bodies and self._body_to_come(guard, request, values):
+            answer = wire.READ_BODY if spoofed is None else wire.with_removals(wire.READ_BODY_MESSAGE, spoofed)
+            return guard.awaiting_body(values), answer, False
+        answers = plan.answers.get(decision)
         if answers is None:
-            answers = plan.build(ticket.decision)
-        last = answers.request_is_last
+            answers = plan.build(decision)
         if answers.request_message is None:  # answered directly: in the client's protocol
-            if values.get(CONTENT_TYPE, "").startswith(GRPC_CONTENT_TYPE):
-                return ticket, answers.request_grpc, last
-            if speaks_openai(ticket.decision.protocol, values.get(PATH, "")):
-                return ticket, answers.request_openai, last
-            return ticket, answers.request_http, last
+            return ticket, in_protocol(answers, decision, values), answers.request_is_last
         if spoofed is not None:
-            return ticket, wire.with_removals(answers.request_message, spoofed), last
-        return ticket, answers.request_http, last
+            return ticket, wire.with_removals(answers.request_message, spoofed), answers.request_is_last
+        return ticket, answers.request_http, answers.request_is_last
+
+    @staticmethod
+    def _body_to_come(guard: Guard, request: ProcessingRequest, values: dict[str, str]) -> bool:
+        """A request no header matched, that may name its model in a body still to come."""
+        return not request.request_headers.end_of_stream and guard.reads_body(values)
+
+    def _decide_body(
+        self, plan: Plan, request: ProcessingRequest, waiting: Ticket, scope: str | None
+    ) -> tuple[Ticket, bytes, bool]:
+        """The ticket and answer of a request whose model its body names (protocol/bodies.py)."""
+        found = model_of(request.request_body.body)
+        values = waiting.headers
+        ticket = plan.guard.decide_body(values, None if found is None else found.name, scope)
+        decision = ticket.decision
+        answers = plan.body_answers.get(decision)
+        if answers is None:
+            answers = plan.build_body(decision)
+        if answers.request_message is None:
+            return ticket, in_protocol(answers, decision, values), answers.request_is_last
+        served = decision.served_model
+        if served is not None and found is not None:
+            body = request.request_body.body
+            renamed = body[: found.start] + json.dumps(served).encode() + body[found.end :]
+            return ticket, wire.with_body(answers.request_message, renamed), answers.request_is_last
+        return ticket, answers.request_http, answers.request_is_last
 
     def _on_response(
         self,
@@ -290,6 +334,20 @@ class ExtProcServicer:
         retry_after = _seconds(values.get(RETRY_AFTER))
         guard.record(ticket, status, grpc_status, None, *_upstream(request, status, context), retry_after)
         return None
+
+
+def in_protocol(answers: wire.WireAnswers, decision: Decision, values: dict[str, str] | Any) -> bytes:
+    """An answer given directly, in the client's protocol: gRPC, OpenAI or KServe's."""
+    if values.get(CONTENT_TYPE, "").startswith(GRPC_CONTENT_TYPE):
+        return answers.request_grpc
+    if speaks_openai(decision.protocol, values.get(PATH, "")):
+        return answers.request_openai
+    return answers.request_http
+
+
+def awaits_body(ticket: Ticket, guard: Guard) -> bool:
+    """The stream asked Envoy for the request body (``Guard.awaiting_body``), not yet answered."""
+    return ticket.decision is guard.unmatched and ticket.headers is not NO_HEADERS
 
 
 def _text(header: Any) -> str:

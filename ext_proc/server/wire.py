@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3.external_processor_pb2 import (
     BodyResponse,
     CommonResponse,
@@ -43,6 +44,15 @@ EMPTY_RESPONSE_BODY = ProcessingResponse(response_body=BodyResponse()).Serialize
 EMPTY_REQUEST_TRAILERS = ProcessingResponse(request_trailers=TrailersResponse()).SerializeToString()
 EMPTY_RESPONSE_TRAILERS = ProcessingResponse(response_trailers=TrailersResponse()).SerializeToString()
 """Continue-unchanged answers, one per phase: Envoy waits for an answer to every message it sends."""
+
+READ_BODY_MESSAGE = ProcessingResponse(
+    request_headers=HeadersResponse(), mode_override=ProcessingMode(request_body_mode=ProcessingMode.BUFFERED)
+)
+READ_BODY = READ_BODY_MESSAGE.SerializeToString()
+"""The request-headers answer that asks Envoy for the whole request body (the filter's
+``allow_mode_override``): the model is named in it (protocol/bodies.py). BUFFERED, not
+BUFFERED_PARTIAL: Envoy applies the header mutations of a body-phase answer only to a fully buffered
+body."""
 
 
 def _set(headers: Iterable[tuple[str, str]]) -> list[HeaderValueOption]:
@@ -98,6 +108,32 @@ def build_answers(decision: Decision) -> WireAnswers:
         _immediate(decision, client_headers, flavour).SerializeToString() for flavour in (KSERVE, GRPC, OPENAI)
     )
     return WireAnswers(http, grpc, openai, None, request_is_last=True)
+
+
+def build_body_answers(decision: Decision) -> WireAnswers:
+    """A decision's answers to the request-body message (a model named in the body): the same
+    header mutation and route-cache clearing in a body response; answers given directly as they are."""
+    answers = build_answers(decision)
+    if decision.passes_through:
+        return WireAnswers(EMPTY_REQUEST_BODY, EMPTY_REQUEST_BODY, EMPTY_REQUEST_BODY, None, request_is_last=True)
+    message = answers.request_message
+    if message is None:
+        return answers
+    body = ProcessingResponse(request_body=BodyResponse(response=message.request_headers.response))
+    wire = body.SerializeToString()
+    return WireAnswers(wire, wire, wire, body, request_is_last=False)
+
+
+def with_body(message: ProcessingResponse, body: bytes) -> bytes:
+    """A body-phase answer that also replaces the body (a model name rewritten for its tier), with
+    the content-length to match: Envoy keeps the client's in BUFFERED mode."""
+    copy = ProcessingResponse()
+    copy.CopyFrom(message)
+    common = copy.request_body.response
+    common.body_mutation.body = body
+    common.header_mutation.set_headers.extend(_set([("content-length", str(len(body)))]))
+    serialized: bytes = copy.SerializeToString()
+    return serialized
 
 
 def _held_back(decision: Decision) -> list[tuple[str, str]]:

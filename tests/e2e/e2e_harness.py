@@ -154,6 +154,7 @@ class Upstream:
         """(wall-clock time, status) of every answer, in order."""
         self._served: dict[int, int] = {}
         self._last_headers: dict[str, str] = {}
+        self._last_body = b""
         self._server = _QuietHTTPServer((LOCALHOST, 0), self._make_handler())
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
@@ -203,14 +204,18 @@ class Upstream:
             return dict(self._last_headers)
 
     @property
+    def last_body(self) -> bytes:
+        with self._lock:
+            return self._last_body
+
+    @property
     def url(self) -> str:
         return f"http://{LOCALHOST}:{self.port}"
 
     # -- request handling
     def _answer(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
-        if length:
-            handler.rfile.read(length)
+        received = handler.rfile.read(length) if length else b""
         with self._lock:
             delay = self._delay
             fault = self._fault or (self._error_rate > 0 and self._rng.random() < self._error_rate)
@@ -222,6 +227,7 @@ class Upstream:
             self._served[status] = self._served.get(status, 0) + 1
             self.answered.append((time.time(), status))
             self._last_headers = {k.lower(): v for k, v in handler.headers.items()}
+            self._last_body = received
         payload: dict[str, Any] = {"server": self.name, "path": handler.path}
         if fault:
             payload["fault"] = True

@@ -292,7 +292,7 @@ BROKEN_EXPECTED = {
     "models[0].failure.statuses[0]": "must be an HTTP status (100-599) or a class such as 5xx, got '6xx'",
     "models[0].failure.grpc_statuses[1]": "unknown gRPC status 'NOT_A_STATUS'",
     "models[1].name": "required",
-    "models[1].match": "must have exactly one of path_prefix, authority, header",
+    "models[1].match": "must have exactly one of path_prefix, authority, header, body_model",
     "models[3].name": "duplicate model name 'twin' (also models[2])",
 }
 
@@ -390,7 +390,7 @@ def test_longest_allowed_name() -> None:
 @pytest.mark.parametrize(
     ("match", "path", "message"),
     [
-        ("{}", "models[0].match", "must have exactly one of path_prefix, authority, header (got 0)"),
+        ("{}", "models[0].match", "must have exactly one of path_prefix, authority, header, body_model (got 0)"),
         ("[/m]", "models[0].match", "must be a mapping, got a list"),
         ("{path_prefix: m}", "models[0].match.path_prefix", "must be a string starting with '/'"),
         ("{authority: ''}", "models[0].match.authority", "must be a host name"),

@@ -137,3 +137,11 @@ def test_every_tier_with_a_model_is_named_and_other_errors_still_show() -> None:
 )
 def test_where_a_path_prefix_names_its_model(prefix: str, expected: tuple[str, str] | None) -> None:
     assert named_model(prefix) == expected
+
+
+def test_a_model_matched_by_its_body_may_have_tiers_serving_it_under_another_name() -> None:
+    policy = parse_policy(
+        "models:\n  - name: chat\n    match: {body_model: llama-3}\n"
+        "    tiers: [{name: primary, route: p}, {name: light, route: l, model: llama-3-8b}]\n"
+    )
+    assert policy.models[0].tiers[1].model == "llama-3-8b"

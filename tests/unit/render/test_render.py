@@ -455,3 +455,15 @@ def test_istio_retries_a_tier_on_the_next_through_an_added_aggregate_and_logs_fa
         assert log["typed_config"]["common_config"]["grpc_service"]["envoy_grpc"] == grpc["envoy_grpc"]
         only_tagged = log["filter"]["and_filter"]["filters"][0]
         assert only_tagged == {"header_filter": {"header": {"name": "x-modelguard-route", "present_match": True}}}
+
+
+def test_a_model_matched_by_its_body_is_refused_with_a_reason(tmp_path: Path) -> None:
+    policy = tmp_path / "body.yaml"
+    policy.write_text(
+        "models:\n  - name: chat\n    match: {body_model: llama-3}\n    tiers: [{name: primary, route: chat-primary}]\n"
+    )
+    for target in ("envoy", "istio"):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = cli.main(["render", target, "--policy", str(policy)])
+        assert code == 1 and "models[0].match.body_model: not rendered yet" in err.getvalue()
