@@ -332,13 +332,18 @@ def start_upstream(out: Path, name: str = "upstream") -> EnvoyProcess:
     )
 
 
-def write_policy(path: Path) -> Path:
+def write_policy(path: Path, body_model: bool = False) -> Path:
     """20 models, each primary -> recommender-resnet50, light -> recommender-mobilenet, then a
     respond tier, and 5 of them with a canary at 10% -> recommender-resnet50-v2 (keyed by the
-    x-request-id Envoy gives each request): every model's routes exist in the reference Envoy config."""
+    x-request-id Envoy gives each request): every model's routes exist in the reference Envoy config.
+    ``body_model``: one more model, matched by an OpenAI body's model (the load never names it: what
+    headers-only requests pay for such a policy)."""
     document = policy_document(
         MODELS, primary_route=PRIMARY_ROUTE, light_route=LIGHT_ROUTE, canaries=CANARIES, canary_route=CANARY_ROUTE
     )
+    if body_model:
+        tiers = [{"name": "primary", "route": PRIMARY_ROUTE}]
+        document["models"].append({"name": "chat", "match": {"body_model": "llama-3"}, "tiers": tiers})
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     load_policy(path)  # fail here, not in the subprocess
     return path
@@ -446,7 +451,7 @@ def profiled_command(out: Path, module: str) -> list[str]:
 
 
 def start_processor(
-    key: str, out: Path, sdk_python: Path | None, profile: bool, noop_api: str = "readwrite"
+    key: str, out: Path, sdk_python: Path | None, profile: bool, noop_api: str = "readwrite", body_model: bool = False
 ) -> tuple[ManagedProcess, int, Callable[[], bool]]:
     """Launch the processor of a config on a free port: (process, port, readiness probe)."""
     port, admin_port = free_ports(2)
@@ -454,7 +459,7 @@ def start_processor(
         command = modelguard_command()
         if profile:
             command = profiled_command(out / f"profile-{key}.prof", "ext_proc.cli")
-        policy = write_policy(out / "policy.yaml")
+        policy = write_policy(out / "policy.yaml", body_model)
         env = {k: v for k, v in os.environ.items() if k != GRPC_EXPERIMENTS}  # (d): modelguard's default
         if key == "da":
             env.update(PLAIN_GRPC)
@@ -738,6 +743,7 @@ class Options:
     profile: bool = False
     staggered: bool = True
     noop_api: str = "readwrite"
+    body_model: bool = False
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -801,7 +807,7 @@ def run(options: Options) -> dict[str, Any]:
             if key == "a" or not configs[key]["available"]:
                 continue
             try:
-                launched = start_processor(key, out, sdk_python, options.profile, options.noop_api)
+                launched = start_processor(key, out, sdk_python, options.profile, options.noop_api, options.body_model)
             except (Unavailable, OSError, StackError, ValueError) as exc:
                 _unavailable(configs[key], str(exc))
                 continue
@@ -1251,6 +1257,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--profile", action="store_true", help="run (b) and (d) under cProfile (CPU time); figures not comparable"
     )
+    parser.add_argument(
+        "--body-model",
+        action="store_true",
+        help="(d)'s policy also matches one model by an OpenAI body's model (the load stays headers-only)",
+    )
     args = parser.parse_args(argv)
     options = Options()
     if args.smoke:
@@ -1261,6 +1272,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     options.staggered = args.rate_mode == "staggered"
     options.noop_api = args.noop_api
     options.models_hit = args.models_hit
+    options.body_model = args.body_model
     for name in ("duration", "concurrency", "rounds", "warmup"):
         value = getattr(args, name)
         if value is not None:
