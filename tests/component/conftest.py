@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sys
 from collections.abc import AsyncIterator
@@ -142,10 +143,11 @@ class Harness:
         return found["x-modelguard-tier"], found["x-modelguard-reason"]
 
 
-@pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
+@contextlib.asynccontextmanager
+async def running(policy: str) -> AsyncIterator[Harness]:
+    """A service of ``policy`` on a fake clock, and a client of it; stopped on the way out."""
     clock = ManualClock()
-    service = Service(parse_policy(POLICY), clock=clock, rng=random.Random(7))
+    service = Service(parse_policy(policy), clock=clock, rng=random.Random(7))
     ports = await service.start("127.0.0.1:0", "127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc}")
     try:
@@ -153,3 +155,9 @@ async def harness() -> AsyncIterator[Harness]:
     finally:
         await channel.close()
         await service.stop(0.5)
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    async with running(POLICY) as found:
+        yield found

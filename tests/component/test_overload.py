@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import grpc
 import pytest
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_grpc
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
 
-from ext_proc.core.clock import ManualClock
-from ext_proc.policy import parse_policy
-from ext_proc.server.service import Service
-from tests.component.conftest import Harness, request_headers, response_headers, set_headers
+from tests.component.conftest import Harness, request_headers, response_headers, running, set_headers
 
 POLICY = """
 models:
@@ -34,15 +29,8 @@ CHAT = "/v1/chat/completions"
 
 @pytest.fixture
 async def limited() -> AsyncIterator[Harness]:
-    clock = ManualClock()
-    service = Service(parse_policy(POLICY), clock=clock, rng=random.Random(7))
-    ports = await service.start("127.0.0.1:0", "127.0.0.1:0")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc}")
-    try:
-        yield Harness(service, ports, clock, channel, ext_proc_grpc.ExternalProcessorStub(channel))
-    finally:
-        await channel.close()
-        await service.stop(0.5)
+    async with running(POLICY) as found:
+        yield found
 
 
 async def hold(harness: Harness, headers: dict[str, str | bytes]) -> tuple[Any, ProcessingResponse]:
