@@ -125,21 +125,24 @@ class TierState:
     def push_back(self, now: float, retry_after: float | None) -> None:
         """A 429 (RESOURCE_EXHAUSTED) came back at ``now``, already in the breaker's window."""
         until = pushed_until(self.overload, self.breaker.figures(), now, retry_after)
-        if until is not None and until > self.pushed_until:
-            if self.pushed_until <= now:
-                self.pushbacks += 1
-            self.pushed_until = until
+        if until is not None:
+            self._push(now, until)
 
     def signal(self, now: float, overloaded: bool, hold: float) -> None:
         """The tier's servers' own load, read off the request path: overloaded, it is pushed back
         for ``hold`` seconds (or until a reading under the bar); not (or unknown), the push its
         signal made ends, a 429's push is left to run its course."""
         if overloaded:
-            if self.pushed_until <= now:
-                self.pushbacks += 1
-            self.pushed_until = self.signalled = max(self.pushed_until, now + hold)
+            self._push(now, now + hold)
+            self.signalled = self.pushed_until
         elif self.signalled and self.pushed_until == self.signalled:
             self.pushed_until = self.signalled = 0.0
+
+    def _push(self, now: float, until: float) -> None:
+        """Pushed back until ``until`` at least; a push that starts anew is counted."""
+        if self.pushed_until <= now:
+            self.pushbacks += 1
+        self.pushed_until = max(self.pushed_until, until)
 
     def configure(self, limit: Limit | None, overload: Overload) -> None:
         """Take a policy's limit and overload settings: the limiter held goes on (its calls in

@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -31,10 +32,12 @@ from google.protobuf.message import DecodeError
 from ext_proc.core.admission import NO_HEADERS
 from ext_proc.core.guard import Decision, Guard, Ticket
 from ext_proc.core.hosts import NO_HOST
+from ext_proc.core.outcomes import TOO_MANY_REQUESTS
 from ext_proc.core.tries import LOGGED_STATUS
 from ext_proc.observe.log_budget import LogBudget
 from ext_proc.protocol.answers import speaks_openai
 from ext_proc.protocol.bodies import model_of
+from ext_proc.protocol.grpc_codes import RESOURCE_EXHAUSTED
 from ext_proc.protocol.headers import (
     CONTENT_TYPE,
     GRPC_CONTENT_TYPE,
@@ -331,12 +334,13 @@ class ExtProcServicer:
             and not request.response_headers.end_of_stream
         ):
             return status, guard.clock(), _upstream(request, status, context)
-        retry_after = _seconds(values.get(RETRY_AFTER))
+        overloaded = status == TOO_MANY_REQUESTS or grpc_status == RESOURCE_EXHAUSTED
+        retry_after = _seconds(values.get(RETRY_AFTER)) if overloaded else None  # read for a 429 only
         guard.record(ticket, status, grpc_status, None, *_upstream(request, status, context), retry_after)
         return None
 
 
-def in_protocol(answers: wire.WireAnswers, decision: Decision, values: dict[str, str] | Any) -> bytes:
+def in_protocol(answers: wire.WireAnswers, decision: Decision, values: Mapping[str, str]) -> bytes:
     """An answer given directly, in the client's protocol: gRPC, OpenAI or KServe's."""
     if values.get(CONTENT_TYPE, "").startswith(GRPC_CONTENT_TYPE):
         return answers.request_grpc
