@@ -137,10 +137,12 @@ class Overload:
     hold_retries: bool = True
     """Set ``x-envoy-max-retries: 0`` on requests to a tier that is half-open, over its limit or
     serving degraded traffic (README, "Retry-storm control")."""
-    pushback_share: float = 0.1
+    pushback_share: float = 0.5
     """A tier whose answers in its breaker's window are at least this share of 429 /
     RESOURCE_EXHAUSTED (and at least ``pushback_min`` of them) is overloaded: its requests but the
-    critical ones step down for the time its last such answer's Retry-After says."""
+    critical ones step down for the time its last such answer's Retry-After says. Half by default:
+    a server also answers 429 to one client over its own quota, and that client must not be able to
+    step everyone down."""
     pushback_min: int = 5
     max_pushback: float = 30.0
     """The longest a Retry-After is honoured for, seconds (1 when the answer has none)."""

@@ -104,3 +104,26 @@ def test_the_state_shows_the_pushback() -> None:
     clock.advance(0.5)
     primary = guard.snapshot()["models"]["rec"]["tiers"]["primary"]  # type: ignore[index]
     assert primary["pushed_back_s"] == 1.5 and primary["pushbacks"] == 1
+
+
+DEFAULTS = """
+models:
+  - name: rec
+    match: {path_prefix: /v2/models/rec}
+    tiers:
+      - {name: primary, route: rec-primary}
+      - {name: light, route: rec-light}
+"""
+
+
+def test_by_default_one_clients_rate_limit_does_not_push_the_tier_back_for_everyone() -> None:
+    """A server answering 429 to one client over its own quota (a third of the answers here) is not
+    overloaded: only when most answers say so does the tier step everyone down."""
+    clock = ManualClock()
+    guard = Guard(parse_policy(DEFAULTS), StateRegistry(clock, random.Random(1)))
+    for index in range(60):
+        answer(guard, 429 if index % 3 == 0 else 200, retry_after=30)
+    assert where(guard.decide(call())) == ("primary", "ok")
+    for _ in range(22):  # now half the answers are 429 (from the 20th on): the tier itself is overloaded
+        answer(guard, 429, retry_after=2)
+    assert where(guard.decide(call())) == ("light", "overload")
